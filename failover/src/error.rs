@@ -1,0 +1,125 @@
+//! The one error type of the crate.
+
+use std::time::Duration;
+
+/// Everything that can go wrong in `failover`.
+///
+/// Every message says what failed and, where the caller can do something about it,
+/// what to change. No variant ever carries a password: connection strings are
+/// redacted before they reach an error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An option is out of range or inconsistent with another one.
+    #[error("invalid option `{option}`: {reason}")]
+    InvalidOption {
+        /// The option's name, as in [`Options`](crate::Options) (for example `intervals.master`).
+        option: &'static str,
+        /// What is wrong and what to write instead.
+        reason: String,
+    },
+
+    /// The subsystem name cannot be used as a MongoDB document id.
+    #[error("invalid subsystem name {name:?}: {reason}")]
+    InvalidName {
+        /// The name that was given.
+        name: String,
+        /// What is wrong and what to write instead.
+        reason: String,
+    },
+
+    /// The MongoDB connection string could not be parsed. The string in the message has
+    /// its password replaced by `***`.
+    #[error("invalid MongoDB connection string {uri}: {reason}")]
+    InvalidUri {
+        /// The connection string, with any password replaced by `***`.
+        uri: String,
+        /// The driver's reason, with any password replaced by `***`.
+        reason: String,
+    },
+
+    /// A database command failed (network error, server error, unreachable server).
+    #[error("database error during {operation}: {message}")]
+    Database {
+        /// What the member was doing (for example `renew lease`).
+        operation: &'static str,
+        /// The server's or the driver's message, with credentials removed.
+        message: String,
+        /// The server's error code, where the server gave one.
+        code: Option<i32>,
+    },
+
+    /// A database command did not answer in time.
+    #[error("database timeout: {operation} did not answer within {after:?}")]
+    Timeout {
+        /// What the member was doing.
+        operation: &'static str,
+        /// How long it waited.
+        after: Duration,
+    },
+
+    /// The lease document in the database is not one that `failover` wrote.
+    #[error("malformed lease document for subsystem {name:?}: {reason}; delete the document or point this subsystem at another collection")]
+    MalformedLease {
+        /// The subsystem.
+        name: String,
+        /// Which field is missing or has the wrong type.
+        reason: String,
+    },
+
+    /// A value (a synchronize id, a task or its key) could not be converted to or from BSON.
+    #[error("cannot convert {what} to or from BSON: {reason}")]
+    Serialization {
+        /// What was being converted.
+        what: &'static str,
+        /// The serializer's message.
+        reason: String,
+    },
+
+    /// The managed work queue is full and the options say to refuse new work.
+    #[error(
+        "work queue is full ({capacity} tasks); raise `queue_capacity` or choose `QueueFull::Wait`"
+    )]
+    QueueFull {
+        /// The configured capacity.
+        capacity: usize,
+    },
+
+    /// The member was shut down; start a new one to take part in the election again.
+    #[error("member has been shut down")]
+    Shutdown,
+
+    /// A task or a hook panicked. The member keeps running; the payload's text is given.
+    #[error("panic in {place}: {message}")]
+    Panic {
+        /// Where it happened (`work` or a hook name).
+        place: &'static str,
+        /// The panic message, when it was a string.
+        message: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn invalid(option: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidOption {
+            option,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn serialization(what: &'static str, reason: impl ToString) -> Self {
+        Error::Serialization {
+            what,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Whether the error comes from the database being unreachable, slow or failing,
+    /// as opposed to a mistake in the options or the data.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Database { .. } | Error::Timeout { .. })
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,227 @@
+//! Events, with the original's names, as a typed stream and as a hooks trait.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, Weak};
+
+use bson::Bson;
+use tokio::sync::mpsc;
+
+use crate::error::Error;
+use crate::state::State;
+
+/// Something that happened to a member. The names are the original's.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// `synchronize(id)`: a standby learned the master's newest synchronize id
+    /// (in managed mode: the key of the last finished task).
+    Synchronize {
+        /// The id, as the master published it.
+        id: Bson,
+        /// The epoch of the master that published it.
+        epoch: u64,
+    },
+    /// `error`: a database command failed; the member retries by itself.
+    Error(Error),
+    /// `info`: a notice, such as the database being reached.
+    Info(String),
+    /// `panic`: something went wrong inside (a hook or a task panicked). The member
+    /// keeps running.
+    Panic(String),
+    /// `statechange(old, new)`.
+    StateChange {
+        /// The state left.
+        old: State,
+        /// The state entered.
+        new: State,
+        /// The epoch of the lease this member now holds (master) or follows (slave).
+        epoch: Option<u64>,
+    },
+    /// `master`: this member now holds the lease with this epoch, its fencing token.
+    Master {
+        /// The fencing token: higher than every earlier master's.
+        epoch: u64,
+    },
+    /// `slave`: another member holds the lease.
+    Slave {
+        /// The epoch of the lease that member holds.
+        epoch: u64,
+    },
+    /// Managed mode: a task failed as often as `max_attempts` allows and was taken
+    /// out of the queue. The task is handed over here so that nothing is lost.
+    DeadLetter {
+        /// The task's key.
+        key: Bson,
+        /// The task itself.
+        task: Bson,
+        /// How many times it was tried.
+        attempts: u32,
+        /// The last failure.
+        reason: String,
+    },
+}
+
+impl Event {
+    /// The event's name, as the original spells it (`dead-letter` for the addition).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Synchronize { .. } => "synchronize",
+            Event::Error(_) => "error",
+            Event::Info(_) => "info",
+            Event::Panic(_) => "panic",
+            Event::StateChange { .. } => "statechange",
+            Event::Master { .. } => "master",
+            Event::Slave { .. } => "slave",
+            Event::DeadLetter { .. } => "dead-letter",
+        }
+    }
+}
+
+/// A member's events, in order, from the moment [`Member::events`](crate::Member::events)
+/// was called. Ends (`None`) when the member has stopped.
+///
+/// Every subscriber gets every event; a subscriber that stops reading holds them
+/// in memory, so drop it when you are done.
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::UnboundedReceiver<Event>,
+}
+
+impl Events {
+    /// The next event, or `None` once the member has stopped.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is waiting, without waiting.
+    pub fn try_next(&mut self) -> Option<Event> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// Fans events out to every subscriber.
+#[derive(Default)]
+pub(crate) struct EventSink {
+    subscribers: Mutex<Vec<mpsc::UnboundedSender<Event>>>,
+}
+
+impl EventSink {
+    pub(crate) fn subscribe(&self) -> Events {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.subscribers).push(tx);
+        Events { rx }
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        lock(&self.subscribers).retain(|s| s.send(event.clone()).is_ok());
+    }
+
+    /// Ends every stream.
+    pub(crate) fn close(&self) {
+        lock(&self.subscribers).clear();
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: every critical section in this crate leaves
+/// its data consistent, and a panic elsewhere must not take the member down.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Hooks called on a member's events; every method has a default that does nothing.
+///
+/// Hooks run one at a time, in event order, on a task of their own: a slow hook
+/// delays later hooks, never a lease renewal. A hook that panics is reported as an
+/// [`Event::Panic`] and the member goes on.
+///
+/// ```
+/// use failover::{Hooks, State};
+///
+/// struct Log;
+///
+/// impl Hooks for Log {
+///     async fn on_master(&self, epoch: u64) {
+///         println!("leading with fencing token {epoch}");
+///     }
+///     async fn on_state_change(&self, old: State, new: State) {
+///         println!("{old} -> {new}");
+///     }
+/// }
+/// ```
+pub trait Hooks: Send + Sync + 'static {
+    /// This member became master; `epoch` is its fencing token.
+    fn on_master(&self, epoch: u64) -> impl Future<Output = ()> + Send {
+        let _ = epoch;
+        async {}
+    }
+
+    /// This member became a standby of the master holding `epoch`.
+    fn on_slave(&self, epoch: u64) -> impl Future<Output = ()> + Send {
+        let _ = epoch;
+        async {}
+    }
+
+    /// A standby received the master's synchronize id.
+    fn on_synchronize(&self, id: Bson) -> impl Future<Output = ()> + Send {
+        let _ = id;
+        async {}
+    }
+
+    /// The member moved from `old` to `new`.
+    fn on_state_change(&self, old: State, new: State) -> impl Future<Output = ()> + Send {
+        let _ = (old, new);
+        async {}
+    }
+
+    /// A database command failed (the member retries by itself).
+    fn on_error(&self, error: Error) -> impl Future<Output = ()> + Send {
+        let _ = error;
+        async {}
+    }
+}
+
+/// No hooks.
+impl Hooks for () {}
+
+/// Runs `hooks` on every event of `events`, one at a time, until the stream ends.
+/// Panics in hooks are caught and reported through `sink`.
+pub(crate) fn spawn_hooks<H: Hooks>(hooks: Arc<H>, mut events: Events, sink: Weak<EventSink>) {
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            let h = hooks.clone();
+            let place = event.name();
+            let call = tokio::spawn(async move {
+                match event {
+                    Event::Master { epoch } => h.on_master(epoch).await,
+                    Event::Slave { epoch } => h.on_slave(epoch).await,
+                    Event::Synchronize { id, .. } => h.on_synchronize(id).await,
+                    Event::StateChange { old, new, .. } => h.on_state_change(old, new).await,
+                    Event::Error(e) => h.on_error(e).await,
+                    _ => {}
+                }
+            });
+            if let Err(e) = call.await {
+                if e.is_panic() {
+                    let message = panic_message(e.into_panic());
+                    tracing::error!(target: "failover", hook = place, %message, "hook panicked");
+                    if let Some(sink) = sink.upgrade() {
+                        sink.emit(Event::Panic(format!(
+                            "hook for `{place}` panicked: {message}"
+                        )));
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

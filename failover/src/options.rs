@@ -1,0 +1,465 @@
+//! Options: where the lease lives, who this member is, and the election's timings.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::store::MemoryStore;
+
+/// The connection string used when neither [`Options::connect_string`] nor the
+/// `MONGODB_URI` environment variable gives one (the original's default).
+pub const DEFAULT_CONNECT_STRING: &str = "mongodb://localhost:27017/test";
+
+/// The collection that holds one lease document per subsystem, unless
+/// [`Options::collection`] names another.
+pub const DEFAULT_COLLECTION: &str = "failover";
+
+/// Upper bound for every duration option, so that deadline arithmetic can never overflow.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The election's timings, with the original's names and defaults.
+///
+/// | field | default | what it paces |
+/// |---|---|---|
+/// | `init` | 0 ms | delay before a new member's first check |
+/// | `master` | 2000 ms | the master renews its lease (and publishes its synchronize id) this often |
+/// | `slave` | 2500 ms | a standby reads the lease at least this often (and exactly when it can expire) |
+/// | `ticking` | 2000 ms | the longest a member may spend taking over before it counts as an error |
+/// | `error` | 5000 ms | after a database error a member retries this much later |
+///
+/// The lease duration itself is [`Options::lease`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Intervals {
+    /// INIT: delay before the first check.
+    pub init: Duration,
+    /// MASTER: renewal period of the master.
+    pub master: Duration,
+    /// SLAVE: longest pause between two checks of a standby.
+    pub slave: Duration,
+    /// TICKING: time limit for the take-over (verification and conditional write).
+    pub ticking: Duration,
+    /// ERROR: pause before retrying after a database error.
+    pub error: Duration,
+}
+
+impl Default for Intervals {
+    fn default() -> Self {
+        Intervals {
+            init: Duration::ZERO,
+            master: Duration::from_millis(2000),
+            slave: Duration::from_millis(2500),
+            ticking: Duration::from_millis(2000),
+            error: Duration::from_millis(5000),
+        }
+    }
+}
+
+/// Where the lease documents live.
+#[derive(Clone)]
+pub(crate) enum Backend {
+    /// A MongoDB deployment, reached through the official driver.
+    Mongo {
+        connect_string: Option<String>,
+        client_options: Option<Box<mongodb::options::ClientOptions>>,
+        client: Option<mongodb::Client>,
+    },
+    /// The in-process store, shared by every member given the same [`MemoryStore`].
+    Memory(MemoryStore),
+}
+
+/// How a member connects and how it times the election.
+///
+/// Built with chained setters and checked when a member starts, before anything
+/// connects. Every setter has a default, so `Options::new()` alone is a working
+/// configuration for a MongoDB on localhost (or the one `MONGODB_URI` names).
+///
+/// ```
+/// use std::time::Duration;
+/// use failover::{Intervals, Options};
+///
+/// let options = Options::new()
+///     .connect_string("mongodb://db.example.com:27017/app")
+///     .member_id("worker-1")
+///     .intervals(Intervals { master: Duration::from_millis(500), ..Intervals::default() })
+///     .lease(Duration::from_millis(1000));
+/// assert_eq!(options.effective_lease(), Duration::from_millis(1000));
+/// ```
+#[derive(Clone)]
+pub struct Options {
+    pub(crate) backend: Backend,
+    pub(crate) database: Option<String>,
+    pub(crate) collection: String,
+    pub(crate) member_id: Option<String>,
+    pub(crate) intervals: Intervals,
+    pub(crate) lease: Option<Duration>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options::new()
+    }
+}
+
+impl Options {
+    /// Default options: MongoDB at `MONGODB_URI` (or [`DEFAULT_CONNECT_STRING`]),
+    /// the original's intervals, member id `hostname:pid`.
+    pub fn new() -> Self {
+        Options {
+            backend: Backend::Mongo {
+                connect_string: None,
+                client_options: None,
+                client: None,
+            },
+            database: None,
+            collection: DEFAULT_COLLECTION.to_owned(),
+            member_id: None,
+            intervals: Intervals::default(),
+            lease: None,
+        }
+    }
+
+    /// The MongoDB connection string. Its default database is used unless
+    /// [`Options::database`] names another.
+    pub fn connect_string(mut self, uri: impl Into<String>) -> Self {
+        self.backend = Backend::Mongo {
+            connect_string: Some(uri.into()),
+            client_options: None,
+            client: None,
+        };
+        self
+    }
+
+    /// Driver options, for settings a connection string cannot carry (TLS
+    /// configuration, event handlers, …). Replaces any connection string.
+    pub fn client_options(mut self, options: mongodb::options::ClientOptions) -> Self {
+        self.backend = Backend::Mongo {
+            connect_string: None,
+            client_options: Some(Box::new(options)),
+            client: None,
+        };
+        self
+    }
+
+    /// An existing driver client, shared with the rest of the application.
+    pub fn client(mut self, client: mongodb::Client) -> Self {
+        self.backend = Backend::Mongo {
+            connect_string: None,
+            client_options: None,
+            client: Some(client),
+        };
+        self
+    }
+
+    /// Keep the leases in `store`, in this process only (the original's `nodb`, but
+    /// with the real election among all members given the same store).
+    pub fn in_memory(mut self, store: &MemoryStore) -> Self {
+        self.backend = Backend::Memory(store.clone());
+        self
+    }
+
+    /// The database that holds the lease collection (default: the connection
+    /// string's database, else `test`).
+    pub fn database(mut self, name: impl Into<String>) -> Self {
+        self.database = Some(name.into());
+        self
+    }
+
+    /// The collection that holds the lease documents (default [`DEFAULT_COLLECTION`]).
+    pub fn collection(mut self, name: impl Into<String>) -> Self {
+        self.collection = name.into();
+        self
+    }
+
+    /// This member's id, shown in the lease document and in events (default `hostname:pid`).
+    pub fn member_id(mut self, id: impl Into<String>) -> Self {
+        self.member_id = Some(id.into());
+        self
+    }
+
+    /// The election's timings.
+    pub fn intervals(mut self, intervals: Intervals) -> Self {
+        self.intervals = intervals;
+        self
+    }
+
+    /// The lease duration: how long a lease stays valid after a renewal (default
+    /// 1.5 × `intervals.master`, so 3 s with the original's intervals). A master
+    /// stops acting at 90 % of it if it could not renew; a standby takes over when it
+    /// has fully passed.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// The lease duration in force: the one set with [`Options::lease`], or the default.
+    pub fn effective_lease(&self) -> Duration {
+        self.lease
+            .unwrap_or_else(|| self.intervals.master.saturating_mul(3) / 2)
+    }
+
+    /// How long before its lease runs out a master stops acting when it cannot renew:
+    /// a tenth of the lease.
+    pub(crate) fn step_down_margin(&self) -> Duration {
+        self.effective_lease() / 10
+    }
+
+    /// The member id in force.
+    pub(crate) fn effective_member_id(&self) -> String {
+        self.member_id.clone().unwrap_or_else(default_member_id)
+    }
+
+    /// The connection string in force (for a MongoDB back-end without client or options).
+    pub(crate) fn effective_connect_string(explicit: &Option<String>) -> String {
+        explicit
+            .clone()
+            .or_else(|| std::env::var("MONGODB_URI").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| DEFAULT_CONNECT_STRING.to_owned())
+    }
+
+    /// Checks every option; the error says which one is wrong and how to fix it.
+    pub fn validate(&self) -> Result<()> {
+        let i = &self.intervals;
+        for (option, value, zero_ok) in [
+            ("intervals.init", i.init, true),
+            ("intervals.master", i.master, false),
+            ("intervals.slave", i.slave, false),
+            ("intervals.ticking", i.ticking, false),
+            ("intervals.error", i.error, false),
+            ("lease", self.effective_lease(), false),
+        ] {
+            if !zero_ok && value.is_zero() {
+                return Err(Error::invalid(
+                    option,
+                    "must be longer than zero; give a duration such as 1 s",
+                ));
+            }
+            if value > MAX_DURATION {
+                return Err(Error::invalid(
+                    option,
+                    format!("{value:?} is longer than the 24 h this crate allows"),
+                ));
+            }
+        }
+        let lease = self.effective_lease();
+        let deadline = lease - self.step_down_margin();
+        if i.master >= deadline {
+            return Err(Error::invalid(
+                "intervals.master",
+                format!(
+                    "the renewal period ({:?}) must be shorter than the renew deadline, 90 % of the lease ({:?} of {:?}); \
+                     lower intervals.master or raise `lease` above {:?}",
+                    i.master,
+                    deadline,
+                    lease,
+                    i.master.saturating_mul(10) / 9 + Duration::from_millis(1)
+                ),
+            ));
+        }
+        if let Some(id) = &self.member_id {
+            if id.trim().is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+                return Err(Error::invalid(
+                    "member_id",
+                    "must be 1 to 256 printable characters (default: hostname:pid)",
+                ));
+            }
+        }
+        check_db_name("collection", &self.collection, "$\0")?;
+        if let Some(db) = &self.database {
+            check_db_name("database", db, "/\\. \"$*<>:|?\0")?;
+            if db.len() > 63 {
+                return Err(Error::invalid("database", "must be at most 63 bytes"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_db_name(option: &'static str, name: &str, forbidden: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::invalid(option, "must not be empty"));
+    }
+    if let Some(c) = name.chars().find(|c| forbidden.contains(*c)) {
+        return Err(Error::invalid(
+            option,
+            format!("{name:?} contains {c:?}, which MongoDB does not allow in this name"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a subsystem name; it becomes the `_id` of the lease document.
+///
+/// A name is 1 to 128 bytes of printable characters, with no white space at either
+/// end and no leading `$`.
+pub(crate) fn validate_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        "must not be empty; name the subsystem, for example \"billing\""
+    } else if name.len() > 128 {
+        "must be at most 128 bytes"
+    } else if name.chars().any(char::is_control) {
+        "must not contain control characters"
+    } else if name.trim() != name {
+        "must not begin or end with white space"
+    } else if name.starts_with('$') {
+        "must not begin with `$`, which MongoDB reserves for operators"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidName {
+        name: name.to_owned(),
+        reason: reason.to_owned(),
+    })
+}
+
+fn default_member_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}:{}", std::process::id())
+}
+
+/// Replaces the password of a connection string by `***`.
+pub(crate) fn redact_uri(uri: &str) -> String {
+    match password_span(uri) {
+        Some((start, end)) => format!("{}***{}", &uri[..start], &uri[end..]),
+        None => uri.to_owned(),
+    }
+}
+
+/// Removes the password of `uri` from `text` (a driver message that may quote it).
+pub(crate) fn scrub(text: &str, uri: &str) -> String {
+    match password_span(uri) {
+        Some((start, end)) if end > start => text.replace(&uri[start..end], "***"),
+        _ => text.to_owned(),
+    }
+}
+
+/// The byte range of the password in `scheme://user:password@hosts/...`.
+fn password_span(uri: &str) -> Option<(usize, usize)> {
+    let authority_start = uri.find("://")? + 3;
+    let rest = &uri[authority_start..];
+    // The credentials end at the last `@` before the path; a password with an
+    // unescaped `/` is still covered because we look for the last `@` overall.
+    let at = rest.rfind('@')?;
+    let colon = rest[..at].find(':')?;
+    Some((authority_start + colon + 1, authority_start + at))
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let backend = match &self.backend {
+            Backend::Mongo {
+                connect_string: Some(uri),
+                ..
+            } => format!("mongodb({})", redact_uri(uri)),
+            Backend::Mongo {
+                client_options: Some(_),
+                ..
+            } => "mongodb(client options)".to_owned(),
+            Backend::Mongo {
+                client: Some(_), ..
+            } => "mongodb(shared client)".to_owned(),
+            Backend::Mongo { .. } => "mongodb(MONGODB_URI or default)".to_owned(),
+            Backend::Memory(_) => "in-memory".to_owned(),
+        };
+        f.debug_struct("Options")
+            .field("backend", &backend)
+            .field("database", &self.database)
+            .field("collection", &self.collection)
+            .field("member_id", &self.member_id)
+            .field("intervals", &self.intervals)
+            .field("lease", &self.effective_lease())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_the_original() {
+        let o = Options::new();
+        o.validate().unwrap();
+        assert_eq!(o.intervals.master, ms(2000));
+        assert_eq!(o.intervals.slave, ms(2500));
+        assert_eq!(o.effective_lease(), ms(3000));
+    }
+
+    #[test]
+    fn zero_intervals_are_refused_with_the_option_named() {
+        let o = Options::new().intervals(Intervals {
+            slave: Duration::ZERO,
+            ..Intervals::default()
+        });
+        let err = o.validate().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidOption {
+                    option: "intervals.slave",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn renewal_slower_than_the_lease_is_refused_with_a_fix() {
+        let o = Options::new().lease(ms(2000));
+        let err = o.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("intervals.master") && err.contains("raise `lease`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn huge_durations_are_refused() {
+        let o = Options::new().intervals(Intervals {
+            error: Duration::from_secs(u64::MAX / 4),
+            ..Intervals::default()
+        });
+        assert!(o.validate().is_err());
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        for name in ["", " x", "a\nb", "$x", &"x".repeat(129)] {
+            assert!(validate_name(name).is_err(), "{name:?} accepted");
+        }
+        validate_name("billing-eu.1:a").unwrap();
+        assert!(Options::new().collection("a$b").validate().is_err());
+        assert!(Options::new().database("a.b").validate().is_err());
+        assert!(Options::new().member_id(" ").validate().is_err());
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        let uri = "mongodb://alice:s3cr%2Ft@db1:27017,db2/app?authSource=admin";
+        assert_eq!(
+            redact_uri(uri),
+            "mongodb://alice:***@db1:27017,db2/app?authSource=admin"
+        );
+        let o = Options::new().connect_string(uri);
+        let debug = format!("{o:?}");
+        assert!(!debug.contains("s3cr"), "{debug}");
+        assert_eq!(
+            scrub("failed for s3cr%2Ft here", uri),
+            "failed for *** here"
+        );
+        assert_eq!(redact_uri("mongodb://db1/app"), "mongodb://db1/app");
+    }
+}
