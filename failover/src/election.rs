@@ -256,7 +256,7 @@ impl Election {
         self.followed = None;
         self.fallback = None;
         self.held = Some(held);
-        self.shared.set_valid_until(Some(held.valid_until));
+        self.shared.set_lease(Some((held.epoch, held.valid_until)));
         self.set_state(State::Master, Some(held.epoch));
         self.shared.events.emit(Event::Master { epoch: held.epoch });
         sent + self.intervals.master
@@ -293,7 +293,7 @@ impl Election {
                     ..held
                 };
                 self.held = Some(held);
-                self.shared.set_valid_until(Some(held.valid_until));
+                self.shared.set_lease(Some((held.epoch, held.valid_until)));
                 if sync.is_some() {
                     self.published = sync;
                 }
@@ -318,7 +318,7 @@ impl Election {
 
     /// Stops acting at once, then reports.
     fn step_down(&mut self, to: State, error: Option<Error>) -> Instant {
-        self.shared.set_valid_until(None);
+        self.shared.set_lease(None);
         self.held = None;
         if let Some(e) = error {
             tracing::warn!(target: "failover", member = %self.claim.member_id, error = %e, "stepping down");
@@ -331,7 +331,7 @@ impl Election {
     /// Hands the lease over on shutdown (after the work has stopped).
     async fn release(&mut self) {
         if let Some(held) = self.held.take() {
-            self.shared.set_valid_until(None);
+            self.shared.set_lease(None);
             let sync = self
                 .shared
                 .sync

@@ -35,6 +35,7 @@ mod election;
 mod error;
 mod event;
 pub mod lease;
+mod managed;
 mod member;
 mod options;
 mod state;
@@ -43,8 +44,13 @@ mod store;
 pub use error::{Error, Result};
 pub use event::{Event, Events, Hooks};
 pub use failover_macros::subsystem;
+pub use managed::{
+    key_field, work_fn, IntoOutcome, Managed, Outcome, QueueStats, Subsystem, Work, WorkContext,
+};
 pub use member::Member;
-pub use options::{Intervals, Options, DEFAULT_COLLECTION, DEFAULT_CONNECT_STRING};
+pub use options::{
+    Backoff, Intervals, Options, QueueFull, DEFAULT_COLLECTION, DEFAULT_CONNECT_STRING,
+};
 pub use state::State;
 pub use store::MemoryStore;
 

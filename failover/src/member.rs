@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     origin: Instant,
     /// Nanoseconds after `origin` until which this member may act; 0 = not master.
     valid_until: AtomicU64,
+    /// The epoch of the lease `valid_until` belongs to.
+    epoch: AtomicU64,
     status: watch::Sender<Status>,
 }
 
@@ -69,11 +71,34 @@ impl Shared {
         until != 0 && (self.origin.elapsed().as_nanos() as u64) < until
     }
 
-    pub fn set_valid_until(&self, until: Option<Instant>) {
-        let nanos = until.map_or(0, |u| {
-            (u.saturating_duration_since(self.origin).as_nanos() as u64).max(1)
-        });
-        self.valid_until.store(nanos, Ordering::Release);
+    /// The epoch this member may act under now, if any.
+    pub fn acting_epoch(&self) -> Option<u64> {
+        // Read the deadline first: it is published after the epoch.
+        self.lease_valid()
+            .then(|| self.epoch.load(Ordering::Acquire))
+    }
+
+    /// Whether this member may act under `epoch` now.
+    pub fn holds(&self, epoch: u64) -> bool {
+        self.acting_epoch() == Some(epoch)
+    }
+
+    /// The instant until which the lease is valid (now, if there is none).
+    pub fn valid_until(&self) -> Instant {
+        let until = self.valid_until.load(Ordering::Acquire);
+        self.origin + std::time::Duration::from_nanos(until)
+    }
+
+    /// Publishes the lease this member may act under (`None`: stop acting).
+    pub fn set_lease(&self, lease: Option<(u64, Instant)>) {
+        match lease {
+            None => self.valid_until.store(0, Ordering::Release),
+            Some((epoch, until)) => {
+                self.epoch.store(epoch, Ordering::Release);
+                let nanos = (until.saturating_duration_since(self.origin).as_nanos() as u64).max(1);
+                self.valid_until.store(nanos, Ordering::Release);
+            }
+        }
     }
 
     pub fn set_status(&self, state: State, epoch: Option<u64>) {
@@ -147,12 +172,22 @@ impl Member {
         Ok(member)
     }
 
-    /// Checks everything, connects the store and starts the election task.
     pub(crate) async fn launch<H: Hooks>(
         name: &str,
         options: Options,
         hooks: Arc<H>,
         sync: Arc<dyn SyncPort>,
+    ) -> Result<Member> {
+        Member::launch_with(name, options, hooks, sync, Arc::new(EventSink::default())).await
+    }
+
+    /// Checks everything, connects the store and starts the election task.
+    pub(crate) async fn launch_with<H: Hooks>(
+        name: &str,
+        options: Options,
+        hooks: Arc<H>,
+        sync: Arc<dyn SyncPort>,
+        events: Arc<EventSink>,
     ) -> Result<Member> {
         validate_name(name)?;
         options.validate()?;
@@ -161,7 +196,6 @@ impl Member {
             Backend::Memory(store) => Store::Memory(store.connect(&member_id)),
             Backend::Mongo { .. } => Store::Mongo(MongoStore::connect(&options, &member_id).await?),
         };
-        let events = Arc::new(EventSink::default());
         let (status, _) = watch::channel(Status {
             state: State::Init,
             epoch: None,
@@ -173,6 +207,7 @@ impl Member {
             sync,
             origin: Instant::now(),
             valid_until: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
             status,
         });
         spawn_hooks(hooks, events.subscribe(), Arc::downgrade(&events));
@@ -299,7 +334,7 @@ impl Member {
 impl Drop for Member {
     fn drop(&mut self) {
         // Like a crash: stop acting at once, hand nothing over.
-        self.shared.set_valid_until(None);
+        self.shared.set_lease(None);
         if let Some(task) = lock(&self.task).take() {
             task.abort();
         }

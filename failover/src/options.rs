@@ -92,6 +92,9 @@ pub struct Options {
     pub(crate) member_id: Option<String>,
     pub(crate) intervals: Intervals,
     pub(crate) lease: Option<Duration>,
+    pub(crate) retry: Backoff,
+    pub(crate) max_attempts: Option<u32>,
+    pub(crate) queue_capacity: Option<(usize, QueueFull)>,
 }
 
 impl Default for Options {
@@ -115,6 +118,9 @@ impl Options {
             member_id: None,
             intervals: Intervals::default(),
             lease: None,
+            retry: Backoff::default(),
+            max_attempts: None,
+            queue_capacity: None,
         }
     }
 
@@ -191,6 +197,27 @@ impl Options {
         self
     }
 
+    /// Managed mode: how long to wait before retrying a task that asked for a retry.
+    pub fn retry_backoff(mut self, backoff: Backoff) -> Self {
+        self.retry = backoff;
+        self
+    }
+
+    /// Managed mode: after this many attempts a task that keeps asking for a retry
+    /// leaves the queue as a dead letter (default: no limit, as the original).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// Managed mode: at most `capacity` tasks wait in the queue; when it is full,
+    /// `submit_work` waits for room or fails, as `when_full` says (default: no bound,
+    /// as the original).
+    pub fn queue_capacity(mut self, capacity: usize, when_full: QueueFull) -> Self {
+        self.queue_capacity = Some((capacity, when_full));
+        self
+    }
+
     /// The lease duration in force: the one set with [`Options::lease`], or the default.
     pub fn effective_lease(&self) -> Duration {
         self.lease
@@ -255,6 +282,16 @@ impl Options {
                 ),
             ));
         }
+        if self.max_attempts == Some(0) {
+            return Err(Error::invalid(
+                "max_attempts",
+                "must be at least 1 (1 = never retry)",
+            ));
+        }
+        if matches!(self.queue_capacity, Some((0, _))) {
+            return Err(Error::invalid("queue_capacity", "must be at least 1"));
+        }
+        self.retry.validate()?;
         if let Some(id) = &self.member_id {
             if id.trim().is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
                 return Err(Error::invalid(
@@ -272,6 +309,84 @@ impl Options {
         }
         Ok(())
     }
+}
+
+/// What `submit_work` does when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueFull {
+    /// Wait until the master has worked off a task (back-pressure).
+    Wait,
+    /// Fail at once with [`Error::QueueFull`].
+    Reject,
+}
+
+/// Exponential back-off with jitter, for tasks that ask for a retry.
+///
+/// Attempt *n* waits `initial × multiplier^(n−1)`, at most `max`, then scaled by a
+/// random factor in `1 ± jitter`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// Wait after the first failed attempt (default 100 ms).
+    pub initial: Duration,
+    /// Longest wait (default 30 s).
+    pub max: Duration,
+    /// Growth per attempt (default 2).
+    pub multiplier: f64,
+    /// Random spread, from 0 to 1 (default 0.2).
+    pub jitter: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            multiplier: 2.0,
+            jitter: 0.2,
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait after failed attempt `attempt` (from 1).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self
+            .multiplier
+            .powi(attempt.saturating_sub(1).min(64) as i32);
+        let base = (self.initial.as_secs_f64() * exp).min(self.max.as_secs_f64());
+        let spread = 1.0 + self.jitter * (2.0 * random_unit() - 1.0);
+        Duration::from_secs_f64((base * spread).clamp(0.0, MAX_DURATION.as_secs_f64()))
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
+            return Err(Error::invalid(
+                "retry_backoff.multiplier",
+                "must be a finite number of at least 1.0",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return Err(Error::invalid(
+                "retry_backoff.jitter",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        if self.initial > self.max || self.max > MAX_DURATION {
+            return Err(Error::invalid(
+                "retry_backoff",
+                "`initial` must not exceed `max`, and `max` must be at most 24 h",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A random number in [0, 1), good enough for jitter.
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn check_db_name(option: &'static str, name: &str, forbidden: &str) -> Result<()> {
@@ -433,6 +548,28 @@ mod tests {
             ..Intervals::default()
         });
         assert!(o.validate().is_err());
+    }
+
+    #[test]
+    fn backoff_grows_to_its_maximum_with_bounded_jitter() {
+        let b = Backoff::default();
+        for _ in 0..100 {
+            let d1 = b.delay(1);
+            assert!(d1 >= ms(80) && d1 <= ms(120), "{d1:?}");
+            let d4 = b.delay(4);
+            assert!(d4 >= ms(640) && d4 <= ms(960), "{d4:?}");
+            assert!(b.delay(40) <= Duration::from_secs(36));
+        }
+        let bad = Backoff {
+            jitter: 2.0,
+            ..Backoff::default()
+        };
+        assert!(Options::new().retry_backoff(bad).validate().is_err());
+        assert!(Options::new().max_attempts(0).validate().is_err());
+        assert!(Options::new()
+            .queue_capacity(0, QueueFull::Wait)
+            .validate()
+            .is_err());
     }
 
     #[test]

@@ -1,0 +1,248 @@
+//! The managed work queue: FIFO, pruned by the master's synchronize ids.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use bson::Bson;
+use tokio::sync::Notify;
+
+use super::work::Work;
+use crate::error::{Error, Result};
+use crate::event::{lock, Event, EventSink};
+use crate::member::SyncPort;
+use crate::options::QueueFull;
+
+/// A queued task with its key and how often it was tried.
+pub(crate) struct Entry<W: Work> {
+    pub key: W::Key,
+    pub task: W::Task,
+    pub attempts: u32,
+}
+
+/// Counters of a managed queue, as [`Managed::stats`](crate::Managed::stats) reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Tasks waiting or being worked on.
+    pub queued: usize,
+    /// Tasks finished by this member (as master).
+    pub finished: u64,
+    /// Attempts that asked for a retry.
+    pub retries: u64,
+    /// Tasks moved out as dead letters.
+    pub dead_letters: u64,
+    /// Tasks dropped because the master published that they were done.
+    pub pruned: u64,
+}
+
+pub(crate) struct Queue<W: Work> {
+    inner: Mutex<Inner<W>>,
+    /// A task was submitted (one worker: `notify_one` keeps a permit).
+    pub ready: Notify,
+    /// Room was freed (for submitters waiting on a full queue).
+    space: Notify,
+    capacity: Option<(usize, QueueFull)>,
+    events: Arc<EventSink>,
+}
+
+struct Inner<W: Work> {
+    tasks: VecDeque<Entry<W>>,
+    /// Taken by the worker, not yet finished.
+    in_flight: usize,
+    /// A key the master published that this member has not been fed yet: when it
+    /// arrives, it and everything before it are dropped.
+    pending_prune: Option<W::Key>,
+    /// The last finished key: this member's own work as master, or the master's.
+    last_done: Option<W::Key>,
+    dead: Vec<(W::Key, W::Task)>,
+    stats: QueueStats,
+}
+
+impl<W: Work> Queue<W> {
+    pub fn new(capacity: Option<(usize, QueueFull)>, events: Arc<EventSink>) -> Self {
+        Queue {
+            inner: Mutex::new(Inner {
+                tasks: VecDeque::new(),
+                in_flight: 0,
+                pending_prune: None,
+                last_done: None,
+                dead: Vec::new(),
+                stats: QueueStats::default(),
+            }),
+            ready: Notify::new(),
+            space: Notify::new(),
+            capacity,
+            events,
+        }
+    }
+
+    /// Appends a task, waiting for room or refusing it when the queue is full.
+    pub async fn submit(&self, key: W::Key, task: W::Task) -> Result<()> {
+        let mut entry = Some(Entry {
+            key,
+            task,
+            attempts: 0,
+        });
+        loop {
+            let space = self.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            {
+                let mut inner = lock(&self.inner);
+                let Some(e) = entry.take() else { return Ok(()) };
+                if inner.pending_prune.as_ref() == Some(&e.key) {
+                    // The master already finished this task and all before it.
+                    let dropped = inner.tasks.len() as u64 + 1;
+                    inner.tasks.clear();
+                    inner.stats.pruned += dropped;
+                    inner.pending_prune = None;
+                    drop(inner);
+                    self.space.notify_waiters();
+                    return Ok(());
+                }
+                match self.capacity {
+                    Some((capacity, when_full))
+                        if inner.tasks.len() + inner.in_flight >= capacity =>
+                    {
+                        if when_full == QueueFull::Reject {
+                            return Err(Error::QueueFull { capacity });
+                        }
+                        entry = Some(e);
+                    }
+                    _ => {
+                        inner.tasks.push_back(e);
+                        drop(inner);
+                        self.ready.notify_one();
+                        return Ok(());
+                    }
+                }
+            }
+            space.await;
+        }
+    }
+
+    /// Moves up to `max` tasks into the worker's `batch`.
+    pub fn take(&self, batch: &mut VecDeque<Entry<W>>, max: usize) {
+        let mut inner = lock(&self.inner);
+        let n = inner.tasks.len().min(max);
+        batch.extend(inner.tasks.drain(..n));
+        inner.in_flight += n;
+    }
+
+    /// Puts unfinished tasks back at the head, in order.
+    pub fn restore(&self, batch: &mut VecDeque<Entry<W>>) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut inner = lock(&self.inner);
+        inner.in_flight = inner.in_flight.saturating_sub(batch.len());
+        while let Some(e) = batch.pop_back() {
+            inner.tasks.push_front(e);
+        }
+    }
+
+    /// Records finished tasks: `done` of them, the last with key `last`.
+    pub fn finished(&self, done: usize, last: W::Key, retries: u64) {
+        let mut inner = lock(&self.inner);
+        inner.in_flight = inner.in_flight.saturating_sub(done);
+        inner.stats.finished += done as u64;
+        inner.stats.retries += retries;
+        inner.last_done = Some(last);
+        drop(inner);
+        if self.capacity.is_some() {
+            self.space.notify_waiters();
+        }
+    }
+
+    /// Counts a retry of a task the worker still holds.
+    pub fn retried(&self) {
+        lock(&self.inner).stats.retries += 1;
+    }
+
+    /// Moves a task out of the queue for good, handing it to the application.
+    pub fn dead_letter(&self, entry: Entry<W>, reason: String) {
+        let task = bson::to_bson(&entry.task)
+            .unwrap_or_else(|e| Bson::String(format!("<task not serializable: {e}>")));
+        let key = bson::to_bson(&entry.key).unwrap_or(Bson::Null);
+        tracing::warn!(target: "failover::managed", %key, attempts = entry.attempts, %reason, "dead letter");
+        {
+            let mut inner = lock(&self.inner);
+            inner.in_flight = inner.in_flight.saturating_sub(1);
+            inner.stats.dead_letters += 1;
+            inner.dead.push((entry.key, entry.task));
+        }
+        self.events.emit(Event::DeadLetter {
+            key,
+            task,
+            attempts: entry.attempts,
+            reason,
+        });
+        if self.capacity.is_some() {
+            self.space.notify_waiters();
+        }
+    }
+
+    pub fn take_dead_letters(&self) -> Vec<(W::Key, W::Task)> {
+        std::mem::take(&mut lock(&self.inner).dead)
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        let inner = lock(&self.inner);
+        QueueStats {
+            queued: inner.tasks.len() + inner.in_flight,
+            ..inner.stats.clone()
+        }
+    }
+
+    pub fn last_done(&self) -> Option<W::Key> {
+        lock(&self.inner).last_done.clone()
+    }
+
+    /// The keys waiting, in order (for tests and diagnostics).
+    pub fn keys(&self) -> Vec<W::Key> {
+        lock(&self.inner)
+            .tasks
+            .iter()
+            .map(|e| e.key.clone())
+            .collect()
+    }
+
+    /// Drops everything up to and including `key`; remembers a key not yet queued.
+    pub fn prune(&self, key: W::Key) {
+        let mut inner = lock(&self.inner);
+        match inner.tasks.iter().position(|e| e.key == key) {
+            Some(pos) => {
+                inner.tasks.drain(..=pos);
+                inner.stats.pruned += pos as u64 + 1;
+                inner.pending_prune = None;
+            }
+            None => {
+                // Already pruned (a repeated or older id), or not fed to us yet:
+                // remember it and decide when (if) it arrives.
+                inner.pending_prune = Some(key.clone());
+            }
+        }
+        inner.last_done = Some(key);
+        drop(inner);
+        if self.capacity.is_some() {
+            self.space.notify_waiters();
+        }
+    }
+}
+
+impl<W: Work> SyncPort for Queue<W> {
+    fn outgoing(&self) -> Option<Bson> {
+        let key = self.last_done()?;
+        bson::to_bson(&key).ok()
+    }
+
+    fn incoming(&self, id: &Bson) {
+        match bson::from_bson::<W::Key>(id.clone()) {
+            Ok(key) => self.prune(key),
+            Err(e) => {
+                let error = Error::serialization("synchronize id into the task key type", e);
+                tracing::error!(target: "failover::managed", %id, %error, "cannot prune");
+                self.events.emit(Event::Error(error));
+            }
+        }
+    }
+}
