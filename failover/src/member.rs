@@ -318,6 +318,17 @@ impl Member {
             .map_err(|_| Error::Shutdown)
     }
 
+    /// Stops the member the way a crash would: it stops acting at once and hands
+    /// nothing over, so the others take over when the lease expires. Dropping the
+    /// `Member` does the same. For tests and demonstrations of a failover.
+    pub fn abort(&self) {
+        self.shared.set_lease(None);
+        if let Some(task) = lock(&self.task).take() {
+            task.abort();
+        }
+        self.shared.events.close();
+    }
+
     /// Stops taking part: a master stops acting, publishes its last synchronize id
     /// and marks its lease released, so that a standby takes over at its next check.
     /// Returns when that is done (at the latest after the TICKING interval).
@@ -333,12 +344,7 @@ impl Member {
 
 impl Drop for Member {
     fn drop(&mut self) {
-        // Like a crash: stop acting at once, hand nothing over.
-        self.shared.set_lease(None);
-        if let Some(task) = lock(&self.task).take() {
-            task.abort();
-        }
-        self.shared.events.close();
+        self.abort();
     }
 }
 

@@ -182,7 +182,7 @@ async fn synchronize_ids_reach_standbys_with_the_next_renewal() {
     rec.spawn(&b);
     b.wait_for_state(State::Slave).await.unwrap();
     for id in 1..=3 {
-        a.synchronize(&id).unwrap();
+        a.synchronize(id).unwrap();
         sleep(ms(5_000)).await;
     }
     let ids: Vec<i32> = rec

@@ -183,10 +183,13 @@ where
     }
 }
 
+/// Ties the closures' argument and result types to [`FnWork`].
+type Signature<T, K, Fut> = fn(&T) -> (K, Fut);
+
 struct FnWork<T, K, Fut, Fk, Fw> {
     key: Fk,
     work: Fw,
-    types: PhantomData<fn(&T) -> (K, Fut)>,
+    types: PhantomData<Signature<T, K, Fut>>,
 }
 
 impl<T, K, O, Fk, Fw, Fut> Work for FnWork<T, K, Fut, Fk, Fw>
