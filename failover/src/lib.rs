@@ -41,9 +41,15 @@ mod options;
 mod state;
 mod store;
 
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
 pub use error::{Error, Result};
 pub use event::{Event, Events, Hooks};
-pub use failover_macros::subsystem;
+pub use failover_macros::{
+    on_error, on_master, on_slave, on_state_change, on_synchronize, subsystem, work,
+};
 pub use managed::{
     key_field, work_fn, IntoOutcome, Managed, Outcome, QueueStats, Subsystem, Work, WorkContext,
 };

@@ -246,3 +246,119 @@ impl<W: Work> SyncPort for Queue<W> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::managed::work::{Outcome, WorkContext};
+
+    struct Numbers;
+
+    impl Work for Numbers {
+        type Task = u32;
+        type Key = u32;
+        fn key(&self, task: &u32) -> u32 {
+            *task
+        }
+        async fn work(&self, _: &u32, _: &WorkContext) -> Outcome {
+            Outcome::Done
+        }
+    }
+
+    fn queue(capacity: Option<(usize, QueueFull)>) -> Queue<Numbers> {
+        Queue::new(capacity, Arc::new(EventSink::default()))
+    }
+
+    async fn fill(q: &Queue<Numbers>, tasks: impl IntoIterator<Item = u32>) {
+        for t in tasks {
+            q.submit(t, t).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn pruning_drops_up_to_and_including_the_key() {
+        let q = queue(None);
+        fill(&q, 1..=10).await;
+        q.prune(3);
+        assert_eq!(q.keys(), (4..=10).collect::<Vec<_>>());
+        assert_eq!(q.last_done(), Some(3));
+        assert_eq!(q.stats().pruned, 3);
+    }
+
+    #[tokio::test]
+    async fn repeated_and_older_keys_change_nothing() {
+        let q = queue(None);
+        fill(&q, 1..=10).await;
+        q.prune(5);
+        q.prune(5);
+        q.prune(2);
+        assert_eq!(q.keys(), (6..=10).collect::<Vec<_>>());
+        // Neither 5 nor 2 arrives again, so nothing else is dropped.
+        fill(&q, 11..=12).await;
+        assert_eq!(q.keys(), (6..=12).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_key_not_yet_fed_prunes_when_it_arrives() {
+        let q = queue(None);
+        fill(&q, 1..=3).await;
+        q.prune(5); // the master is ahead of what this member was fed
+        assert_eq!(
+            q.keys(),
+            [1, 2, 3],
+            "nothing is dropped before the key is known"
+        );
+        fill(&q, [4, 5, 6]).await;
+        assert_eq!(q.keys(), [6], "5 and everything before it were done");
+        assert_eq!(q.stats().pruned, 5);
+    }
+
+    #[tokio::test]
+    async fn out_of_order_keys_prune_what_they_name() {
+        let q = queue(None);
+        fill(&q, 1..=10).await;
+        q.prune(7);
+        q.prune(4); // older: already gone, remembered in case it arrives
+        assert_eq!(q.keys(), [8, 9, 10]);
+        q.prune(9);
+        assert_eq!(q.keys(), [10]);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_or_waits() {
+        let q = queue(Some((2, QueueFull::Reject)));
+        fill(&q, [1, 2]).await;
+        assert_eq!(
+            q.submit(3, 3).await.unwrap_err(),
+            Error::QueueFull { capacity: 2 }
+        );
+
+        let q = Arc::new(queue(Some((2, QueueFull::Wait))));
+        fill(&q, [1, 2]).await;
+        let waiting = tokio::spawn({
+            let q = q.clone();
+            async move { q.submit(3, 3).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        let mut batch = VecDeque::new();
+        q.take(&mut batch, 1);
+        q.finished(1, 1, 0);
+        waiting.await.unwrap().unwrap();
+        assert_eq!(q.keys(), [2, 3]);
+    }
+
+    #[tokio::test]
+    async fn restored_tasks_go_back_to_the_head_in_order() {
+        let q = queue(None);
+        fill(&q, 1..=5).await;
+        let mut batch = VecDeque::new();
+        q.take(&mut batch, 3);
+        assert_eq!(q.stats().queued, 5);
+        batch.pop_front();
+        q.finished(1, 1, 0);
+        q.restore(&mut batch);
+        assert_eq!(q.keys(), [2, 3, 4, 5]);
+        assert_eq!(q.stats().queued, 4);
+    }
+}

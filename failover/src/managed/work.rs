@@ -33,6 +33,12 @@ use crate::member::Shared;
 ///     }
 /// }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no work: it does not implement `failover::Work`",
+    label = "`{Self}` needs a `#[work]` method",
+    note = "with the macro, add `#[failover::subsystem] impl {Self} {{ #[work] async fn name(&self, task: &Task) -> failover::Outcome {{ ... }} }}`",
+    note = "by hand, write `impl failover::Work for {Self}`, or build the work from closures with `failover::work_fn`"
+)]
 pub trait Work: Send + Sync + 'static {
     /// A unit of work. Every member is fed the same tasks.
     type Task: Serialize + Send + Sync + 'static;
@@ -63,6 +69,11 @@ pub enum Outcome {
 /// `Outcome`, `bool` and `Result<bool | () | Outcome, E: Display>`, so that the
 /// original's convention holds: `true`/`Ok(true)`/`Ok(())` done, `false`,
 /// `Ok(false)` and `Err(_)` retried.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an outcome of work",
+    label = "work returns `failover::Outcome`, `bool` or `()`, or a `Result` of one of these whose error implements `Display`",
+    note = "`true`, `()`, `Ok(true)` and `Ok(())` mean done; `false`, `Ok(false)` and `Err(_)` mean retry; `Outcome::Failed` gives up"
+)]
 pub trait IntoOutcome {
     /// The outcome.
     fn into_outcome(self) -> Outcome;

@@ -124,18 +124,21 @@ impl<W: Work> Worker<W> {
             };
             let (outcome, waited) = run_task(self.work.work(&entry.task, &ctx)).await;
             unchecked = if waited { INSTANT_RUN } else { unchecked + 1 };
+            let outcome = outcome.unwrap_or_else(|message| {
+                tracing::error!(target: "failover::managed", key = ?entry.key, %message, "task panicked");
+                let text = format!("work panicked on task {:?}: {message}", entry.key);
+                self.shared.events.emit(Event::Panic(text));
+                Outcome::Retry(format!("panicked: {message}"))
+            });
             match outcome {
-                Ok(Outcome::Done) => {
+                Outcome::Done => {
                     progress.done += 1;
                     progress.last = Some(entry.key);
                 }
-                Ok(Outcome::Retry(reason)) => {
+                Outcome::Retry(reason)
+                    if !self.max_attempts.is_some_and(|max| entry.attempts >= max) =>
+                {
                     unchecked = INSTANT_RUN;
-                    if self.max_attempts.is_some_and(|max| entry.attempts >= max) {
-                        self.record(&mut progress);
-                        self.queue.dead_letter(entry, reason);
-                        continue;
-                    }
                     progress.retries += 1;
                     self.record(&mut progress);
                     let delay = self.backoff.delay(entry.attempts);
@@ -147,27 +150,10 @@ impl<W: Work> Worker<W> {
                         _ = ctx.lost() => {}
                     }
                 }
-                Ok(Outcome::Failed(reason)) => {
+                Outcome::Retry(reason) | Outcome::Failed(reason) => {
                     unchecked = INSTANT_RUN;
                     self.record(&mut progress);
                     self.queue.dead_letter(entry, reason);
-                }
-                Err(message) => {
-                    unchecked = INSTANT_RUN;
-                    tracing::error!(target: "failover::managed", key = ?entry.key, %message, "task panicked");
-                    self.shared.events.emit(Event::Panic(format!(
-                        "work panicked on task {:?}: {message}",
-                        entry.key
-                    )));
-                    progress.retries += 1;
-                    self.record(&mut progress);
-                    if self.max_attempts.is_some_and(|max| entry.attempts >= max) {
-                        self.queue
-                            .dead_letter(entry, format!("panicked: {message}"));
-                    } else {
-                        batch.push_front(entry);
-                        tokio::time::sleep(self.backoff.delay(1)).await;
-                    }
                 }
             }
         }
