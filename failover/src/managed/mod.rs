@@ -186,6 +186,15 @@ impl<W: Work> Managed<W> {
         self.queue.take_dead_letters()
     }
 
+    /// Stops the way a crash would: no task is finished or started, nothing is
+    /// published, the lease is not handed over. Dropping it does the same.
+    pub fn abort(&self) {
+        if let Some(worker) = lock(&self.worker).take() {
+            worker.abort();
+        }
+        self.member.abort();
+    }
+
     /// Stops gracefully: lets the running task finish, starts no other, then
     /// publishes the last finished key and hands the lease over in one write.
     pub async fn shutdown(&self) {
@@ -200,8 +209,6 @@ impl<W: Work> Managed<W> {
 
 impl<W: Work> Drop for Managed<W> {
     fn drop(&mut self) {
-        if let Some(worker) = lock(&self.worker).take() {
-            worker.abort();
-        }
+        self.abort();
     }
 }
