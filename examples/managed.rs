@@ -39,7 +39,7 @@ impl Work for Printer {
 
     async fn work(&self, task: &Task, ctx: &WorkContext) -> Outcome {
         let t = self.started.elapsed().as_secs_f64();
-        if task.id % 10 == 0 && ctx.attempt() == 1 {
+        if task.id.is_multiple_of(10) && ctx.attempt() == 1 {
             println!(
                 "{t:>6.2}s member={} event=work epoch={} task={} attempt=1 failed, will retry",
                 self.member,

@@ -165,7 +165,7 @@ async fn scenario(options: impl Fn(&str) -> Options) {
         );
     }
     // Each epoch had one member.
-    for (epoch, _) in &epochs {
+    for epoch in epochs.keys() {
         let holders: HashSet<&str> = runs
             .iter()
             .filter(|r| r.1 == *epoch)

@@ -85,6 +85,16 @@ pub enum Error {
         capacity: usize,
     },
 
+    /// A fenced write was refused: a master with a higher epoch has written the
+    /// document. This member is no longer master; stop the work.
+    #[error("write refused: epoch {epoch} is older than epoch {current:?} that already wrote this document; a newer master has taken over, so stop working")]
+    StaleEpoch {
+        /// The epoch of the refused write.
+        epoch: u64,
+        /// The epoch found on the document.
+        current: Option<u64>,
+    },
+
     /// The member was shut down; start a new one to take part in the election again.
     #[error("member has been shut down")]
     Shutdown,

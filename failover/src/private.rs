@@ -46,16 +46,23 @@ pub fn to_key<T: Serialize + ?Sized>(value: &T) -> Bson {
     }
 }
 
-/// The key of a macro-built subsystem's task. Implemented by `#[failover::subsystem]`
-/// on the struct, from its `key = "field"` or `key_fn = path` argument.
+/// What the struct attribute declares: the subsystem's name and how to key its
+/// tasks. Implemented by `#[failover::subsystem(name = "...", key = "...")]` on
+/// the struct; read by the code the attribute generates on the `impl` block.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not declared as a subsystem",
-    label = "the struct `{Self}` needs the attribute `#[failover::subsystem(name = \"...\", key = \"...\")]`",
-    note = "`#[failover::subsystem]` goes on the struct (with the subsystem's name and task key) and on its `impl` block (with the `#[work]` method and hooks)"
+    label = "the struct `{Self}` needs `#[failover::subsystem(name = \"...\", key = \"...\")]`",
+    note = "`#[failover::subsystem]` goes on the struct, with the subsystem's name and task key, and on its `impl` block, with the `#[work]` method and the hooks"
 )]
-pub trait SubsystemKey: Work {
-    /// The key of `task`.
-    fn key(task: &<Self as Work>::Task) -> Bson;
+pub trait Declared {
+    /// The subsystem's name.
+    const NAME: &'static str;
+
+    /// The key of `task`. (The bound is on the method, not on the trait, so that
+    /// a missing `Work` impl is reported once, on the struct.)
+    fn key(task: &<Self as Work>::Task) -> Bson
+    where
+        Self: Work;
 }
 
 /// Passes the task to a `#[work]` method that takes it by value: clones it.

@@ -15,9 +15,12 @@ fn ms(n: u64) -> Duration {
 }
 
 /// Records which member ran which task under which epoch, and catches overlap.
+/// Member, epoch, task, finish time.
+type Run = (String, u64, u32, Instant);
+
 #[derive(Clone, Default)]
 struct Log {
-    runs: Arc<Mutex<Vec<(String, u64, u32, Instant)>>>,
+    runs: Arc<Mutex<Vec<Run>>>,
     running: Arc<AtomicUsize>,
 }
 

@@ -18,6 +18,7 @@ mod queue;
 mod work;
 mod worker;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -49,6 +50,7 @@ pub struct Managed<W: Work> {
     work: Arc<W>,
     queue: Arc<Queue<W>>,
     stop: watch::Sender<bool>,
+    stopping: Arc<AtomicBool>,
     worker: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -117,7 +119,9 @@ impl<W: Work> Managed<W> {
         let max_attempts = options.max_attempts;
         let member = Member::launch_with(name, options, hooks, queue.clone(), events).await?;
         let (stop, stop_rx) = watch::channel(false);
+        let stopping = Arc::new(AtomicBool::new(false));
         let worker = Worker {
+            stopping: stopping.clone(),
             work: work.clone(),
             queue: queue.clone(),
             shared: member.shared().clone(),
@@ -130,6 +134,7 @@ impl<W: Work> Managed<W> {
             work,
             queue,
             stop,
+            stopping,
             worker: Mutex::new(Some(worker)),
         })
     }
@@ -198,6 +203,7 @@ impl<W: Work> Managed<W> {
     /// Stops gracefully: lets the running task finish, starts no other, then
     /// publishes the last finished key and hands the lease over in one write.
     pub async fn shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
         self.stop.send_replace(true);
         let worker = lock(&self.worker).take();
         if let Some(worker) = worker {

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -28,6 +29,8 @@ pub(crate) struct Worker<W: Work> {
     pub shared: Arc<Shared>,
     pub backoff: Backoff,
     pub max_attempts: Option<u32>,
+    /// Set by a graceful shutdown: start no other task.
+    pub stopping: Arc<AtomicBool>,
 }
 
 /// Finished tasks not yet recorded in the queue (recorded in bulk for speed).
@@ -85,8 +88,14 @@ impl<W: Work> Worker<W> {
             last: None,
         };
         let mut unchecked = INSTANT_RUN; // read the clock before the first task
+                                         // One context per mastership; only the attempt changes from task to task.
+        let mut ctx = WorkContext {
+            epoch,
+            attempt: 0,
+            shared: self.shared.clone(),
+        };
         loop {
-            if *stop.borrow() {
+            if self.stopping.load(Ordering::Acquire) {
                 break;
             }
             if batch.is_empty() {
@@ -117,11 +126,7 @@ impl<W: Work> Worker<W> {
                 continue;
             };
             entry.attempts += 1;
-            let ctx = WorkContext {
-                epoch,
-                attempt: entry.attempts,
-                shared: self.shared.clone(),
-            };
+            ctx.attempt = entry.attempts;
             let (outcome, waited) = run_task(self.work.work(&entry.task, &ctx)).await;
             unchecked = if waited { INSTANT_RUN } else { unchecked + 1 };
             let outcome = outcome.unwrap_or_else(|message| {
@@ -136,7 +141,7 @@ impl<W: Work> Worker<W> {
                     progress.last = Some(entry.key);
                 }
                 Outcome::Retry(reason)
-                    if !self.max_attempts.is_some_and(|max| entry.attempts >= max) =>
+                    if self.max_attempts.is_none_or(|max| entry.attempts < max) =>
                 {
                     unchecked = INSTANT_RUN;
                     progress.retries += 1;

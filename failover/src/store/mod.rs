@@ -8,7 +8,7 @@ mod mongo;
 
 pub(crate) use memory::MemoryConn;
 pub use memory::MemoryStore;
-pub(crate) use mongo::MongoStore;
+pub(crate) use mongo::{driver_error, error_code, MongoStore, DUPLICATE_KEY};
 
 use bson::Bson;
 

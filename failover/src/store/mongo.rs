@@ -17,7 +17,7 @@ use crate::lease::{ClockSample, Lease};
 use crate::options::{redact_uri, scrub, Backend, Options};
 
 /// MongoDB's duplicate-key error code.
-const DUPLICATE_KEY: i32 = 11000;
+pub(crate) const DUPLICATE_KEY: i32 = 11000;
 
 pub(crate) struct MongoStore {
     db: Database,
@@ -41,9 +41,8 @@ impl MongoStore {
         let mut uri = String::new();
         let client = match (client, client_options) {
             (Some(client), _) => client.clone(),
-            (None, Some(co)) => {
-                Client::with_options((**co).clone()).map_err(|e| driver("create client", &e, ""))?
-            }
+            (None, Some(co)) => Client::with_options((**co).clone())
+                .map_err(|e| driver_error("create client", &e, ""))?,
             (None, None) => {
                 uri = Options::effective_connect_string(connect_string);
                 let invalid = |e: mongodb::error::Error| Error::InvalidUri {
@@ -55,7 +54,7 @@ impl MongoStore {
                 if co.app_name.is_none() {
                     co.app_name = Some(format!("failover:{member_id}"));
                 }
-                Client::with_options(co).map_err(|e| driver("create client", &e, &uri))?
+                Client::with_options(co).map_err(|e| driver_error("create client", &e, &uri))?
             }
         };
         let db_name = options
@@ -80,7 +79,7 @@ impl MongoStore {
             .db
             .run_command(doc! { "hello": 1 })
             .await
-            .map_err(|e| driver("read server clock", &e, &self.uri))?;
+            .map_err(|e| driver_error("read server clock", &e, &self.uri))?;
         let received = Instant::now();
         let Ok(local_time) = reply.get_datetime("localTime") else {
             return Err(Error::Database {
@@ -103,7 +102,7 @@ impl MongoStore {
             .leases
             .find_one(doc! { "_id": name })
             .await
-            .map_err(|e| driver("read lease", &e, &self.uri))?;
+            .map_err(|e| driver_error("read lease", &e, &self.uri))?;
         doc.map(|d| Lease::from_document(name, &d)).transpose()
     }
 
@@ -131,8 +130,8 @@ impl MongoStore {
             .await;
         match result {
             Ok(doc) => self.ours(name, doc, claim),
-            Err(e) if code(&e) == Some(DUPLICATE_KEY) => Ok(None),
-            Err(e) => Err(driver("take lease", &e, &self.uri)),
+            Err(e) if error_code(&e) == Some(DUPLICATE_KEY) => Ok(None),
+            Err(e) => Err(driver_error("take lease", &e, &self.uri)),
         }
     }
 
@@ -155,7 +154,7 @@ impl MongoStore {
             .find_one_and_update(mine(name, claim, epoch), update)
             .return_document(ReturnDocument::After)
             .await
-            .map_err(|e| driver("renew lease", &e, &self.uri))?;
+            .map_err(|e| driver_error("renew lease", &e, &self.uri))?;
         self.ours(name, doc, claim)
     }
 
@@ -175,7 +174,7 @@ impl MongoStore {
             .leases
             .update_one(mine(name, claim, epoch), update)
             .await
-            .map_err(|e| driver("release lease", &e, &self.uri))?;
+            .map_err(|e| driver_error("release lease", &e, &self.uri))?;
         Ok(result.matched_count == 1)
     }
 
@@ -194,7 +193,7 @@ fn mine(name: &str, claim: &Claim, epoch: u64) -> Document {
 }
 
 /// The server's error code of a driver error, if it has one.
-fn code(e: &mongodb::error::Error) -> Option<i32> {
+pub(crate) fn error_code(e: &mongodb::error::Error) -> Option<i32> {
     match e.kind.as_ref() {
         ErrorKind::Command(c) => Some(c.code),
         ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
@@ -203,10 +202,11 @@ fn code(e: &mongodb::error::Error) -> Option<i32> {
     }
 }
 
-fn driver(operation: &'static str, e: &mongodb::error::Error, uri: &str) -> Error {
+/// A driver error as ours, with the password of `uri` scrubbed from the message.
+pub(crate) fn driver_error(operation: &'static str, e: &mongodb::error::Error, uri: &str) -> Error {
     Error::Database {
         operation,
         message: scrub(&e.to_string(), uri),
-        code: code(e),
+        code: error_code(e),
     }
 }

@@ -1,0 +1,18 @@
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct Job { id: u64 }
+
+#[failover::subsystem(name = "jobs", key = "id")]
+struct Jobs;
+
+#[failover::subsystem]
+impl Jobs {
+    #[work]
+    async fn run(&self, job: &Job) -> bool { job.id > 0 }
+
+    #[on_error]
+    fn failed(&self, error: failover::Error) -> bool { error.is_transient() }
+}
+
+fn main() {}

@@ -1,0 +1,14 @@
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct Job { id: u64 }
+
+struct Jobs;
+
+#[failover::subsystem]
+impl Jobs {
+    #[work]
+    async fn run(&self, job: &Job) -> bool { job.id > 0 }
+}
+
+fn main() {}

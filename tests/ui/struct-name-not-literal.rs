@@ -1,0 +1,17 @@
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct Job { id: u64 }
+
+const NAME: &str = "jobs";
+
+#[failover::subsystem(name = NAME, key = "id")]
+struct Jobs;
+
+#[failover::subsystem]
+impl Jobs {
+    #[work]
+    async fn run(&self, job: &Job) -> bool { job.id > 0 }
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[failover::subsystem(name = "jobs", key = "id")]
+fn jobs() {}
+
+fn main() {}

@@ -1,0 +1,21 @@
+use std::rc::Rc;
+
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct Job { id: u64 }
+
+#[failover::subsystem(name = "jobs", key = "id")]
+struct Jobs;
+
+#[failover::subsystem]
+impl Jobs {
+    #[work]
+    async fn run(&self, job: &Job) -> bool {
+        let local = Rc::new(job.id);
+        tokio::task::yield_now().await;
+        *local > 0
+    }
+}
+
+fn main() {}

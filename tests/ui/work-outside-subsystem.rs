@@ -1,0 +1,13 @@
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct Job { id: u64 }
+
+struct Jobs;
+
+impl Jobs {
+    #[failover::work]
+    async fn run(&self, job: &Job) -> bool { job.id > 0 }
+}
+
+fn main() {}
