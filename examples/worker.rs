@@ -7,9 +7,8 @@
 //! yet published run again: work is done at least once). It ends by itself once
 //! the jobs are done, after about ten seconds.
 //!
-//! With `MONGODB_URI` set, each process is one member and runs until it is
-//! stopped: start it in several terminals, stop the master (Ctrl-C) and watch
-//! another take over once its lease has run out.
+//! With `MONGODB_URI` set, the three members keep their lease in that database
+//! instead (for one member per process, see `examples/managed.rs`).
 
 use std::time::Duration;
 
@@ -41,37 +40,33 @@ impl Worker {
 
 #[tokio::main]
 async fn main() -> failover::Result<()> {
-    // Without MONGODB_URI: three members in this process, on the in-memory store.
-    let mongo = std::env::var_os("MONGODB_URI").is_some();
-    let names = if mongo {
-        vec!["me"]
-    } else {
-        vec!["a", "b", "c"]
+    let store = MemoryStore::new(); // used when MONGODB_URI is not set
+    let options = match std::env::var_os("MONGODB_URI") {
+        Some(_) => Options::new(),
+        None => Options::new().in_memory(&store),
     };
-    let store = MemoryStore::new();
     let mut members = Vec::new();
-    for name in names {
-        let options = match mongo {
-            true => Options::new(),
-            false => Options::new().in_memory(&store),
-        };
-        members.push(Worker { name }.start(options).await?);
+    for name in ["a", "b", "c"] {
+        members.push(
+            Worker { name }
+                .start(options.clone().member_id(name))
+                .await?,
+        );
     }
     for id in 1..=30 {
         for member in &members {
             member.submit_work(Job { id }).await?;
         }
     }
+    // The demonstration: after two seconds the master crashes (it is dropped, not
+    // shut down); a standby takes over and finishes the jobs.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    if mongo {
-        std::future::pending::<()>().await; // runs until stopped: stop the master to fail over
-    }
-    members.retain(|m| !m.member().is_master()); // the master crashes: dropped, not shut down
+    members.retain(|m| !m.member().is_master());
     while members
         .iter()
         .all(|m| !m.member().is_master() || m.stats().queued > 0)
     {
-        tokio::time::sleep(Duration::from_millis(50)).await; // until a new master is done
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for member in &members {
         member.shutdown().await; // hands the lease over

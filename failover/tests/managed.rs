@@ -351,3 +351,32 @@ async fn a_panicking_task_is_reported_and_retried() {
     assert_eq!(a.last_finished(), Some(7));
     a.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_task_without_its_key_field_is_refused() {
+    #[derive(serde::Serialize)]
+    struct Job {
+        name: String,
+    }
+    let work = work_fn(
+        failover::key_field::<Job>("id"),
+        |_: &Job, _: &WorkContext| async { true },
+    );
+    let a = Managed::start("jobs", Options::new().in_memory(&MemoryStore::new()), work)
+        .await
+        .unwrap();
+    let err = a.submit_work(Job { name: "x".into() }).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Serialization {
+                what: "task key",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("no key"), "{err}");
+    assert_eq!(a.stats().queued, 0);
+    a.shutdown().await;
+}

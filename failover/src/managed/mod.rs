@@ -145,8 +145,21 @@ impl<W: Work> Managed<W> {
     ///
     /// With a bounded queue ([`Options::queue_capacity`]) this waits for room, or
     /// fails with [`Error::QueueFull`](crate::Error::QueueFull).
+    ///
+    /// A task whose key is BSON `null` (a missing key field, or a key with no
+    /// BSON form) is refused with [`Error::Serialization`](crate::Error::Serialization):
+    /// it could not be told apart from other tasks when the master publishes it.
     pub async fn submit_work(&self, task: W::Task) -> Result<()> {
         let key = self.work.key(&task);
+        if (&key as &dyn std::any::Any)
+            .downcast_ref::<bson::Bson>()
+            .is_some_and(|k| matches!(k, bson::Bson::Null))
+        {
+            return Err(crate::error::Error::serialization(
+                "task key",
+                "the task has no key (the key field is missing, null, or has no BSON form)",
+            ));
+        }
         self.queue.submit(key, task).await
     }
 
