@@ -7,7 +7,7 @@
 //! through [`FencedCollection`] carries the writer's epoch in a field of the
 //! document (`_fence` by default), and is applied only if the document's field is
 //! not higher. Once a newer master has written a document, the old master's
-//! writes to it fail with [`Error::StaleEpoch`](crate::Error::StaleEpoch).
+//! writes to it fail with [`Error::StaleEpoch`].
 //!
 //! ```no_run
 //! # async fn run(db: mongodb::Database, ctx: &failover::WorkContext) -> failover::Result<()> {

@@ -68,10 +68,6 @@ impl<W: Work> Worker<W> {
             if *stop.borrow() {
                 return;
             }
-            // Not master any more: wait for the status to move on.
-            if self.shared.acting_epoch() == Some(epoch) {
-                let _ = status.changed().await;
-            }
         }
     }
 
