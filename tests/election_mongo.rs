@@ -46,6 +46,22 @@ async fn start(collection: &str, id: &str) -> Member {
         .unwrap()
 }
 
+/// Starts member `a` and waits until it is master, then member `b` and waits until
+/// it follows `a`; each comes with a recorder of its events.
+async fn master_and_standby(c: &str) -> (Member, Recorder, Member, Recorder) {
+    let a = start(c, "a").await;
+    let ra = Recorder::of(&a);
+    within(ms(5000), "a master", a.wait_for_master())
+        .await
+        .unwrap();
+    let b = start(c, "b").await;
+    let rb = Recorder::of(&b);
+    within(ms(5000), "b following", b.wait_for_state(State::Slave))
+        .await
+        .unwrap();
+    (a, ra, b, rb)
+}
+
 /// Every event of a member with the instant it was seen.
 #[derive(Clone, Default)]
 struct Recorder(Arc<Mutex<Vec<(Instant, Event)>>>);
@@ -124,14 +140,7 @@ async fn three_members_elect_exactly_one_master() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_failover_respects_the_lease_and_beats_the_original_bound() {
     let c = "crash_failover";
-    let a = start(c, "a").await;
-    within(ms(5000), "a master", a.wait_for_master())
-        .await
-        .unwrap();
-    let b = start(c, "b").await;
-    within(ms(5000), "b following", b.wait_for_state(State::Slave))
-        .await
-        .unwrap();
+    let (a, _, b, _) = master_and_standby(c).await;
     sleep(ms(MASTER + 150)).await;
     let crashed = Instant::now();
     drop(a);
@@ -154,14 +163,7 @@ async fn crash_failover_respects_the_lease_and_beats_the_original_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_hands_over_within_one_standby_check() {
     let c = "graceful";
-    let a = start(c, "a").await;
-    within(ms(5000), "a master", a.wait_for_master())
-        .await
-        .unwrap();
-    let b = start(c, "b").await;
-    within(ms(5000), "b following", b.wait_for_state(State::Slave))
-        .await
-        .unwrap();
+    let (a, _, b, _) = master_and_standby(c).await;
     sleep(ms(300)).await;
     let t = Instant::now();
     a.shutdown().await;
@@ -215,15 +217,7 @@ async fn epochs_strictly_increase_and_each_has_one_holder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synchronize_ids_reach_standbys() {
     let c = "synchronize";
-    let a = start(c, "a").await;
-    within(ms(5000), "a master", a.wait_for_master())
-        .await
-        .unwrap();
-    let b = start(c, "b").await;
-    let rec = Recorder::of(&b);
-    within(ms(5000), "b following", b.wait_for_state(State::Slave))
-        .await
-        .unwrap();
+    let (a, _, b, rec) = master_and_standby(c).await;
     a.synchronize(&doc! { "job": "invoice-17" }).unwrap();
     within(ms(3 * SLAVE), "the synchronize event", async {
         while rec
@@ -273,16 +267,7 @@ async fn master_steps_down_first(
     fault: failover::bson::Document,
 ) {
     let _guard = FAIL_POINT.lock().await;
-    let a = start(c, "a").await;
-    let ra = Recorder::of(&a);
-    within(ms(5000), "a master", a.wait_for_master())
-        .await
-        .unwrap();
-    let b = start(c, "b").await;
-    let rb = Recorder::of(&b);
-    within(ms(5000), "b following", b.wait_for_state(State::Slave))
-        .await
-        .unwrap();
+    let (a, ra, b, rb) = master_and_standby(c).await;
     let client = fail_member(c, "a", mode, fault).await;
     within(ms(10_000), "b taking over", b.wait_for_master())
         .await
