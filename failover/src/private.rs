@@ -30,8 +30,9 @@ use serde::Serialize;
 /// `i64::MAX`, or a map with non-string keys) becomes `Bson::Null`, and the
 /// error is logged on the `failover::managed` target. `Null` is also what
 /// [`key_field`](crate::key_field) gives a task without the field: a key that
-/// identifies nothing, so such a task must not be relied on for pruning. Choose
-/// a key type with a BSON form (integers up to `i64::MAX`, strings, object ids).
+/// identifies nothing, so [`Managed::submit_work`] refuses such a task with an
+/// error. Choose a key type with a BSON form (integers up to `i64::MAX`, strings,
+/// object ids).
 pub fn to_key<T: Serialize + ?Sized>(value: &T) -> Bson {
     match bson::to_bson(value) {
         Ok(key) => key,
