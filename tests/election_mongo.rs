@@ -284,7 +284,16 @@ async fn master_steps_down_first(
             )
         })
         .expect("a stepped down");
-    let up = rb.first(|e| matches!(e, Event::Master { .. })).unwrap();
+    // The recorders see events a moment after they happen: wait for b's.
+    let up = within(ms(2000), "b's master event", async {
+        loop {
+            match rb.first(|e| matches!(e, Event::Master { .. })) {
+                Some(t) => break t,
+                None => sleep(ms(5)).await,
+            }
+        }
+    })
+    .await;
     assert!(
         down < up,
         "a stepped down {:?} after b took over",
