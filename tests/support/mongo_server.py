@@ -158,6 +158,22 @@ def project(coll, doc, fields):
     return coll._copy_only_fields(doc, dict(fields), dict)
 
 
+def upsert_query(query):
+    """The query with the equality conditions of its `$and` clauses also at the
+    top level (same meaning), so that mongomock seeds an upserted document with
+    them as MongoDB does (mongomock only looks at top-level fields: an upsert
+    filtered on {$and: [{_id: "x"}, ...]} would otherwise get a generated _id)."""
+    if not isinstance(query, dict) or not isinstance(query.get("$and"), list):
+        return query
+    lifted = dict(query)
+    for clause in query["$and"]:
+        for key, value in upsert_query(clause).items():
+            operator = isinstance(value, dict) and any(k.startswith("$") for k in value)
+            if not key.startswith("$") and not operator and key not in lifted:
+                lifted[key] = value
+    return lifted
+
+
 def is_operator_update(update):
     return isinstance(update, list) or (bool(update) and next(iter(update)).startswith("$"))
 
@@ -245,7 +261,9 @@ def cmd_update(db, cmd, conn):
         update, multi = stmt.get("u", {}), bool(stmt.get("multi", False))
         if multi and not is_operator_update(update):
             raise CommandError(9, "multi update is not supported for replacement-style update")
-        res = coll._update(stmt.get("q", {}), update, upsert=bool(stmt.get("upsert", False)),
+        upsert = bool(stmt.get("upsert", False))
+        query = upsert_query(stmt.get("q", {})) if upsert else stmt.get("q", {})
+        res = coll._update(query, update, upsert=upsert,
                            multi=multi)
         return res["n"], res["nModified"], res["upserted"]
 
@@ -311,7 +329,7 @@ def cmd_find_and_modify(db, cmd, conn):
         after = coll.find_one({"_id": before["_id"]})
         leo = {"n": 1, "updatedExisting": True}
     elif cmd.get("upsert"):
-        res = coll._update(query, update, upsert=True)
+        res = coll._update(upsert_query(query), update, upsert=True)
         after = coll.find_one({"_id": res["upserted"]})
         leo = {"n": 1, "updatedExisting": False, "upserted": res["upserted"]}
     else:

@@ -1,0 +1,408 @@
+//! `failover-member`: one managed member of a subsystem in a process of its own,
+//! for the chaos and fencing tests and the failover latency benchmark.
+//!
+//! ```text
+//! failover-member --name jobs --id m1 --collection chaos --log m1.log \
+//!     [--master-ms 2000] [--slave-ms 2500] [--lease-ms 3000] [--ticking-ms 2000] \
+//!     [--error-ms 5000] [--tasks N] [--task-ms 5] [--fence]
+//! ```
+//!
+//! It connects to `MONGODB_URI` (required), feeds itself the tasks `0..N` in order
+//! (every member of a test is fed the same tasks) and works them as master: a task
+//! checks `ctx.is_master()`, logs `task-start`, sleeps `--task-ms`, with `--fence`
+//! increments `{_id: "ledger"}` in `<collection>_ledger` through a
+//! [`FencedCollection`] under its epoch, and logs `task-done`.
+//!
+//! # The log
+//!
+//! One line per event, appended to `--log` with one `write(2)` on an `O_APPEND`
+//! file (no user-space buffer), so a SIGKILL loses nothing already logged and
+//! the lines of several processes never interleave:
+//!
+//! ```text
+//! <mono_ns> <member_id> <event> <epoch|-> <key|-> <detail>
+//! ```
+//!
+//! `mono_ns` is `CLOCK_MONOTONIC`, read with `clock_gettime`: one clock for every
+//! process on the machine, which libfaketime leaves alone with
+//! `FAKETIME_DONT_FAKE_MONOTONIC=1`. Events:
+//!
+//! | event | epoch | key | detail |
+//! |---|---|---|---|
+//! | `start` | - | - | `pid=<pid> wall_ms=<wall clock, ms since 1970> tasks=<N>` |
+//! | `master`, `slave` | the lease's | - | - |
+//! | `statechange` | the event's, if any | - | `<old>-><new>` |
+//! | `synchronize` | the master's | the id | - |
+//! | `error`, `info`, `panic` | - | - | the message |
+//! | `dead-letter` | - | the key | `attempts=<n> <reason>` |
+//! | `task-start` | the task's | the task | `attempt=<n>` |
+//! | `task-done` | the task's | the task | - |
+//! | `fence-rejected` | the task's | the task | the `Error::StaleEpoch`, `{:?}` |
+//! | `fence-error` | the task's | the task | any other error of the fenced write |
+//! | `exit` | epoch at the signal | - | `final=<state> at_signal=<state> signal=<TERM or INT>` |
+//!
+//! A task's `mono_ns` is read *before* its `ctx.is_master()` check, so a
+//! `task-start` line is stamped no later than an instant at which the member held
+//! the lease.
+//!
+//! On SIGTERM or SIGINT it shuts down gracefully (`Managed::shutdown`: the running
+//! task finishes, the lease is released), logs every remaining event, then `exit`,
+//! and exits with status 0.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use failover::bson::{doc, Document};
+use failover::fence::FencedCollection;
+use failover::{work_fn, Error, Event, Intervals, Managed, Options, Outcome, WorkContext};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock the tests compare across processes.
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) failed");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The append-only event log.
+struct Log {
+    file: File,
+    member: String,
+}
+
+impl Log {
+    /// Appends one line stamped now.
+    fn line(&self, event: &str, epoch: Option<u64>, key: Option<&str>, detail: &str) {
+        self.line_at(mono_ns(), event, epoch, key, detail);
+    }
+
+    /// Appends one line stamped `at`, with one `write(2)`.
+    fn line_at(&self, at: u64, event: &str, epoch: Option<u64>, key: Option<&str>, detail: &str) {
+        let epoch = epoch.map_or_else(|| "-".to_owned(), |e| e.to_string());
+        let key = key.map_or_else(|| "-".to_owned(), one_word);
+        let detail = detail.replace(['\n', '\r'], " ");
+        let mut text = format!("{at} {} {event} {epoch} {key}", self.member);
+        if !detail.trim().is_empty() {
+            text.push(' ');
+            text.push_str(detail.trim());
+        }
+        text.push('\n');
+        // O_APPEND: the kernel appends the whole buffer at the end in one step.
+        if let Err(e) = (&self.file).write_all(text.as_bytes()) {
+            eprintln!("failover-member: cannot write the log: {e}");
+        }
+    }
+}
+
+/// A value as one word (keys and ids must not contain blanks in the log).
+fn one_word(s: &str) -> String {
+    let s: String = s
+        .chars()
+        .map(|c| if c.is_whitespace() { '_' } else { c })
+        .collect();
+    if s.is_empty() {
+        "-".to_owned()
+    } else {
+        s
+    }
+}
+
+struct Args {
+    name: String,
+    id: String,
+    collection: String,
+    master_ms: u64,
+    slave_ms: u64,
+    lease_ms: Option<u64>,
+    ticking_ms: u64,
+    error_ms: u64,
+    tasks: i64,
+    task_ms: u64,
+    log: PathBuf,
+    fence: bool,
+}
+
+const USAGE: &str = "usage: failover-member --name NAME --id ID --collection COLL --log FILE \
+[--master-ms MS] [--slave-ms MS] [--lease-ms MS] [--ticking-ms MS] [--error-ms MS] \
+[--tasks N] [--task-ms MS] [--fence]   (MONGODB_URI must be set)";
+
+fn parse_args() -> Result<Args, String> {
+    let defaults = Intervals::default();
+    let mut a = Args {
+        name: String::new(),
+        id: String::new(),
+        collection: String::new(),
+        master_ms: defaults.master.as_millis() as u64,
+        slave_ms: defaults.slave.as_millis() as u64,
+        lease_ms: None,
+        ticking_ms: defaults.ticking.as_millis() as u64,
+        error_ms: defaults.error.as_millis() as u64,
+        tasks: 0,
+        task_ms: 5,
+        log: PathBuf::new(),
+        fence: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "--fence" {
+            a.fence = true;
+            continue;
+        }
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let number = |v: &str| v.parse::<u64>().map_err(|e| format!("{flag} {v:?}: {e}"));
+        match flag.as_str() {
+            "--name" => a.name = value,
+            "--id" => a.id = value,
+            "--collection" => a.collection = value,
+            "--log" => a.log = PathBuf::from(value),
+            "--master-ms" => a.master_ms = number(&value)?,
+            "--slave-ms" => a.slave_ms = number(&value)?,
+            "--lease-ms" => a.lease_ms = Some(number(&value)?),
+            "--ticking-ms" => a.ticking_ms = number(&value)?,
+            "--error-ms" => a.error_ms = number(&value)?,
+            "--tasks" => {
+                a.tasks = i64::try_from(number(&value)?).map_err(|e| format!("--tasks: {e}"))?
+            }
+            "--task-ms" => a.task_ms = number(&value)?,
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    for (flag, v) in [
+        ("--name", &a.name),
+        ("--id", &a.id),
+        ("--collection", &a.collection),
+    ] {
+        if v.is_empty() {
+            return Err(format!("{flag} is required"));
+        }
+    }
+    if a.log.as_os_str().is_empty() {
+        return Err("--log is required".to_owned());
+    }
+    Ok(a)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("failover-member: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // One thread: the election, the worker and the event log share it, and the
+    // event stream is subscribed before the election task can run (see `run`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("failover-member: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let uri = std::env::var("MONGODB_URI")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .ok_or("MONGODB_URI must be set")?;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.log)
+        .map_err(|e| format!("cannot open {}: {e}", args.log.display()))?;
+    let log = Arc::new(Log {
+        file,
+        member: one_word(&args.id),
+    });
+    let wall_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    log.line(
+        "start",
+        None,
+        None,
+        &format!(
+            "pid={} wall_ms={wall_ms} tasks={}",
+            std::process::id(),
+            args.tasks
+        ),
+    );
+
+    // One driver client for the election and the fenced writes, named like the
+    // client `failover` would build (`failover:<member id>`), so that a fail
+    // point filtered on that appName hits both.
+    let mut client_options = mongodb::options::ClientOptions::parse(&uri)
+        .await
+        .map_err(|e| format!("MONGODB_URI: {e}"))?;
+    client_options.app_name = Some(format!("failover:{}", args.id));
+    let client = mongodb::Client::with_options(client_options).map_err(|e| e.to_string())?;
+    let db = client
+        .default_database()
+        .unwrap_or_else(|| client.database("test"));
+    let ledger = args.fence.then(|| {
+        FencedCollection::new(db.collection::<Document>(&format!("{}_ledger", args.collection)))
+    });
+
+    let ms = Duration::from_millis;
+    let mut options = Options::new()
+        .client(client)
+        .collection(&args.collection)
+        .member_id(&args.id)
+        .intervals(Intervals {
+            init: Duration::ZERO,
+            master: ms(args.master_ms),
+            slave: ms(args.slave_ms),
+            ticking: ms(args.ticking_ms),
+            error: ms(args.error_ms),
+        });
+    if let Some(lease) = args.lease_ms {
+        options = options.lease(ms(lease));
+    }
+
+    let task_ms = args.task_ms;
+    let work_log = log.clone();
+    let work = work_fn(
+        |n: &i64| *n,
+        move |n: &i64, ctx: &WorkContext| {
+            let (n, ctx, log, ledger) = (*n, ctx.clone(), work_log.clone(), ledger.clone());
+            async move { task(n, &ctx, &log, ledger.as_ref(), task_ms).await }
+        },
+    );
+    let managed = Managed::start(&args.name, options, work)
+        .await
+        .map_err(|e| e.to_string())?;
+    // On this one-thread runtime the election task has not run yet: no event is missed.
+    let mut events = managed.events();
+    let event_log = log.clone();
+    let logger = tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            log_event(&event_log, &event);
+        }
+    });
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    for n in 0..args.tasks {
+        managed.submit_work(n).await.map_err(|e| e.to_string())?;
+    }
+
+    let signal = tokio::select! {
+        _ = term.recv() => "TERM",
+        _ = int.recv() => "INT",
+    };
+    let at_signal = managed.state();
+    let epoch = managed.epoch();
+    managed.shutdown().await;
+    // The stream ends once the member has stopped: every event is logged before `exit`.
+    let _ = logger.await;
+    log.line(
+        "exit",
+        epoch,
+        None,
+        &format!(
+            "final={} at_signal={at_signal} signal={signal}",
+            managed.state()
+        ),
+    );
+    Ok(())
+}
+
+/// One task: check the lease, log, work, (fenced write), log.
+async fn task(
+    n: i64,
+    ctx: &WorkContext,
+    log: &Log,
+    ledger: Option<&FencedCollection>,
+    task_ms: u64,
+) -> Outcome {
+    let key = n.to_string();
+    // Stamp first, then check: the line's instant is one at which the lease was held.
+    let at = mono_ns();
+    if !ctx.is_master() {
+        return Outcome::Retry("not master".to_owned());
+    }
+    log.line_at(
+        at,
+        "task-start",
+        Some(ctx.epoch()),
+        Some(&key),
+        &format!("attempt={}", ctx.attempt()),
+    );
+    tokio::time::sleep(Duration::from_millis(task_ms)).await;
+    if let Some(ledger) = ledger {
+        // No second lease check here on purpose: a pause between the check above and
+        // this write is what the fence is for.
+        match ledger
+            .upsert_one(
+                ctx.epoch(),
+                doc! { "_id": "ledger" },
+                doc! { "$inc": { "n": 1_i64 } },
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e @ Error::StaleEpoch { .. }) => {
+                log.line(
+                    "fence-rejected",
+                    Some(ctx.epoch()),
+                    Some(&key),
+                    &format!("{e:?}"),
+                );
+                return Outcome::Retry(e.to_string());
+            }
+            Err(e) => {
+                log.line("fence-error", Some(ctx.epoch()), Some(&key), &e.to_string());
+                return Outcome::Retry(e.to_string());
+            }
+        }
+    }
+    log.line("task-done", Some(ctx.epoch()), Some(&key), "");
+    Outcome::Done
+}
+
+fn log_event(log: &Log, event: &Event) {
+    match event {
+        Event::Master { epoch } => log.line("master", Some(*epoch), None, ""),
+        Event::Slave { epoch } => log.line("slave", Some(*epoch), None, ""),
+        Event::StateChange { old, new, epoch } => {
+            log.line("statechange", *epoch, None, &format!("{old}->{new}"))
+        }
+        Event::Synchronize { id, epoch } => {
+            log.line("synchronize", Some(*epoch), Some(&id.to_string()), "")
+        }
+        Event::Error(e) => log.line("error", None, None, &e.to_string()),
+        Event::Info(text) => log.line("info", None, None, text),
+        Event::Panic(text) => log.line("panic", None, None, text),
+        Event::DeadLetter {
+            key,
+            attempts,
+            reason,
+            ..
+        } => log.line(
+            "dead-letter",
+            None,
+            Some(&key.to_string()),
+            &format!("attempts={attempts} {reason}"),
+        ),
+        other => log.line(other.name(), None, None, &format!("{other:?}")),
+    }
+}

@@ -1,0 +1,1127 @@
+//! Proof under fire: five member processes (`failover-member`) work one queue
+//! while the test kills, pauses, faults and stops them, two of them with wall
+//! clocks skewed by ±5 s (libfaketime); then a checker reads every line the
+//! members logged and proves the guarantees held.
+//!
+//! The test picks one action at a time, then waits for a working master (a live
+//! lease renewed after the action by a running member) and a random 0.2–1.5 s:
+//! SIGKILL the master and restart it 0–1 lease later; SIGSTOP the master for a
+//! lease plus 0.2–0.8 s, then SIGCONT; fail the master's `find`,
+//! `findAndModify` and `update` for 1–3 leases (`configureFailPoint failCommand`
+//! filtered on its appName: an error code, a closed connection, or a 1 s block,
+//! past the renew deadline of 0.9 lease); SIGTERM the master or another member
+//! and restart it. A member that is stopped is restarted before the next action,
+//! so at least four of the five run at any time.
+//!
+//! `FAILOVER_CHAOS_SECS` sets how long the faults go on (default 45 s, for CI),
+//! `FAILOVER_CHAOS_SEED` replays a run (the seed is printed). The logs stay in
+//! `target/failover-runs/chaos-*` for inspection.
+//!
+//! # What is checked ([`check::check`], over the parsed logs and the test's own
+//! record of what it did)
+//!
+//! * **One holder per epoch**: every epoch has exactly one `master` line.
+//! * **Epochs only grow**: for each member id (across its restarts), the epochs of
+//!   its `master` lines strictly increase and those of its `master`/`slave` lines
+//!   never decrease.
+//! * **One master at a time**: a member is *master* from its `master` line until
+//!   the first of: its line leaving master (`statechange master->…`), its `exit`,
+//!   its SIGKILL, or its SIGSTOP when the pause lasted at least a lease (a stopped
+//!   process cannot act, and when it resumes its lease has run out; that it then
+//!   starts nothing is the next rule). Two such intervals of different epochs may
+//!   overlap by at most the step-down margin (a tenth of the lease): by the
+//!   protocol the old master stops at least that margin before a new one may
+//!   start, so a logged overlap can only come from the lag between an event and
+//!   its log line.
+//! * **No task after a newer master**: no `task-start` of epoch E is stamped after
+//!   the first `master` line of any epoch above E (a member stamps a task before
+//!   checking its lease, so the stamp is an instant at which it held the lease),
+//!   and every `task-start` of E comes from E's holder.
+//! * **Every task ran**: a `task-done` for every task `0..N`.
+//! * **Duplicates only after an unclean end**: if a task is done in epochs
+//!   E1 < E2 (consecutive in the list of epochs that did it), E1 was not
+//!   released: its holder never logged `released the lease of epoch E1`, i.e. it
+//!   was killed, paused or cut off. A task is never done twice in one epoch.
+//! * **No panic** line anywhere.
+//! * **Clean ends**: every member process that was not SIGKILLed logged `exit`
+//!   with `final=stopped`. Those stopped at the end of the run (after the faults
+//!   stopped and the queue was drained) were in `master` or `slave` when the
+//!   signal came (`at_signal`), exactly one of them `master`. One stopped mid-run
+//!   may have been in any state (it may have been faulted a moment before), but
+//!   if it was master it released its epoch (a graceful stop hands over).
+//! * **The clocks really were skewed**: each `start` line's `wall_ms` is the
+//!   member's wall clock; against the test's wall clock at the same monotonic
+//!   instant it is off by the skew given to that member (±1 s).
+//!
+//! The test itself adds the liveness failures it saw: no working master within a
+//! bound after a disruption ended, a graceful stop that did not exit with status
+//! 0 in time, a queue not drained at the end.
+
+mod members;
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use members::{Line, Proc, Rng, Spec, Tail, Timings};
+use mongodb::bson::{doc, Bson, Document};
+
+/// The chaos run's timings: a 500 ms lease keeps failovers quick.
+const TIMINGS: Timings = Timings {
+    master: 200,
+    slave: 250,
+    lease: Some(500),
+    ticking: 300,
+    error: 300,
+};
+/// How long each task takes.
+const TASK_MS: u64 = 5;
+/// Tasks per second of the run: a master does about 160 of these 5 ms tasks a
+/// second here; under chaos some 140 runs a second, of which about 120 are new
+/// tasks (the rest repeat the work lost in crashes), so the queue lasts about the
+/// whole run and what is left is drained at the end.
+const TASKS_PER_SEC: u64 = 130;
+/// The members, and the wall-clock skew each runs with (libfaketime), in ms.
+const MEMBERS: [(&str, i64); 5] = [("m0", 0), ("m1", 0), ("m2", 0), ("m3", 5000), ("m4", -5000)];
+/// How far a member's logged wall clock may be from its intended skew.
+const SKEW_TOLERANCE_MS: i64 = 1000;
+
+/// The checker: a pure function of the members' log lines and the test's
+/// record of its actions.
+mod check {
+    use std::collections::{BTreeMap, HashMap};
+
+    use super::members::Line;
+
+    /// A fault injected on the database side.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    pub enum Fault {
+        /// Commands fail with an error code.
+        Error,
+        /// The server closes the connection.
+        Close,
+        /// Commands hang past the renew deadline.
+        Block,
+    }
+
+    impl Fault {
+        pub fn name(self) -> &'static str {
+            match self {
+                Fault::Error => "error",
+                Fault::Close => "close",
+                Fault::Block => "block",
+            }
+        }
+    }
+
+    /// What the test did, to which process.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Kind {
+        Start,
+        Kill,
+        Stop,
+        Cont,
+        /// SIGTERM in the middle of the run (then restarted).
+        Term,
+        /// SIGTERM at the end of the run.
+        FinalTerm,
+        FaultOn(Fault),
+        FaultOff,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Action {
+        /// CLOCK_MONOTONIC, ns.
+        pub t: u64,
+        pub kind: Kind,
+        pub member: String,
+        pub pid: u32,
+    }
+
+    #[derive(Debug, Clone)]
+    pub struct Params {
+        /// Tasks `0..tasks` must all be done.
+        pub tasks: u64,
+        pub lease_ns: u64,
+        /// The step-down margin: the overlap allowed between logged masterships.
+        pub margin_ns: u64,
+        /// The wall-clock skew of each member, ms.
+        pub skew_ms: HashMap<String, i64>,
+        pub skew_tolerance_ms: i64,
+        /// A reading of the test's clocks: (CLOCK_MONOTONIC ns, wall clock ms).
+        pub clock_ref: (u64, i64),
+    }
+
+    #[derive(Debug, Default)]
+    pub struct Report {
+        pub violations: Vec<String>,
+        pub lines: usize,
+        pub epochs: usize,
+        pub keys_done: usize,
+        pub task_runs: usize,
+        /// Keys done in more than one epoch.
+        pub duplicates: usize,
+        /// How each epoch but the last ended: released, killed, paused, faulted,
+        /// terminated (SIGTERM without a release) or lost (stepped down with no
+        /// disruption from the test, e.g. a renewal late on a loaded machine).
+        pub epoch_ends: BTreeMap<&'static str, usize>,
+        /// Epochs held by each member.
+        pub held: BTreeMap<String, usize>,
+    }
+
+    /// A member process: (member id, instance number).
+    type Instance = (String, u32);
+
+    fn released_epoch(line: &Line) -> Option<u64> {
+        (line.event == "info")
+            .then(|| line.detail.strip_prefix("released the lease of epoch "))
+            .flatten()
+            .and_then(|n| n.trim().parse().ok())
+    }
+
+    /// Checks the guarantees (see the file's documentation). `lines` in the order
+    /// each member wrote them (files concatenated is fine); `actions` in order.
+    pub fn check(lines: &[Line], actions: &[Action], params: &Params) -> Report {
+        let mut r = Report {
+            lines: lines.len(),
+            ..Report::default()
+        };
+        let mut v = Vec::new();
+
+        // Processes: start lines name their pid.
+        let mut pid_of: HashMap<Instance, u32> = HashMap::new();
+        let mut instance_of: HashMap<u32, Instance> = HashMap::new();
+        for l in lines.iter().filter(|l| l.event == "start") {
+            let inst = (l.member.clone(), l.instance);
+            if let Some(pid) = l.field("pid").and_then(|p| p.parse().ok()) {
+                pid_of.insert(inst.clone(), pid);
+                instance_of.insert(pid, inst);
+            } else {
+                v.push(format!("start line without pid: {l:?}"));
+            }
+        }
+        let acts_on = |inst: &Instance, kind: fn(&Kind) -> bool| -> Vec<&Action> {
+            let pid = pid_of.get(inst);
+            actions
+                .iter()
+                .filter(|a| Some(&a.pid) == pid && kind(&a.kind))
+                .collect()
+        };
+
+        // Panics.
+        for l in lines.iter().filter(|l| l.event == "panic") {
+            v.push(format!("{} panicked: {}", l.member, l.detail));
+        }
+
+        // One holder per epoch.
+        let mut holders: BTreeMap<u64, Vec<&Line>> = BTreeMap::new();
+        for l in lines.iter().filter(|l| l.event == "master") {
+            match l.epoch {
+                Some(e) => holders.entry(e).or_default().push(l),
+                None => v.push(format!("master line without epoch: {l:?}")),
+            }
+        }
+        for (e, ls) in &holders {
+            if ls.len() != 1 {
+                let who: Vec<_> = ls
+                    .iter()
+                    .map(|l| format!("{}#{}", l.member, l.instance))
+                    .collect();
+                v.push(format!("epoch {e} has {} holders: {who:?}", ls.len()));
+            }
+        }
+        r.epochs = holders.len();
+        for ls in holders.values() {
+            *r.held.entry(ls[0].member.clone()).or_default() += 1;
+        }
+        let holder = |e: u64| holders.get(&e).map(|ls| ls[0]);
+
+        // Epochs only grow, per member.
+        let mut by_member: BTreeMap<&str, Vec<&Line>> = BTreeMap::new();
+        for l in lines {
+            by_member.entry(&l.member).or_default().push(l);
+        }
+        for (m, ls) in &by_member {
+            let (mut last_master, mut last_seen) = (0, 0);
+            for l in ls {
+                let Some(e) = l.epoch else { continue };
+                if l.event == "master" {
+                    if e <= last_master {
+                        v.push(format!(
+                            "{m}: master of epoch {e} after master of epoch {last_master}"
+                        ));
+                    }
+                    last_master = last_master.max(e);
+                }
+                if l.event == "master" || l.event == "slave" {
+                    if e < last_seen {
+                        v.push(format!(
+                            "{m}: {} of epoch {e} after epoch {last_seen}",
+                            l.event
+                        ));
+                    }
+                    last_seen = last_seen.max(e);
+                }
+            }
+        }
+
+        // Released epochs.
+        let mut released: HashMap<u64, Instance> = HashMap::new();
+        for l in lines {
+            if let Some(e) = released_epoch(l) {
+                released.insert(e, (l.member.clone(), l.instance));
+            }
+        }
+        for (e, inst) in &released {
+            if holder(*e).map(|h| (h.member.clone(), h.instance)) != Some(inst.clone()) {
+                v.push(format!(
+                    "{}#{} released epoch {e} it did not hold",
+                    inst.0, inst.1
+                ));
+            }
+        }
+
+        // Masterships as intervals, and how each epoch ended.
+        let last_t = lines.iter().map(|l| l.t).max().unwrap_or(0);
+        let mut intervals: Vec<(u64, u64, u64, &str)> = Vec::new(); // (start, end, epoch, member)
+        let epochs: Vec<u64> = holders.keys().copied().collect();
+        for (i, &e) in epochs.iter().enumerate() {
+            let h = holder(e).unwrap();
+            let inst = (h.member.clone(), h.instance);
+            let mut end = u64::MAX;
+            if let Some(l) = ls_of(&by_member, &h.member).iter().find(|l| {
+                l.instance == h.instance
+                    && l.t >= h.t
+                    && ((l.event == "statechange" && l.detail.starts_with("master->"))
+                        || l.event == "exit")
+            }) {
+                end = l.t;
+            }
+            for a in acts_on(&inst, |k| matches!(k, Kind::Kill)) {
+                if a.t >= h.t {
+                    end = end.min(a.t);
+                }
+            }
+            let stops = acts_on(&inst, |k| matches!(k, Kind::Stop));
+            let conts = acts_on(&inst, |k| matches!(k, Kind::Cont));
+            let before_end = end;
+            for s in stops.iter().filter(|s| s.t >= h.t && s.t < before_end) {
+                let resumed = conts.iter().map(|c| c.t).find(|&t| t >= s.t);
+                if resumed.is_none_or(|c| c - s.t >= params.lease_ns) {
+                    end = end.min(s.t);
+                }
+            }
+            intervals.push((h.t, end, e, &h.member));
+
+            // How it ended (all epochs but the newest).
+            if i + 1 < epochs.len() {
+                let next_t = holder(epochs[i + 1]).unwrap().t;
+                let cause = if released.contains_key(&e) {
+                    "released"
+                } else {
+                    let pid = pid_of.get(&inst).copied();
+                    actions
+                        .iter()
+                        .filter(|a| a.t >= h.t && a.t <= next_t.max(end.min(last_t)))
+                        .find_map(|a| match a.kind {
+                            Kind::Kill if Some(a.pid) == pid => Some("killed"),
+                            Kind::Stop if Some(a.pid) == pid => Some("paused"),
+                            Kind::FaultOn(_) if a.member == h.member => Some("faulted"),
+                            Kind::Term | Kind::FinalTerm if Some(a.pid) == pid => {
+                                Some("terminated")
+                            }
+                            _ => None,
+                        })
+                        .unwrap_or("lost")
+                };
+                *r.epoch_ends.entry(cause).or_default() += 1;
+            }
+        }
+        intervals.sort();
+        for (i, a) in intervals.iter().enumerate() {
+            for b in &intervals[i + 1..] {
+                if b.0 >= a.1 {
+                    break;
+                }
+                let overlap = a.1.min(b.1) - b.0;
+                if overlap > params.margin_ns {
+                    v.push(format!(
+                        "{} (epoch {}) and {} (epoch {}) were both master for {:.1} ms, more than the {:.1} ms margin",
+                        a.3,
+                        a.2,
+                        b.3,
+                        b.2,
+                        overlap as f64 / 1e6,
+                        params.margin_ns as f64 / 1e6
+                    ));
+                }
+            }
+        }
+
+        // No task-start after a newer master; only by the holder.
+        let mut first_after: BTreeMap<u64, u64> = BTreeMap::new(); // epoch -> first master line of a higher epoch
+        let mut min_t = u64::MAX;
+        for (&e, ls) in holders.iter().rev() {
+            first_after.insert(e, min_t);
+            min_t = min_t.min(ls.iter().map(|l| l.t).min().unwrap());
+        }
+        for l in lines.iter().filter(|l| l.event == "task-start") {
+            let Some(e) = l.epoch else {
+                v.push(format!("task-start without epoch: {l:?}"));
+                continue;
+            };
+            match holder(e) {
+                Some(h) if h.member == l.member && h.instance == l.instance => {}
+                _ => v.push(format!(
+                    "{}#{} started task {:?} under epoch {e}, which it did not hold",
+                    l.member, l.instance, l.key
+                )),
+            }
+            let newer = first_after.get(&e).copied().unwrap_or(u64::MAX);
+            if l.t > newer {
+                v.push(format!(
+                    "{} started task {:?} of epoch {e} {:.1} ms after a newer master took over",
+                    l.member,
+                    l.key,
+                    (l.t - newer) as f64 / 1e6
+                ));
+            }
+        }
+
+        // Every task done; duplicates only after an unreleased epoch.
+        let mut done: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for l in lines.iter().filter(|l| l.event == "task-done") {
+            match (l.key_num(), l.epoch) {
+                (Some(k), Some(e)) => done.entry(k).or_default().push(e),
+                _ => v.push(format!("task-done without key or epoch: {l:?}")),
+            }
+            r.task_runs += 1;
+        }
+        let missing: Vec<u64> = (0..params.tasks)
+            .filter(|k| !done.contains_key(k))
+            .collect();
+        if !missing.is_empty() {
+            v.push(format!(
+                "{} of {} tasks never done, the first: {:?}",
+                missing.len(),
+                params.tasks,
+                &missing[..missing.len().min(10)]
+            ));
+        }
+        r.keys_done = done.len();
+        for (k, es) in &mut done {
+            let n = es.len();
+            es.sort_unstable();
+            es.dedup();
+            if es.len() != n {
+                v.push(format!("task {k} done more than once in one epoch: {es:?}"));
+            }
+            if es.len() > 1 {
+                r.duplicates += 1;
+            }
+            for w in es.windows(2) {
+                if released.contains_key(&w[0]) {
+                    v.push(format!(
+                        "task {k} done in epoch {}, which was released gracefully, and again in epoch {}",
+                        w[0], w[1]
+                    ));
+                }
+            }
+        }
+
+        // Clean ends.
+        let mut final_masters = 0;
+        let mut instances: Vec<Instance> = pid_of.keys().cloned().collect();
+        instances.sort();
+        for inst in &instances {
+            let killed = !acts_on(inst, |k| matches!(k, Kind::Kill)).is_empty();
+            if killed {
+                continue;
+            }
+            let name = format!("{}#{}", inst.0, inst.1);
+            let exit = ls_of(&by_member, &inst.0)
+                .iter()
+                .find(|l| l.instance == inst.1 && l.event == "exit")
+                .copied();
+            let Some(exit) = exit else {
+                v.push(format!("{name} was not killed but logged no exit"));
+                continue;
+            };
+            if exit.field("final") != Some("stopped") {
+                v.push(format!("{name} exited in state {:?}", exit.field("final")));
+            }
+            let at_signal = exit.field("at_signal").unwrap_or("");
+            if !acts_on(inst, |k| matches!(k, Kind::FinalTerm)).is_empty() {
+                if at_signal == "master" {
+                    final_masters += 1;
+                } else if at_signal != "slave" {
+                    v.push(format!(
+                        "{name} was {at_signal:?} when stopped at the end, not master or slave"
+                    ));
+                }
+            } else if acts_on(inst, |k| matches!(k, Kind::Term)).is_empty() {
+                v.push(format!("{name} exited by itself: {}", exit.detail));
+            }
+            if at_signal == "master" {
+                if let Some(e) = exit.epoch {
+                    if released.get(&e) != Some(inst) {
+                        v.push(format!(
+                            "{name} was stopped gracefully as master of epoch {e} but did not release it"
+                        ));
+                    }
+                }
+            }
+        }
+        let stopped_at_end = actions.iter().filter(|a| a.kind == Kind::FinalTerm).count();
+        if stopped_at_end > 0 && final_masters != 1 {
+            v.push(format!(
+                "{final_masters} members were master when the run ended, not exactly one"
+            ));
+        }
+
+        // The clocks were skewed as intended.
+        let (mono0, wall0) = params.clock_ref;
+        for l in lines.iter().filter(|l| l.event == "start") {
+            let Some(wall) = l.field("wall_ms").and_then(|w| w.parse::<i64>().ok()) else {
+                v.push(format!("start line without wall_ms: {l:?}"));
+                continue;
+            };
+            let true_wall = wall0 + (l.t as i64 - mono0 as i64) / 1_000_000;
+            let skew = wall - true_wall;
+            let want = params.skew_ms.get(&l.member).copied().unwrap_or(0);
+            if (skew - want).abs() > params.skew_tolerance_ms {
+                v.push(format!(
+                    "{}#{}'s wall clock was {skew} ms off, not {want} ms (is libfaketime working?)",
+                    l.member, l.instance
+                ));
+            }
+        }
+
+        r.violations = v;
+        r
+    }
+
+    fn ls_of<'a>(by_member: &BTreeMap<&str, Vec<&'a Line>>, member: &str) -> Vec<&'a Line> {
+        by_member.get(member).cloned().unwrap_or_default()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::super::members::parse_log;
+        use super::*;
+
+        const MS: u64 = 1_000_000;
+
+        fn params(tasks: u64) -> Params {
+            Params {
+                tasks,
+                lease_ns: 500 * MS,
+                margin_ns: 50 * MS,
+                skew_ms: HashMap::from([("c".to_owned(), 5000)]),
+                skew_tolerance_ms: 1000,
+                clock_ref: (0, 1_000_000),
+            }
+        }
+
+        fn act(t_ms: u64, kind: Kind, member: &str, pid: u32) -> Action {
+            Action {
+                t: t_ms * MS,
+                kind,
+                member: member.to_owned(),
+                pid,
+            }
+        }
+
+        /// Log lines from `<t_ms> <rest>`.
+        fn log(text: &str) -> Vec<Line> {
+            let lines: String = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    let (t, rest) = l.split_once(' ').unwrap();
+                    format!("{} {rest}\n", t.parse::<u64>().unwrap() * MS)
+                })
+                .collect();
+            parse_log(&lines)
+        }
+
+        /// a is master of epoch 1 and does tasks 0..=2 but publishes only 0; it is
+        /// killed; b takes over (epoch 2), redoes 1 and 2, does 3, and is stopped
+        /// gracefully; c (skewed +5 s) takes over (epoch 3), does 4; a is
+        /// restarted and follows; the end stops everybody.
+        const CLEAN: &str = "
+            0 a start - - pid=10 wall_ms=1000000 tasks=5
+            1 b start - - pid=20 wall_ms=1000001 tasks=5
+            2 c start - - pid=30 wall_ms=1005002 tasks=5
+            10 a statechange - - init->ticking
+            11 a statechange 1 - ticking->master
+            11 a master 1 -
+            12 b statechange - - init->slave
+            12 b slave 1 -
+            13 c slave 1 -
+            20 a task-start 1 0 attempt=1
+            26 a task-done 1 0
+            27 a task-start 1 1 attempt=1
+            33 a task-done 1 1
+            34 a task-start 1 2 attempt=1
+            40 a task-done 1 2
+            700 b statechange - - slave->ticking
+            701 b master 2 -
+            702 b task-start 2 1 attempt=1
+            708 b task-done 2 1
+            709 b task-start 2 2 attempt=1
+            715 b task-done 2 2
+            716 b task-start 2 3 attempt=1
+            722 b task-done 2 3
+            750 c slave 2 -
+            900 a start - - pid=11 wall_ms=1000900 tasks=5
+            905 a slave 2 -
+            1000 b info - - released the lease of epoch 2
+            1000 b statechange - - master->stopped
+            1001 b exit 2 - final=stopped at_signal=master signal=TERM
+            1100 c master 3 -
+            1101 c task-start 3 4 attempt=1
+            1107 c task-done 3 4
+            1200 b start - - pid=21 wall_ms=1001200 tasks=5
+            1201 b slave 3 -
+            2000 a statechange - - slave->stopped
+            2001 a exit - - final=stopped at_signal=slave signal=TERM
+            2002 b exit - - final=stopped at_signal=slave signal=TERM
+            2010 c info - - released the lease of epoch 3
+            2011 c exit 3 - final=stopped at_signal=master signal=TERM
+        ";
+
+        fn clean_actions() -> Vec<Action> {
+            vec![
+                act(0, Kind::Start, "a", 10),
+                act(1, Kind::Start, "b", 20),
+                act(2, Kind::Start, "c", 30),
+                act(200, Kind::Kill, "a", 10),
+                act(900, Kind::Start, "a", 11),
+                act(999, Kind::Term, "b", 20),
+                act(1200, Kind::Start, "b", 21),
+                act(2000, Kind::FinalTerm, "a", 11),
+                act(2000, Kind::FinalTerm, "b", 21),
+                act(2005, Kind::FinalTerm, "c", 30),
+            ]
+        }
+
+        fn violations(text: &str, actions: &[Action], tasks: u64) -> Vec<String> {
+            check(&log(text), actions, &params(tasks)).violations
+        }
+
+        fn assert_caught(text: &str, actions: &[Action], what: &str) {
+            let v = violations(text, actions, 5);
+            assert!(
+                v.iter().any(|s| s.contains(what)),
+                "expected a violation containing {what:?}, got {v:#?}"
+            );
+        }
+
+        #[test]
+        fn a_clean_run_passes_and_is_counted() {
+            let r = check(&log(CLEAN), &clean_actions(), &params(5));
+            assert!(r.violations.is_empty(), "{:#?}", r.violations);
+            assert_eq!(
+                (r.epochs, r.keys_done, r.task_runs, r.duplicates),
+                (3, 5, 7, 2)
+            );
+            assert_eq!(r.epoch_ends.get("killed"), Some(&1));
+            assert_eq!(r.epoch_ends.get("released"), Some(&1));
+        }
+
+        #[test]
+        fn two_holders_of_one_epoch_are_caught() {
+            let text = CLEAN.replace("701 b master 2 -", "701 b master 1 -");
+            assert_caught(&text, &clean_actions(), "epoch 1 has 2 holders");
+        }
+
+        #[test]
+        fn a_shrinking_epoch_is_caught() {
+            let text = format!("{CLEAN}\n1202 b slave 2 -");
+            assert_caught(&text, &clean_actions(), "b: slave of epoch 2 after epoch 3");
+        }
+
+        #[test]
+        fn a_task_started_after_a_newer_master_is_caught() {
+            // a, paused at 200 ms instead of killed, wakes at 800 and starts task 3.
+            let text = CLEAN.replace(
+                "700 b statechange - - slave->ticking",
+                "800 a task-start 1 3 attempt=1\n 801 a statechange - - master->error",
+            );
+            let mut actions = clean_actions();
+            actions[3] = act(200, Kind::Stop, "a", 10);
+            actions.insert(4, act(790, Kind::Cont, "a", 10));
+            assert_caught(&text, &actions, "after a newer master took over");
+        }
+
+        #[test]
+        fn overlapping_masters_are_caught() {
+            // a is never killed and only steps down at 900 ms, after b took over at 701.
+            let text = CLEAN.replace(
+                "900 a start",
+                "900 a statechange - - master->slave\n 900 a start",
+            );
+            let actions: Vec<_> = clean_actions()
+                .into_iter()
+                .filter(|a| a.kind != Kind::Kill)
+                .collect();
+            assert_caught(&text, &actions, "were both master for 199.0 ms");
+        }
+
+        #[test]
+        fn a_pause_shorter_than_the_lease_does_not_end_a_mastership() {
+            let text = CLEAN.replace(
+                "900 a start",
+                "900 a statechange - - master->slave\n 900 a start",
+            );
+            let mut actions = clean_actions();
+            actions[3] = act(200, Kind::Stop, "a", 10);
+            actions.insert(4, act(600, Kind::Cont, "a", 10));
+            assert_caught(&text, &actions, "were both master");
+            actions[4] = act(700, Kind::Cont, "a", 10);
+            let v = violations(&text, &actions, 5);
+            assert!(!v.iter().any(|s| s.contains("both master")), "{v:#?}");
+        }
+
+        #[test]
+        fn a_task_missing_from_the_end_is_caught() {
+            let v = violations(CLEAN, &clean_actions(), 6);
+            assert!(
+                v.iter()
+                    .any(|s| s.contains("1 of 6 tasks never done, the first: [5]")),
+                "{v:#?}"
+            );
+        }
+
+        #[test]
+        fn a_repeat_after_a_graceful_release_is_caught() {
+            // c redoes task 3, which b did in epoch 2 and then released.
+            let text = CLEAN.replace(
+                "1101 c task-start 3 4 attempt=1",
+                "1101 c task-start 3 3 attempt=1\n 1102 c task-done 3 3\n 1103 c task-start 3 4 attempt=1",
+            );
+            assert_caught(
+                &text,
+                &clean_actions(),
+                "task 3 done in epoch 2, which was released gracefully, and again in epoch 3",
+            );
+        }
+
+        #[test]
+        fn a_repeat_in_one_epoch_is_caught() {
+            let text = format!("{CLEAN}\n 1108 c task-done 3 4");
+            assert_caught(&text, &clean_actions(), "more than once in one epoch");
+        }
+
+        #[test]
+        fn a_panic_is_caught() {
+            let text = format!("{CLEAN}\n 1500 b panic - - work panicked on task 7");
+            assert_caught(&text, &clean_actions(), "b panicked");
+        }
+
+        #[test]
+        fn unclean_ends_are_caught() {
+            // b's second process never logs exit.
+            let text = CLEAN.replace(
+                "2002 b exit - - final=stopped at_signal=slave signal=TERM",
+                "",
+            );
+            assert_caught(
+                &text,
+                &clean_actions(),
+                "b#1 was not killed but logged no exit",
+            );
+            // a is in error when the run ends.
+            let text = CLEAN.replace(
+                "2001 a exit - - final=stopped at_signal=slave",
+                "2001 a exit - - final=stopped at_signal=error",
+            );
+            assert_caught(
+                &text,
+                &clean_actions(),
+                "a#1 was \"error\" when stopped at the end",
+            );
+            // b stopped as master without releasing.
+            let text = CLEAN.replace("1000 b info - - released the lease of epoch 2", "");
+            assert_caught(&text, &clean_actions(), "did not release it");
+        }
+
+        #[test]
+        fn an_unskewed_clock_is_caught() {
+            let text = CLEAN.replace("pid=30 wall_ms=1005002", "pid=30 wall_ms=1000002");
+            assert_caught(
+                &text,
+                &clean_actions(),
+                "c#0's wall clock was 0 ms off, not 5000 ms",
+            );
+        }
+    }
+}
+
+/// Member `i`'s spec.
+fn spec(dir: &std::path::Path, collection: &str, i: usize, tasks: u64) -> Spec {
+    let (id, skew) = MEMBERS[i];
+    Spec {
+        name: "chaos".to_owned(),
+        id: id.to_owned(),
+        collection: collection.to_owned(),
+        timings: TIMINGS,
+        tasks,
+        task_ms: TASK_MS,
+        fence: false,
+        faketime: (skew != 0).then(|| format!("{:+}s", skew / 1000)),
+        log: dir.join(format!("{id}.log")),
+    }
+}
+
+/// The run: processes, logs, the database, and what was done.
+struct Chaos {
+    uri: String,
+    rt: tokio::runtime::Runtime,
+    client: mongodb::Client,
+    leases: mongodb::Collection<Document>,
+    specs: Vec<Spec>,
+    procs: Vec<Option<Proc>>,
+    actions: Vec<check::Action>,
+    /// Liveness and exit-status failures seen by the driver.
+    violations: Vec<String>,
+    faults: BTreeMap<&'static str, usize>,
+    kills: usize,
+    pauses: usize,
+    graceful: usize,
+    restarts: usize,
+}
+
+impl Chaos {
+    fn act(&mut self, kind: check::Kind, i: usize) {
+        let pid = self.procs[i].as_ref().map_or(0, |p| p.pid);
+        self.actions.push(check::Action {
+            t: members::mono_ns(),
+            kind,
+            member: self.specs[i].id.clone(),
+            pid,
+        });
+    }
+
+    fn start(&mut self, i: usize) {
+        self.procs[i] = Some(self.specs[i].spawn(&self.uri));
+        self.act(check::Kind::Start, i);
+    }
+
+    /// The server's clock, ms.
+    fn server_ms(&self) -> i64 {
+        self.rt.block_on(async {
+            let reply = self
+                .client
+                .database("admin")
+                .run_command(doc! { "hello": 1 })
+                .await
+                .expect("hello");
+            reply
+                .get_datetime("localTime")
+                .expect("localTime")
+                .timestamp_millis()
+        })
+    }
+
+    /// The member holding a live lease renewed at or after `since` (server ms),
+    /// if its process runs.
+    fn master_since(&self, since: i64) -> Option<usize> {
+        let lease = self.rt.block_on(async {
+            self.leases
+                .find_one(doc! { "_id": "chaos" })
+                .await
+                .ok()
+                .flatten()
+        })?;
+        if lease.get_bool("released").unwrap_or(false) {
+            return None;
+        }
+        let renewed = lease.get_datetime("renewed_at").ok()?.timestamp_millis();
+        let holder = lease.get_str("holder").ok()?;
+        let i = self.specs.iter().position(|s| s.id == holder)?;
+        (renewed >= since && self.procs[i].as_ref().is_some_and(Proc::running)).then_some(i)
+    }
+
+    /// Waits for a working master after a disruption that ended at server time
+    /// `since`. The bound: the lease runs out, a standby notices (SLAVE), takes
+    /// it (TICKING); a faulted member may first wait out its ERROR interval and a
+    /// blocked command; plus 3 s for a shared 2-core machine.
+    fn wait_master(&mut self, since: i64, what: &str) -> Option<usize> {
+        let t = TIMINGS;
+        let bound =
+            Duration::from_millis(t.lease() + t.slave + t.ticking + t.error + BLOCK_MS + 3000);
+        let end = Instant::now() + bound;
+        loop {
+            if let Some(i) = self.master_since(since) {
+                return Some(i);
+            }
+            if Instant::now() >= end {
+                self.violations
+                    .push(format!("no working master within {bound:?} after {what}"));
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM member `i` and wait for a clean exit. The bound: the running task
+    /// (TASK_MS), the release (at most TICKING), plus 3 s of slack.
+    fn stop(&mut self, i: usize, kind: check::Kind) {
+        let bound = Duration::from_millis(TASK_MS + TIMINGS.ticking + 3000);
+        self.act(kind, i);
+        let p = self.procs[i].as_mut().expect("a running member");
+        p.terminate();
+        match p.wait_exit(bound) {
+            Some(status) if status.success() => {}
+            Some(status) => self
+                .violations
+                .push(format!("{} exited with {status} after SIGTERM", p.id)),
+            None => self
+                .violations
+                .push(format!("{} did not exit within {bound:?} of SIGTERM", p.id)),
+        }
+        self.procs[i] = None;
+    }
+
+    fn fail_point(&self, spec: Document) {
+        self.rt.block_on(support::fail_command(&self.client, spec));
+    }
+}
+
+/// blockTimeMS of the block fault: twice the lease, past the renew deadline.
+const BLOCK_MS: u64 = 1000;
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn chaos() {
+    members::require_libfaketime();
+    let secs = env_u64("FAILOVER_CHAOS_SECS").unwrap_or(45);
+    let seed = env_u64("FAILOVER_CHAOS_SEED").unwrap_or_else(Rng::seed_from_clock);
+    let mut rng = Rng::new(seed);
+    let tasks = secs * TASKS_PER_SEC;
+    let dir: PathBuf = members::run_dir("chaos");
+    println!(
+        "chaos: {secs} s, seed {seed} (FAILOVER_CHAOS_SEED={seed} replays the choices), logs in {}",
+        dir.display()
+    );
+    let uri = support::mongodb_uri();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt
+        .block_on(mongodb::Client::with_uri_str(&uri))
+        .expect("a client");
+    let collection = format!("chaos_{}_{}", std::process::id(), members::mono_ns());
+    let leases = client
+        .default_database()
+        .unwrap_or_else(|| client.database("test"))
+        .collection::<Document>(&collection);
+    let clock_ref = (members::mono_ns(), members::wall_ms());
+    let specs: Vec<Spec> = (0..MEMBERS.len())
+        .map(|i| spec(&dir, &collection, i, tasks))
+        .collect();
+    let mut c = Chaos {
+        uri,
+        rt,
+        client,
+        leases,
+        procs: specs.iter().map(|_| None).collect(),
+        specs,
+        actions: Vec::new(),
+        violations: Vec::new(),
+        faults: BTreeMap::new(),
+        kills: 0,
+        pauses: 0,
+        graceful: 0,
+        restarts: 0,
+    };
+    let t = TIMINGS;
+    let lease = t.lease();
+
+    for i in 0..MEMBERS.len() {
+        c.start(i);
+    }
+    let began = Instant::now();
+    let since = c.server_ms();
+    c.wait_master(since, "the start");
+    let deadline = began + Duration::from_secs(secs);
+
+    while Instant::now() < deadline {
+        let since = c.server_ms();
+        let Some(m) = c.master_since(since - lease as i64) else {
+            let since = c.server_ms();
+            c.wait_master(since, "a quiet moment");
+            continue;
+        };
+        let what;
+        match rng.range(0, 99) {
+            // SIGKILL the master, restart it a little later.
+            0..=24 => {
+                what = "a kill";
+                c.act(check::Kind::Kill, m);
+                c.procs[m].as_mut().unwrap().kill();
+                c.procs[m] = None;
+                c.kills += 1;
+                std::thread::sleep(Duration::from_millis(rng.range(0, lease)));
+                c.start(m);
+                c.restarts += 1;
+            }
+            // SIGSTOP the master for longer than its lease.
+            25..=49 => {
+                what = "a pause";
+                c.procs[m].as_mut().unwrap().pause();
+                c.act(check::Kind::Stop, m);
+                c.pauses += 1;
+                std::thread::sleep(Duration::from_millis(lease + rng.range(200, 800)));
+                c.procs[m].as_mut().unwrap().resume();
+                c.act(check::Kind::Cont, m);
+            }
+            // Cut the master off from the database for a while.
+            50..=79 => {
+                what = "a database fault";
+                let fault = [
+                    check::Fault::Error,
+                    check::Fault::Close,
+                    check::Fault::Block,
+                ][rng.range(0, 2) as usize];
+                let mut data = doc! {
+                    "failCommands": ["find", "findAndModify", "update", "insert"],
+                    "appName": format!("failover:{}", c.specs[m].id),
+                };
+                match fault {
+                    check::Fault::Error => data.insert("errorCode", Bson::Int32(91)),
+                    check::Fault::Close => data.insert("closeConnection", true),
+                    check::Fault::Block => {
+                        data.insert("blockConnection", true);
+                        data.insert("blockTimeMS", BLOCK_MS as i64)
+                    }
+                };
+                c.fail_point(doc! { "mode": "alwaysOn", "data": data });
+                c.act(check::Kind::FaultOn(fault), m);
+                *c.faults.entry(fault.name()).or_default() += 1;
+                std::thread::sleep(Duration::from_millis(rng.range(lease, 3 * lease)));
+                c.rt.block_on(support::clear_fail_points(&c.client));
+                c.act(check::Kind::FaultOff, m);
+            }
+            // SIGTERM the master or another member, restart it.
+            _ => {
+                what = "a graceful stop";
+                let i = if rng.range(0, 1) == 0 {
+                    m
+                } else {
+                    rng.range(0, MEMBERS.len() as u64 - 1) as usize
+                };
+                c.stop(i, check::Kind::Term);
+                c.graceful += 1;
+                std::thread::sleep(Duration::from_millis(rng.range(0, 500)));
+                c.start(i);
+                c.restarts += 1;
+            }
+        }
+        let since = c.server_ms();
+        c.wait_master(since, what);
+        std::thread::sleep(Duration::from_millis(rng.range(200, 1500)));
+    }
+    let chaos_time = began.elapsed();
+
+    // The end: no more faults; the master drains the queue; everybody stops.
+    let since = c.server_ms();
+    c.wait_master(since, "the last fault");
+    let mut tails: Vec<Tail> = c.specs.iter().map(|s| Tail::new(&s.log)).collect();
+    let last = (tasks - 1).to_string();
+    // What is left is a few seconds' work; a long run may fall further behind.
+    let drain_bound = Duration::from_secs(60.max(secs / 4));
+    let drain_start = Instant::now();
+    let drained = loop {
+        if tails.iter_mut().any(|tail| {
+            let from = tail.poll();
+            tail.lines[from..]
+                .iter()
+                .any(|l| l.event == "task-done" && l.key.as_deref() == Some(&last))
+        }) {
+            break true;
+        }
+        if drain_start.elapsed() > drain_bound {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if !drained {
+        c.violations.push(format!(
+            "the queue was not drained within {drain_bound:?} of the end"
+        ));
+    }
+    let drain_time = drain_start.elapsed();
+    std::thread::sleep(Duration::from_millis(2 * t.master));
+    let since = c.server_ms();
+    let master = c.wait_master(since, "the drain");
+    for i in (0..MEMBERS.len()).filter(|&i| Some(i) != master) {
+        c.stop(i, check::Kind::FinalTerm);
+    }
+    if let Some(m) = master {
+        c.stop(m, check::Kind::FinalTerm);
+    }
+
+    // Check.
+    let mut lines: Vec<Line> = Vec::new();
+    for s in &c.specs {
+        let text = std::fs::read_to_string(&s.log).unwrap_or_default();
+        lines.extend(members::parse_log(&text));
+    }
+    let params = check::Params {
+        tasks,
+        lease_ns: lease * 1_000_000,
+        margin_ns: t.margin() * 1_000_000,
+        skew_ms: MEMBERS
+            .iter()
+            .map(|(id, skew)| (id.to_string(), *skew))
+            .collect(),
+        skew_tolerance_ms: SKEW_TOLERANCE_MS,
+        clock_ref,
+    };
+    let mut report = check::check(&lines, &c.actions, &params);
+    report.violations.append(&mut c.violations);
+    let skewed_held: usize = MEMBERS
+        .iter()
+        .filter(|(_, s)| *s != 0)
+        .map(|(id, _)| report.held.get(*id).copied().unwrap_or(0))
+        .sum();
+    println!(
+        "chaos summary: duration={:.1}s (+{:.1}s drain) members={} events={} failovers={} (epochs; {} held by the skewed members) \
+         faults={:?} kills={} pauses={} graceful_stops={} restarts={} tasks={} task_runs={} duplicates={} epoch_ends={:?} violations={}",
+        chaos_time.as_secs_f64(),
+        drain_time.as_secs_f64(),
+        MEMBERS.len(),
+        report.lines,
+        report.epochs,
+        skewed_held,
+        c.faults,
+        c.kills,
+        c.pauses,
+        c.graceful,
+        c.restarts,
+        tasks,
+        report.task_runs,
+        report.duplicates,
+        report.epoch_ends,
+        report.violations.len()
+    );
+    assert!(
+        report.violations.is_empty(),
+        "{} violations (logs in {}):\n{}",
+        report.violations.len(),
+        dir.display(),
+        report.violations.join("\n")
+    );
+    // Not vacuous: the run did fail over, and the checker saw the work.
+    assert!(report.epochs >= 2, "no failover happened");
+    assert_eq!(report.keys_done as u64, tasks);
+}
