@@ -266,12 +266,11 @@ impl Election {
 
     async fn renew(&mut self, held: Held) -> Instant {
         if Instant::now() >= held.valid_until {
+            // The renewal is due after the deadline: this process did not run in
+            // time (it was paused or starved), so the lease may be another's now.
             return self.step_down(
                 State::Error,
-                Some(Error::Timeout {
-                    operation: "renew lease",
-                    after: self.lease - self.margin,
-                }),
+                Some(Error::LeaseExpired { epoch: held.epoch }),
             );
         }
         let outgoing = self.shared.sync.outgoing();

@@ -58,6 +58,14 @@ pub enum Error {
         after: Duration,
     },
 
+    /// The master's renewal came due after its renew deadline: the process did not
+    /// run in time (it was paused or starved of CPU). It stopped acting at once.
+    #[error("the lease of epoch {epoch} ran out before this member could renew it (the process was paused or starved); it stopped acting as master")]
+    LeaseExpired {
+        /// The epoch of the lost lease.
+        epoch: u64,
+    },
+
     /// The lease document in the database is not one that `failover` wrote.
     #[error("malformed lease document for subsystem {name:?}: {reason}; delete the document or point this subsystem at another collection")]
     MalformedLease {
@@ -127,7 +135,10 @@ impl Error {
     /// Whether the error comes from the database being unreachable, slow or failing,
     /// as opposed to a mistake in the options or the data.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Database { .. } | Error::Timeout { .. })
+        matches!(
+            self,
+            Error::Database { .. } | Error::Timeout { .. } | Error::LeaseExpired { .. }
+        )
     }
 }
 

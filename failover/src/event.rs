@@ -77,8 +77,10 @@ impl Event {
     }
 }
 
-/// A member's events, in order, from the moment [`Member::events`](crate::Member::events)
-/// was called. Ends (`None`) when the member has stopped.
+/// A member's events, in order. The first call of [`Member::events`](crate::Member::events)
+/// (or `Managed::events`) gets every event since the member started (the first 256);
+/// later calls get the events from the moment of the call. Ends (`None`) when the
+/// member has stopped.
 ///
 /// Every subscriber gets every event; a subscriber that stops reading holds them
 /// in memory, so drop it when you are done.
@@ -99,26 +101,70 @@ impl Events {
     }
 }
 
+/// How many events a member keeps for the application's first subscriber.
+const BACKLOG: usize = 256;
+
 /// Fans events out to every subscriber.
-#[derive(Default)]
 pub(crate) struct EventSink {
-    subscribers: Mutex<Vec<mpsc::UnboundedSender<Event>>>,
+    inner: Mutex<Fanout>,
+}
+
+struct Fanout {
+    subscribers: Vec<mpsc::UnboundedSender<Event>>,
+    /// The first events, kept until the application subscribes for the first time
+    /// (a member starts working before `start` returns, so its first events would
+    /// otherwise be lost to a subscriber that could not exist yet).
+    backlog: Option<Vec<Event>>,
+    closed: bool,
+}
+
+impl Default for EventSink {
+    fn default() -> Self {
+        EventSink {
+            inner: Mutex::new(Fanout {
+                subscribers: Vec::new(),
+                backlog: Some(Vec::new()),
+                closed: false,
+            }),
+        }
+    }
 }
 
 impl EventSink {
+    /// A subscriber for the application: the first one also gets the events
+    /// from the start (at most [`BACKLOG`] of them).
     pub(crate) fn subscribe(&self) -> Events {
+        let mut inner = lock(&self.inner);
         let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.subscribers).push(tx);
+        for event in inner.backlog.take().unwrap_or_default() {
+            let _ = tx.send(event);
+        }
+        if !inner.closed {
+            inner.subscribers.push(tx);
+        }
+        Events { rx }
+    }
+
+    /// A subscriber from now on, for the crate's own use (the hooks).
+    pub(crate) fn subscribe_internal(&self) -> Events {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.inner).subscribers.push(tx);
         Events { rx }
     }
 
     pub(crate) fn emit(&self, event: Event) {
-        lock(&self.subscribers).retain(|s| s.send(event.clone()).is_ok());
+        let mut inner = lock(&self.inner);
+        if let Some(backlog) = inner.backlog.as_mut().filter(|b| b.len() < BACKLOG) {
+            backlog.push(event.clone());
+        }
+        inner.subscribers.retain(|s| s.send(event.clone()).is_ok());
     }
 
     /// Ends every stream.
     pub(crate) fn close(&self) {
-        lock(&self.subscribers).clear();
+        let mut inner = lock(&self.inner);
+        inner.subscribers.clear();
+        inner.closed = true;
     }
 }
 

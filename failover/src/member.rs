@@ -210,7 +210,7 @@ impl Member {
             epoch: AtomicU64::new(0),
             status,
         });
-        spawn_hooks(hooks, events.subscribe(), Arc::downgrade(&events));
+        spawn_hooks(hooks, events.subscribe_internal(), Arc::downgrade(&events));
         let claim = Claim {
             member_id,
             token: random_token(),
@@ -266,7 +266,8 @@ impl Member {
         self.shared.lease_valid()
     }
 
-    /// The events from now on. Hooks given at start see every event from the start.
+    /// The member's events: the first call gets them from the start (see
+    /// [`Events`]), later calls from now on. Hooks given at start see every event.
     pub fn events(&self) -> Events {
         self.shared.events.subscribe()
     }

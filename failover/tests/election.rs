@@ -409,3 +409,23 @@ async fn tuned_intervals_fail_over_within_the_lease() {
     assert!(Instant::now() - t <= ms(1005), "{:?}", Instant::now() - t);
     b.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_first_subscriber_sees_the_events_from_the_start() {
+    let store = MemoryStore::new();
+    let a = start(&store, "a").await;
+    a.wait_for_master().await.unwrap();
+    sleep(ms(10)).await;
+    // Subscribed after the election: still sees it, in order.
+    let mut first = a.events();
+    let mut names = Vec::new();
+    while let Some(e) = first.try_next() {
+        names.push(e.name());
+    }
+    assert_eq!(names, ["info", "statechange", "statechange", "master"]);
+    // A later subscriber starts from now.
+    let mut later = a.events();
+    assert!(later.try_next().is_none());
+    a.shutdown().await;
+    assert_eq!(later.next().await.map(|e| e.name()), Some("info"));
+}

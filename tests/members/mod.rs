@@ -17,9 +17,32 @@ pub const MEMBER_BIN: &str = env!("CARGO_BIN_EXE_failover-member");
 /// Debian's libfaketime (package `faketime`).
 pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
-/// Panics, saying what to install, unless libfaketime is there: the tests that
-/// skew clocks must never pass without skewing them.
+/// Makes sure libfaketime is there: when it is missing and this process runs as
+/// root with Debian's apt (a fresh machine), installs the `faketime` package once,
+/// as the harness installs the test server's Python packages. Panics, saying what
+/// to install, when it is still missing: the tests that skew clocks must never
+/// pass without skewing them.
 pub fn require_libfaketime() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !Path::new(LIBFAKETIME).exists() && root && Path::new("/usr/bin/apt-get").exists() {
+            eprintln!("installing Debian's faketime package for the clock-skew tests");
+            let apt = |args: &[&str]| {
+                std::process::Command::new("apt-get")
+                    .args(args)
+                    .env("DEBIAN_FRONTEND", "noninteractive")
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !apt(&["install", "-y", "-qq", "faketime"]) {
+                apt(&["update", "-qq"]);
+                apt(&["install", "-y", "-qq", "faketime"]);
+            }
+        }
+    });
     assert!(
         Path::new(LIBFAKETIME).exists(),
         "{LIBFAKETIME} is missing: install Debian's faketime package \

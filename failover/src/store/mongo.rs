@@ -204,9 +204,18 @@ pub(crate) fn error_code(e: &mongodb::error::Error) -> Option<i32> {
 
 /// A driver error as ours, with the password of `uri` scrubbed from the message.
 pub(crate) fn driver_error(operation: &'static str, e: &mongodb::error::Error, uri: &str) -> Error {
+    // The error kind's text, without the labels and the raw server reply that the
+    // driver's full `Display` appends.
+    let message = match e.kind.as_ref() {
+        ErrorKind::Command(c) => format!("{} (code {}): {}", c.code_name, c.code, c.message),
+        ErrorKind::Write(WriteFailure::WriteError(w)) => {
+            format!("write error (code {}): {}", w.code, w.message)
+        }
+        kind => kind.to_string(),
+    };
     Error::Database {
         operation,
-        message: scrub(&e.to_string(), uri),
+        message: scrub(&message, uri),
         code: error_code(e),
     }
 }
