@@ -77,47 +77,54 @@ impl<W: Work> Queue<W> {
 
     /// Appends a task, waiting for room or refusing it when the queue is full.
     pub async fn submit(&self, key: W::Key, task: W::Task) -> Result<()> {
-        let mut entry = Some(Entry {
+        let mut entry = Entry {
             key,
             task,
             attempts: 0,
-        });
+        };
+        if self.capacity.is_none() {
+            // Unbounded: never waits.
+            return self.try_push(entry).map(|_| ());
+        }
         loop {
+            // Register for a wake-up before looking, so that none is missed.
             let space = self.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
-            {
-                let mut inner = lock(&self.inner);
-                let Some(e) = entry.take() else { return Ok(()) };
-                if inner.pending_prune.as_ref() == Some(&e.key) {
-                    // The master already finished this task and all before it.
-                    let dropped = inner.tasks.len() as u64 + 1;
-                    inner.tasks.clear();
-                    inner.stats.pruned += dropped;
-                    inner.pending_prune = None;
-                    drop(inner);
-                    self.space.notify_waiters();
-                    return Ok(());
-                }
-                match self.capacity {
-                    Some((capacity, when_full))
-                        if inner.tasks.len() + inner.in_flight >= capacity =>
-                    {
-                        if when_full == QueueFull::Reject {
-                            return Err(Error::QueueFull { capacity });
-                        }
-                        entry = Some(e);
-                    }
-                    _ => {
-                        inner.tasks.push_back(e);
-                        drop(inner);
-                        self.ready.notify_one();
-                        return Ok(());
-                    }
-                }
+            match self.try_push(entry)? {
+                None => return Ok(()),
+                Some(full) => entry = full,
             }
             space.await;
         }
+    }
+
+    /// Appends `entry` unless the queue is full: then gives it back (with
+    /// `QueueFull::Wait`) or refuses it.
+    fn try_push(&self, entry: Entry<W>) -> Result<Option<Entry<W>>> {
+        let mut inner = lock(&self.inner);
+        if inner.pending_prune.as_ref() == Some(&entry.key) {
+            // The master already finished this task and all before it.
+            let dropped = inner.tasks.len() as u64 + 1;
+            inner.tasks.clear();
+            inner.stats.pruned += dropped;
+            inner.pending_prune = None;
+            drop(inner);
+            self.space.notify_waiters();
+            return Ok(None);
+        }
+        if let Some((capacity, when_full)) = self.capacity {
+            if inner.tasks.len() + inner.in_flight >= capacity {
+                return match when_full {
+                    QueueFull::Reject => Err(Error::QueueFull { capacity }),
+                    QueueFull::Wait => Ok(Some(entry)),
+                };
+            }
+        }
+        inner.tasks.push_back(entry);
+        drop(inner);
+        self.ready.notify_one();
+        Ok(None)
     }
 
     /// Moves up to `max` tasks into the worker's `batch`.
