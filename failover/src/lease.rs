@@ -153,7 +153,10 @@ impl ClockSample {
         let ahead = server_ms.saturating_sub(self.server_ms);
         let base = self.local + self.error + Duration::from_millis(1);
         if ahead >= 0 {
-            base + Duration::from_millis(ahead as u64)
+            // A date far in the future (a corrupt document) must not overflow:
+            // it counts as a day away, and is checked again long before that.
+            let ahead = Duration::from_millis(ahead as u64).min(Duration::from_secs(24 * 60 * 60));
+            base + ahead
         } else {
             base.checked_sub(Duration::from_millis(ahead.unsigned_abs()))
                 .unwrap_or(base)
@@ -222,5 +225,8 @@ mod tests {
             ..later
         };
         assert!(s.disagrees_with(&stepped));
+        // Dates from a corrupt document at either end of time do not overflow.
+        assert!(s.surely_after(i64::MAX) > now);
+        assert!(s.surely_after(i64::MIN) <= now + Duration::from_millis(5));
     }
 }
