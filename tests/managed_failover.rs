@@ -183,7 +183,9 @@ async fn scenario(options: impl Fn(&str) -> Options) {
         .iter()
         .filter(|r| second_tasks.contains(&r.2))
         .collect();
-    let slack = Duration::from_millis(100); // a renewal's round trip and scheduling
+    // A renewal's round trip, plus a renewal timer that fires late on a loaded
+    // 2-core machine.
+    let slack = Duration::from_millis(250);
     for r in &dup_after_crash {
         assert!(
             r.3 + MASTER + slack >= crashed_at,
