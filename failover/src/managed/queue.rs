@@ -147,22 +147,23 @@ impl<W: Work> Queue<W> {
         }
     }
 
-    /// Records finished tasks: `done` of them, the last with key `last`.
-    pub fn finished(&self, done: usize, last: W::Key, retries: u64) {
+    /// Records the worker's progress: `done` finished tasks (the last with key
+    /// `last`) and `retries` attempts that asked for a retry.
+    pub fn record(&self, done: usize, last: Option<W::Key>, retries: u64) {
+        if done == 0 && retries == 0 {
+            return;
+        }
         let mut inner = lock(&self.inner);
         inner.in_flight = inner.in_flight.saturating_sub(done);
         inner.stats.finished += done as u64;
         inner.stats.retries += retries;
-        inner.last_done = Some(last);
+        if last.is_some() {
+            inner.last_done = last;
+        }
         drop(inner);
-        if self.capacity.is_some() {
+        if done > 0 && self.capacity.is_some() {
             self.space.notify_waiters();
         }
-    }
-
-    /// Counts a retry of a task the worker still holds.
-    pub fn retried(&self) {
-        lock(&self.inner).stats.retries += 1;
     }
 
     /// Moves a task out of the queue for good, handing it to the application.
@@ -350,7 +351,7 @@ mod tests {
         assert!(!waiting.is_finished());
         let mut batch = VecDeque::new();
         q.take(&mut batch, 1);
-        q.finished(1, 1, 0);
+        q.record(1, Some(1), 0);
         waiting.await.unwrap().unwrap();
         assert_eq!(q.keys(), [2, 3]);
     }
@@ -363,7 +364,7 @@ mod tests {
         q.take(&mut batch, 3);
         assert_eq!(q.stats().queued, 5);
         batch.pop_front();
-        q.finished(1, 1, 0);
+        q.record(1, Some(1), 0);
         q.restore(&mut batch);
         assert_eq!(q.keys(), [2, 3, 4, 5]);
         assert_eq!(q.stats().queued, 4);

@@ -162,13 +162,8 @@ impl<W: Work> Worker<W> {
     }
 
     fn record(&self, progress: &mut Progress<W::Key>) {
-        if let Some(last) = progress.last.take() {
-            self.queue.finished(progress.done, last, progress.retries);
-        } else {
-            for _ in 0..progress.retries {
-                self.queue.retried();
-            }
-        }
+        self.queue
+            .record(progress.done, progress.last.take(), progress.retries);
         progress.done = 0;
         progress.retries = 0;
     }
