@@ -68,13 +68,7 @@ use members::{Line, Proc, Rng, Spec, Tail, Timings};
 use mongodb::bson::{doc, Bson, Document};
 
 /// The chaos run's timings: a 500 ms lease keeps failovers quick.
-const TIMINGS: Timings = Timings {
-    master: 200,
-    slave: 250,
-    lease: Some(500),
-    ticking: 300,
-    error: 300,
-};
+const TIMINGS: Timings = members::SHORT_TIMINGS;
 /// How long each task takes.
 const TASK_MS: u64 = 5;
 /// Tasks per second of the run: a master does about 160 of these 5 ms tasks a

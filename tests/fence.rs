@@ -13,13 +13,7 @@ use failover::Error;
 use members::{Spec, Tail, Timings};
 use mongodb::bson::{doc, Document};
 
-const TIMINGS: Timings = Timings {
-    master: 200,
-    slave: 250,
-    lease: Some(500),
-    ticking: 300,
-    error: 300,
-};
+const TIMINGS: Timings = members::SHORT_TIMINGS;
 /// Long enough that A is still inside its task when it is paused and resumed.
 const TASK_MS: u64 = 3000;
 /// Slack for a shared 2-core machine on top of every bound below.

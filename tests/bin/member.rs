@@ -57,21 +57,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use failover::bson::{doc, Document};
+
+#[path = "../members/clock.rs"]
+mod clock;
+use clock::mono_ns;
 use failover::fence::FencedCollection;
 use failover::{work_fn, Error, Event, Intervals, Managed, Options, Outcome, WorkContext};
 use tokio::signal::unix::{signal, SignalKind};
-
-/// `CLOCK_MONOTONIC` in nanoseconds: the clock the tests compare across processes.
-fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) failed");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// The append-only event log.
 struct Log {

@@ -4,6 +4,9 @@
 //! logs it writes. Use it with `mod members;` (or `#[path]` from a bench).
 #![allow(dead_code)] // every user compiles the whole module but uses only part of it
 
+mod clock;
+pub use clock::mono_ns;
+
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
@@ -51,24 +54,21 @@ pub fn require_libfaketime() {
     );
 }
 
-/// `CLOCK_MONOTONIC` in nanoseconds, the clock of every line of the members' logs.
-pub fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) failed");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// The wall clock in milliseconds since 1970.
 pub fn wall_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+/// The short timings of the chaos and fencing tests: a 500 ms lease.
+pub const SHORT_TIMINGS: Timings = Timings {
+    master: 200,
+    slave: 250,
+    lease: Some(500),
+    ticking: 300,
+    error: 300,
+};
 
 /// A member's timings, in milliseconds.
 #[derive(Debug, Clone, Copy)]
