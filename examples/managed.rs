@@ -142,7 +142,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ = tokio::signal::ctrl_c() => {}
             _ = sleep(Duration::from_secs(seconds)) => {}
         }
-        members[0].shutdown().await;
+        members[0].shutdown().await.unwrap();
         return Ok(());
     }
 
@@ -171,7 +171,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     sleep(Duration::from_secs(seconds.saturating_sub(5))).await;
     for m in members.iter() {
-        m.shutdown().await;
+        m.shutdown().await.unwrap();
     }
     Ok(())
 }

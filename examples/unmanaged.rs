@@ -71,7 +71,7 @@ fn print_events(member: &Member, started: Instant) {
                 Event::StateChange { old, new, epoch } => (*epoch, format!("{old} -> {new}")),
                 Event::Synchronize { id, epoch } => (Some(*epoch), format!("id={id}")),
                 Event::Error(e) => (None, e.to_string()),
-                Event::Info(i) | Event::Panic(i) => (None, i.clone()),
+                Event::Panic(i) => (None, i.clone()),
                 other => (None, format!("{other:?}")),
             };
             let epoch = epoch.map_or("-".into(), |e| e.to_string());
@@ -118,7 +118,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Some(s) => sleep(Duration::from_secs(s)).await,
             None => tokio::signal::ctrl_c().await?,
         }
-        member.shutdown().await;
+        member.shutdown().await.unwrap();
         return Ok(());
     }
 
@@ -159,11 +159,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "--- shutting down master {} gracefully ---",
         leaving.member_id()
     );
-    leaving.shutdown().await;
+    leaving.shutdown().await.unwrap();
     wait(&members).await;
     sleep(Duration::from_secs(args.seconds.unwrap_or(2))).await;
     for m in members {
-        m.shutdown().await;
+        m.shutdown().await.unwrap();
     }
     Ok(())
 }

@@ -69,7 +69,7 @@ async fn main() -> failover::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for member in &members {
-        member.shutdown().await; // hands the lease over
+        member.shutdown().await.unwrap(); // hands the lease over
     }
     Ok(())
 }

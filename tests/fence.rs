@@ -147,7 +147,11 @@ async fn fenced_writes_refuse_older_epochs() {
 
     let d = f.upsert_one(1, id.clone(), inc.clone()).await.unwrap();
     assert_eq!((d.get_i64("n"), d.get_i64("_fence")), (Ok(1), Ok(1)), "{d}");
-    let d = f.update_one(2, id.clone(), inc.clone()).await.unwrap();
+    let d = f
+        .update_one(2, id.clone(), inc.clone())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((d.get_i64("n"), d.get_i64("_fence")), (Ok(2), Ok(2)), "{d}");
 
     // Epoch 1 again: refused, and the document is untouched.
@@ -181,6 +185,7 @@ async fn fenced_writes_refuse_older_epochs() {
             doc! { "$inc": { "n": 1_i64 }, "$set": { "owner": "b" } },
         )
         .await
+        .unwrap()
         .unwrap();
     assert_eq!(
         (d.get_i64("n"), d.get_i64("_fence"), d.get_str("owner")),

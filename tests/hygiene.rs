@@ -174,7 +174,7 @@ async fn the_subsystem_runs() {
     })
     .await
     .expect("three tasks done within 10 s");
-    jobs.shutdown().await;
+    jobs.shutdown().await.unwrap();
 
     let batches = subsystem::Batches
         .start(Options::new().in_memory(&store))
@@ -184,6 +184,6 @@ async fn the_subsystem_runs() {
         .submit_work(subsystem::Batch { jobs: vec![1] })
         .await
         .unwrap();
-    batches.shutdown().await;
+    batches.shutdown().await.unwrap();
     let _ = Ordering::SeqCst;
 }

@@ -222,6 +222,6 @@ async fn a_macro_built_subsystem_fails_over_with_its_hooks_and_work() {
     assert_eq!(other.stats().finished, 0, "the standby worked nothing");
     assert_eq!(other.state(), State::Slave);
 
-    new.shutdown().await;
-    other.shutdown().await;
+    new.shutdown().await.unwrap();
+    other.shutdown().await.unwrap();
 }

@@ -122,7 +122,7 @@ async fn scenario(options: impl Fn(&str) -> Options) {
     let second_m = members[second].take().unwrap();
     let second_id = second_m.member().member_id().to_owned();
     finished_by(&runs, &second_id, TASKS as usize / 3).await;
-    second_m.shutdown().await;
+    second_m.shutdown().await.unwrap();
 
     // 3. The third works off the rest.
     let third = master_of(&members).await;
@@ -134,7 +134,7 @@ async fn scenario(options: impl Fn(&str) -> Options) {
     })
     .await
     .expect("the last master drains the queue");
-    third_m.shutdown().await;
+    third_m.shutdown().await.unwrap();
 
     let runs = runs.lock().unwrap().clone();
     let by_member = |id: &str| {
@@ -221,12 +221,15 @@ async fn in_memory_members_survive_a_crash_and_a_hand_over() {
     scenario(|_| Options::new().in_memory(&store)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn members_over_the_wire_survive_a_crash_and_a_hand_over() {
-    scenario(|_| {
-        Options::new()
-            .connect_string(support::mongodb_uri())
-            .collection("managed_failover")
-    })
-    .await;
+// Over the wire: one test per selected server (mock, FerretDB, MONGODB_URI).
+support::server_tests! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn members_over_the_wire_survive_a_crash_and_a_hand_over(uri: String) {
+        scenario(|_| {
+            Options::new()
+                .connect_string(uri.clone())
+                .collection("managed_failover")
+        })
+        .await;
+    }
 }

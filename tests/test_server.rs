@@ -1,7 +1,9 @@
 //! Integration tests of the MongoDB deployment used by the test suite (the
 //! bundled mongomock/mockupdb test server unless `MONGODB_URI` is set), through
 //! the official driver. They pin down the server behaviour the `failover`
-//! library relies on.
+//! library relies on, and the deployments the test server plays beyond a
+//! standalone `mongod` (always on the bundled server): a mongos whose clock runs
+//! ahead (hello offsets by appName) and replica sets with a primary change.
 
 mod support;
 
@@ -9,8 +11,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mongodb::bson::{doc, Bson, DateTime, Document};
 use mongodb::error::{Error, ErrorKind, WriteFailure};
-use mongodb::options::{ClientOptions, FindOptions, ReturnDocument};
-use mongodb::{Client, Collection};
+use mongodb::event::sdam::SdamEvent;
+use mongodb::event::EventHandler;
+use mongodb::options::{
+    ClientOptions, CollectionOptions, FindOptions, ReadConcern, ReadPreference, ReturnDocument,
+    SelectionCriteria, ServerMonitoringMode, WriteConcern,
+};
+use mongodb::{Client, Collection, ServerType};
 
 /// Fail-point state is global to the server: tests that configure it run one at
 /// a time, and each filters its fail point on its own `appName`.
@@ -430,4 +437,464 @@ async fn server_status_counts_operations() {
         let (b, a) = (before.get_i64(name).unwrap(), after.get_i64(name).unwrap());
         assert!(a - b >= at_least, "{name}: {b} -> {a}");
     }
+}
+
+// --- Emulated deployments: a mongos's clock, replica sets -----------------------
+
+/// A client of `uri` named `app_name`, with `tweak` applied to its options.
+async fn client_of(uri: &str, app_name: &str, tweak: impl FnOnce(&mut ClientOptions)) -> Client {
+    let mut options = ClientOptions::parse(uri).await.expect("valid URI");
+    options.app_name = Some(app_name.to_string());
+    tweak(&mut options);
+    Client::with_options(options).expect("client")
+}
+
+/// The collection `name` of the test database as the library uses its lease
+/// collection: majority write and read concern, primary read preference.
+fn lease_collection(client: &Client, name: &str) -> Collection<Document> {
+    let options = CollectionOptions::builder()
+        .write_concern(WriteConcern::majority())
+        .read_concern(ReadConcern::majority())
+        .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
+        .build();
+    client
+        .database(support::TEST_DB)
+        .collection_with_options(name, options)
+}
+
+/// This machine's wall clock (the test server's too) in ms since the epoch.
+fn wall_ms() -> i64 {
+    DateTime::now().timestamp_millis()
+}
+
+/// Asserts that `at` was read, between the wall-clock instants `before` and
+/// `after` (ms), from a clock `offset_ms` ahead of the wall clock. The test
+/// server runs on this machine's clock: 5 ms of slack cover the rounding to ms.
+fn assert_clock(what: &str, at: DateTime, offset_ms: i64, before: i64, after: i64) {
+    let wall = at.timestamp_millis() - offset_ms;
+    assert!(
+        before - 5 <= wall && wall <= after + 5,
+        "{what}: {at} is {} to {} ms ahead of the wall clock (between {} and {}), \
+         not {offset_ms} ms",
+        at.timestamp_millis() - after,
+        at.timestamp_millis() - before,
+        DateTime::from_millis(before),
+        DateTime::from_millis(after),
+    );
+}
+
+/// `hello.localTime` on `client`, with the wall-clock instants around it.
+async fn timed_hello(client: &Client) -> (i64, DateTime, i64) {
+    let before = wall_ms();
+    let local_time = hello_local_time(client).await;
+    (before, local_time, wall_ms())
+}
+
+/// Reads the clock of the member that applies writes as the library does: a
+/// findAndModify upsert of `$currentDate` into a small document of the lease
+/// collection, returning `now` (with the wall-clock instants around the call).
+async fn read_write_clock(coll: &Collection<Document>) -> Result<(i64, DateTime, i64), Error> {
+    let before = wall_ms();
+    let doc = coll
+        .find_one_and_update(
+            doc! { "_id": { "clock": "ts-subsystem", "member": "ts-member" } },
+            doc! { "$currentDate": { "now": true } },
+        )
+        .upsert(true)
+        .return_document(ReturnDocument::After)
+        .await?;
+    let after = wall_ms();
+    let doc = doc.expect("an upsert with new: true returns the document");
+    let now = *doc
+        .get_datetime("now")
+        .expect("$currentDate sets a datetime");
+    Ok((before, now, after))
+}
+
+/// A direct client of `node` of `rs` (no discovery: it talks to that member only).
+async fn member_client(rs: &support::ReplicaSet, node: usize) -> Client {
+    client_of(&rs.member_uri(node), "ts-rs-member", |_| {}).await
+}
+
+async fn member_hello(client: &Client) -> Document {
+    client
+        .database("admin")
+        .run_command(doc! { "hello": 1 })
+        .await
+        .expect("hello")
+}
+
+fn topology_counter(hello: &Document) -> i64 {
+    hello
+        .get_document("topologyVersion")
+        .and_then(|tv| tv.get_i64("counter"))
+        .unwrap_or_else(|e| panic!("hello has no topologyVersion.counter ({e}): {hello}"))
+}
+
+#[tokio::test]
+async fn hello_offset_shifts_local_time_of_that_app_only() {
+    let uri = support::test_server_uri();
+    let ahead = client_of(&uri, "ts-hello-ahead", |_| {}).await;
+    let plain = client_of(&uri, "ts-hello-plain", |_| {}).await;
+    let coll = collection(&ahead, "ts_hello_offset").await;
+
+    support::set_hello_offset(&plain, "ts-hello-ahead", 2_500).await;
+    let (before, at, after) = timed_hello(&ahead).await;
+    assert_clock("hello through the mongos", at, 2_500, before, after);
+    let (before, at, after) = timed_hello(&plain).await;
+    assert_clock("hello of another app", at, 0, before, after);
+
+    // The clock that stamps the lease is the data node's: judging expiry by
+    // hello.localTime through this mongos would be 2.5 s early.
+    let (before, at, after) = read_write_clock(&coll).await.unwrap();
+    assert_clock("$currentDate through the mongos", at, 0, before, after);
+    let update = coll
+        .update_one(
+            doc! { "_id": "lease" },
+            doc! { "$currentDate": { "renewed_at": true } },
+        )
+        .upsert(true);
+    let before = wall_ms();
+    update.await.unwrap();
+    let after = wall_ms();
+    let lease = coll
+        .find_one(doc! { "_id": "lease" })
+        .await
+        .unwrap()
+        .unwrap();
+    let renewed_at = *lease.get_datetime("renewed_at").unwrap();
+    assert_clock("$currentDate in update", renewed_at, 0, before, after);
+
+    // Judged by hello.localTime through this mongos, a 2 s lease renewed a
+    // moment ago has expired already; by the clock that stamped it, it has not.
+    let expires_ms = renewed_at.timestamp_millis() + 2_000;
+    let (_, mongos_now, _) = timed_hello(&ahead).await;
+    assert!(
+        mongos_now.timestamp_millis() >= expires_ms,
+        "hello through the mongos ({mongos_now}) should be 2 s past the renewal at {renewed_at}"
+    );
+    let (_, node_now, _) = read_write_clock(&coll).await.unwrap();
+    assert!(
+        node_now.timestamp_millis() < expires_ms,
+        "the stamping clock ({node_now}) should be under 2 s past the renewal at {renewed_at}"
+    );
+
+    // Negative offsets, and 0 removes the shift.
+    support::set_hello_offset(&ahead, "ts-hello-ahead", -1_500).await;
+    let (before, at, after) = timed_hello(&ahead).await;
+    assert_clock("hello behind", at, -1_500, before, after);
+    support::set_hello_offset(&ahead, "ts-hello-ahead", 0).await;
+    let (before, at, after) = timed_hello(&ahead).await;
+    assert_clock("hello after the reset", at, 0, before, after);
+
+    // Bad input gets a clear error.
+    let err = ahead
+        .database("admin")
+        .run_command(doc! { "failoverTestHelloOffset": "", "offsetMs": 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&err), Some(2), "{err}");
+    assert!(err.to_string().contains("appName"), "{err}");
+}
+
+#[tokio::test]
+async fn replica_set_members_answer_hello_like_a_replica_set() {
+    let rs = support::start_replica_set(&[0, 5_000, -5_000]);
+    let members = [
+        member_client(&rs, 0).await,
+        member_client(&rs, 1).await,
+        member_client(&rs, 2).await,
+    ];
+    let mut counters = Vec::new();
+    for (i, member) in members.iter().enumerate() {
+        let hello = member_hello(member).await;
+        assert_eq!(
+            hello.get_str("setName"),
+            Ok(support::REPLICA_SET_NAME),
+            "{hello}"
+        );
+        let hosts: Vec<&str> = hello
+            .get_array("hosts")
+            .unwrap()
+            .iter()
+            .filter_map(Bson::as_str)
+            .collect();
+        assert_eq!(hosts, rs.hosts, "{hello}");
+        assert_eq!(hello.get_str("me"), Ok(rs.hosts[i].as_str()), "{hello}");
+        assert_eq!(
+            hello.get_str("primary"),
+            Ok(rs.hosts[0].as_str()),
+            "{hello}"
+        );
+        assert_eq!(hello.get_bool("isWritablePrimary"), Ok(i == 0), "{hello}");
+        assert_eq!(hello.get_bool("secondary"), Ok(i != 0), "{hello}");
+        assert_eq!(hello.get_i32("setVersion"), Ok(1), "{hello}");
+        assert_eq!(hello.contains_key("electionId"), i == 0, "{hello}");
+        assert_eq!(
+            hello.get_i32("logicalSessionTimeoutMinutes"),
+            Ok(30),
+            "{hello}"
+        );
+        counters.push(topology_counter(&hello));
+        // Each member's own clock.
+        let (before, at, after) = timed_hello(member).await;
+        assert_clock(
+            &format!("member {i}'s hello"),
+            at,
+            [0, 5_000, -5_000][i],
+            before,
+            after,
+        );
+    }
+    let first_election = member_hello(&members[0])
+        .await
+        .get_object_id("electionId")
+        .unwrap();
+
+    assert_eq!(rs.primary().await, Some(0));
+    rs.step_down(1).await;
+    assert_eq!(rs.primary().await, Some(1));
+    for (i, member) in members.iter().enumerate() {
+        let hello = member_hello(member).await;
+        assert_eq!(
+            hello.get_str("primary"),
+            Ok(rs.hosts[1].as_str()),
+            "{hello}"
+        );
+        assert_eq!(hello.get_bool("isWritablePrimary"), Ok(i == 1), "{hello}");
+        assert!(topology_counter(&hello) > counters[i], "{hello}");
+    }
+    let second_election = member_hello(&members[1])
+        .await
+        .get_object_id("electionId")
+        .unwrap();
+    assert!(
+        second_election.bytes() > first_election.bytes(),
+        "{second_election} after {first_election}"
+    );
+    // Electing the same member again is a new election.
+    rs.step_down(1).await;
+    let third_election = member_hello(&members[1])
+        .await
+        .get_object_id("electionId")
+        .unwrap();
+    assert!(third_election.bytes() > second_election.bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_set_writes_follow_the_primary_and_its_clock() {
+    let rs = support::start_replica_set(&[0, 60_000, -60_000]);
+    let client = client_of(&rs.uri, "ts-rs-follow", |_| {}).await;
+    let coll = lease_collection(&client, "ts_rs_follow");
+
+    // The offsets tell which member stamped `now`: member 0, the primary.
+    let (before, now, after) = read_write_clock(&coll).await.expect("first write");
+    assert_clock("member 0's $currentDate", now, 0, before, after);
+
+    // replSetStepDown goes to the primary; the next member is elected.
+    client
+        .database("admin")
+        .run_command(doc! { "replSetStepDown": 60 })
+        .await
+        .expect("replSetStepDown on the primary");
+    assert_eq!(rs.primary().await, Some(1));
+    let start = Instant::now();
+    let (before, now, after) = read_write_clock(&coll)
+        .await
+        .expect("the write after replSetStepDown reaches the new primary");
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(5), "rediscovery took {took:?}");
+    assert_clock("member 1's $currentDate", now, 60_000, before, after);
+
+    // The test step-down, to member 2 whose clock is a minute behind.
+    rs.step_down(2).await;
+    let start = Instant::now();
+    let (before, now, after) = read_write_clock(&coll)
+        .await
+        .expect("the write after the test step-down");
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(5), "rediscovery took {took:?}");
+    assert_clock("member 2's $currentDate", now, -60_000, before, after);
+
+    // A member's clock can be moved at run time.
+    rs.set_node_offset(2, 30_000).await;
+    let (before, now, after) = read_write_clock(&coll).await.unwrap();
+    assert_clock("member 2's moved $currentDate", now, 30_000, before, after);
+
+    // A majority read with primary read preference sees the last write.
+    let lease = coll
+        .find_one(doc! { "_id": { "clock": "ts-subsystem", "member": "ts-member" } })
+        .await
+        .expect("primary read")
+        .expect("the clock document");
+    assert_eq!(lease.get_datetime("now"), Ok(&now), "{lease}");
+
+    // The old primaries refuse writes, and stepping down.
+    for old in [0, 1] {
+        let member = member_client(&rs, old).await;
+        let err = lease_collection(&member, "ts_rs_follow")
+            .insert_one(doc! { "_id": "refused" })
+            .await
+            .unwrap_err();
+        assert_eq!(error_code(&err), Some(10107), "member {old}: {err}");
+        assert!(
+            err.contains_label("RetryableWriteError"),
+            "member {old}: a retryable write's NotWritablePrimary carries the label: {err:?}"
+        );
+        let err = member
+            .database("admin")
+            .run_command(doc! { "replSetStepDown": 60 })
+            .await
+            .unwrap_err();
+        assert_eq!(error_code(&err), Some(10107), "member {old}: {err}");
+    }
+    assert_eq!(
+        coll.count_documents(doc! { "_id": "refused" })
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_clients_get_not_primary_errors_unless_they_retry() {
+    let rs = support::start_replica_set(&[0, 0, 0]);
+    // Polling every minute: these clients learn of the step-down only from an error.
+    let stale = |retry: bool| {
+        move |o: &mut ClientOptions| {
+            o.heartbeat_freq = Some(Duration::from_secs(60));
+            o.server_monitoring_mode = Some(ServerMonitoringMode::Poll);
+            o.retry_writes = Some(retry);
+            o.retry_reads = Some(retry);
+        }
+    };
+    let writer = client_of(&rs.uri, "ts-rs-stale-writer", stale(false)).await;
+    let reader = client_of(&rs.uri, "ts-rs-stale-reader", stale(false)).await;
+    let retrying_writer = client_of(&rs.uri, "ts-rs-retry-writer", stale(true)).await;
+    let retrying_reader = client_of(&rs.uri, "ts-rs-retry-reader", stale(true)).await;
+    let clients = [&writer, &reader, &retrying_writer, &retrying_reader];
+    for (i, client) in clients.into_iter().enumerate() {
+        lease_collection(client, "ts_rs_stale")
+            .insert_one(doc! { "_id": i as i64 })
+            .await
+            .expect("write through member 0");
+    }
+
+    rs.step_down(1).await;
+
+    // Without retries the first operation reaches the old primary and fails ...
+    let writes = lease_collection(&writer, "ts_rs_stale");
+    let err = writes.insert_one(doc! { "_id": "w" }).await.unwrap_err();
+    assert_eq!(error_code(&err), Some(10107), "{err}");
+    let reads = lease_collection(&reader, "ts_rs_stale");
+    let err = reads.find_one(doc! {}).await.unwrap_err();
+    assert_eq!(error_code(&err), Some(13435), "{err}");
+    // ... and makes the driver check the members: the next one succeeds.
+    let start = Instant::now();
+    writes.insert_one(doc! { "_id": "w" }).await.unwrap();
+    reads.find_one(doc! {}).await.unwrap().unwrap();
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(5), "rediscovery took {took:?}");
+
+    // With retries (the driver's default) the stale view costs no error.
+    let start = Instant::now();
+    lease_collection(&retrying_writer, "ts_rs_stale")
+        .insert_one(doc! { "_id": "rw" })
+        .await
+        .expect("a retryable write after the step-down");
+    lease_collection(&retrying_reader, "ts_rs_stale")
+        .find_one(doc! { "_id": "rw" })
+        .await
+        .expect("a retryable read after the step-down")
+        .expect("the retried write's document");
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(5), "retries took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_monitors_see_a_new_primary_at_once_without_spinning() {
+    let rs = support::start_replica_set(&[0, 0, 0]);
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    // Heartbeats every 10 s: only the awaitable hello can tell within 2 s.
+    let client = client_of(&rs.uri, "ts-rs-stream", |o| {
+        o.heartbeat_freq = Some(Duration::from_secs(10));
+        o.retry_writes = Some(false);
+        o.sdam_event_handler = Some(EventHandler::callback(move |event: SdamEvent| {
+            let _ = tx.send(event);
+        }));
+    })
+    .await;
+    let coll = lease_collection(&client, "ts_rs_stream");
+    coll.insert_one(doc! { "_id": 0 })
+        .await
+        .expect("first write");
+
+    // Wait until every member's monitor awaits a topology change.
+    let mut awaiting = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while awaiting.len() < rs.hosts.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.recv()).await {
+            Ok(Some(SdamEvent::ServerHeartbeatStarted(e))) if e.awaited => {
+                awaiting.insert(e.server_address.to_string());
+            }
+            Ok(Some(_)) => {}
+            other => panic!("monitors awaiting after 5 s: {awaiting:?} ({other:?})"),
+        }
+    }
+
+    rs.step_down(1).await;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(2);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.recv()).await {
+            Ok(Some(SdamEvent::ServerDescriptionChanged(e)))
+                if e.address.to_string() == rs.hosts[1]
+                    && e.new_description.server_type() == ServerType::RsPrimary =>
+            {
+                break
+            }
+            Ok(Some(_)) => {}
+            other => panic!("no new primary within 2 s ({other:?})"),
+        }
+    }
+    // Without retries, the write succeeds only if the driver knows the new primary.
+    coll.insert_one(doc! { "_id": 1 })
+        .await
+        .expect("a write to the new primary");
+
+    // Idle, the awaitable hellos wait for maxAwaitTimeMS (10 s) instead of
+    // answering at once: almost no heartbeats in a second.
+    while events.try_recv().is_ok() {}
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut heartbeats = 0;
+    while let Ok(event) = events.try_recv() {
+        heartbeats += usize::from(matches!(event, SdamEvent::ServerHeartbeatSucceeded(_)));
+    }
+    assert!(heartbeats <= 6, "{heartbeats} heartbeats in 1 s while idle");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_wait_out_an_election() {
+    let rs = support::start_replica_set(&[0, 0, 0]);
+    let client = client_of(&rs.uri, "ts-rs-election", |_| {}).await;
+    let coll = lease_collection(&client, "ts_rs_election");
+    coll.insert_one(doc! { "_id": 0 })
+        .await
+        .expect("first write");
+
+    rs.step_down_with_election_delay(2, Duration::from_millis(1_500))
+        .await;
+    let start = Instant::now();
+    assert_eq!(rs.primary().await, None, "no primary during the election");
+    coll.insert_one(doc! { "_id": 1 })
+        .await
+        .expect("the write once member 2 is elected");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1_300) && took < Duration::from_millis(6_500),
+        "the write took {took:?} across a 1.5 s election"
+    );
+    assert_eq!(rs.primary().await, Some(2));
 }

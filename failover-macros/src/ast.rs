@@ -4,8 +4,8 @@
 use proc_macro2::TokenStream;
 use syn::{Attribute, Generics, Ident, ImplItem, Item, ItemImpl, Path, Signature};
 
-use crate::attr::{self, ImplArgs, Marker, StructArgs};
-use crate::check::Ctxt;
+use crate::attr::{self, default_crate, ImplArgs, Marker, StructArgs};
+use crate::ctxt::Ctxt;
 
 /// The item the attribute is on.
 pub enum Input {
@@ -47,8 +47,9 @@ pub struct TypeInput {
 pub struct ImplInput {
     /// The block, re-emitted without the marker attributes.
     pub item: ItemImpl,
-    /// The path of the `failover` crate.
-    pub krate: Path,
+    /// The `crate` argument, if given (the struct's attribute holds the crate's
+    /// path; this one is only checked against it).
+    pub krate: Option<Path>,
     /// The methods that carried a marker, in order.
     pub marked: Vec<MarkedMethod>,
 }
@@ -96,7 +97,6 @@ impl Input {
             })),
             Item::Impl(item) => {
                 let ImplArgs { krate } = attr::impl_args(cx, args);
-                let krate = krate.unwrap_or_else(default_crate);
                 Input::Impl(ImplInput::new(cx, item, krate))
             }
             other => Input::Other(other),
@@ -105,12 +105,15 @@ impl Input {
 }
 
 impl ImplInput {
-    fn new(cx: &Ctxt, mut item: ItemImpl, krate: Path) -> ImplInput {
+    fn new(cx: &Ctxt, mut item: ItemImpl, krate: Option<Path>) -> ImplInput {
+        let markers_under = krate.clone().unwrap_or_else(default_crate);
         let mut marked = Vec::new();
         for impl_item in &mut item.items {
             match impl_item {
                 ImplItem::Fn(method) => {
-                    if let Some((marker, attr)) = attr::take_marker(cx, &mut method.attrs, &krate) {
+                    if let Some((marker, attr)) =
+                        attr::take_marker(cx, &mut method.attrs, &markers_under)
+                    {
                         marked.push(MarkedMethod {
                             marker,
                             attr,
@@ -118,9 +121,9 @@ impl ImplInput {
                         });
                     }
                 }
-                ImplItem::Const(c) => not_a_method(cx, &mut c.attrs, &krate),
-                ImplItem::Type(t) => not_a_method(cx, &mut t.attrs, &krate),
-                ImplItem::Macro(m) => not_a_method(cx, &mut m.attrs, &krate),
+                ImplItem::Const(c) => not_a_method(cx, &mut c.attrs, &markers_under),
+                ImplItem::Type(t) => not_a_method(cx, &mut t.attrs, &markers_under),
+                ImplItem::Macro(m) => not_a_method(cx, &mut m.attrs, &markers_under),
                 _ => {}
             }
         }
@@ -142,9 +145,4 @@ fn not_a_method(cx: &Ctxt, attrs: &mut Vec<Attribute>, krate: &Path) {
             ),
         );
     }
-}
-
-/// `::failover`
-pub fn default_crate() -> Path {
-    syn::parse_quote!(::failover)
 }

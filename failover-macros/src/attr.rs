@@ -1,16 +1,17 @@
 //! Attribute parsing: the arguments of `#[failover::subsystem(...)]` and the
 //! marker attributes (`#[work]`, hooks) inside a subsystem's `impl` block.
 //!
-//! Parsing records what it finds, with spans, and reports every bad argument to
-//! the [`Ctxt`]; it never stops at the first one. Whether the arguments fit the
-//! item (a struct needs `name` and a key) is decided in `check.rs`.
+//! Parsing records what it finds, with spans, as plain data, and reports every
+//! bad argument to the [`Ctxt`]; it never stops at the first one. Whether the
+//! arguments fit the item (a struct needs `name` and a key) is decided in
+//! `check.rs`.
 
 use proc_macro2::TokenStream;
 use quote::ToTokens;
 use syn::parse::Parser;
 use syn::{Attribute, Expr, ExprLit, Lit, LitStr, Member, Meta, Path, Token};
 
-use crate::check::Ctxt;
+use crate::ctxt::Ctxt;
 
 /// `name = "billing"`
 pub const NAME: &str = "name";
@@ -311,6 +312,11 @@ pub fn impl_args(cx: &Ctxt, args: TokenStream) -> ImplArgs {
     }
 }
 
+/// `::failover`, where the crate is unless `crate = "..."` says otherwise.
+pub fn default_crate() -> Path {
+    syn::parse_quote!(::failover)
+}
+
 /// The marker attribute among `attrs`, if any; every marker is removed from
 /// `attrs`. Several markers on one item are reported; the first is returned.
 /// `krate` is the path under which `failover::work` etc. may also be written.
@@ -355,7 +361,10 @@ pub fn take_marker(
     found
 }
 
-/// `work`, `failover::work`, `::failover::work` (or the renamed crate's path).
+/// `work`, `failover::work`, `::failover::work`, the crate's path given with
+/// `crate`, or one name before the marker (`fo::work`): a crate renamed to `fo`,
+/// whose `crate = "fo"` the struct attribute holds and the `impl` block need not
+/// repeat.
 fn marker_of(path: &Path, krate: &Path) -> Option<Marker> {
     let last = path.segments.last()?;
     if !last.arguments.is_none() {
@@ -370,7 +379,7 @@ fn marker_of(path: &Path, krate: &Path) -> Option<Marker> {
         .collect();
     let crate_segments: Vec<String> = krate.segments.iter().map(|s| s.ident.to_string()).collect();
     let plain = prefix.is_empty() && path.leading_colon.is_none();
-    let qualified = prefix == crate_segments || prefix == ["failover"];
+    let qualified = prefix == crate_segments || prefix.len() == 1;
     (plain || qualified).then_some(marker)
 }
 

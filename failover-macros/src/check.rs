@@ -2,86 +2,40 @@
 //! expansion, reported together through one [`Ctxt`], each message on the
 //! user's own tokens and saying what to write instead.
 //!
-//! The checks also distil the input into the plans `expand.rs` generates code
-//! from. A plan is produced even when something is wrong, with stubs in place of
-//! the bad parts, so that the expansion still gives the compiler the impls the
-//! rest of the user's code relies on and one mistake gives one message.
-
-use std::cell::RefCell;
-use std::fmt::Display;
-use std::thread;
+//! The checks also distil the typed view of `ast.rs` into the plans `expand.rs`
+//! generates code from. A plan is produced even when something is wrong, with
+//! stubs in place of the bad parts, so that the expansion still gives the
+//! compiler the impls the rest of the user's code relies on and one mistake gives
+//! one message.
 
 use proc_macro2::{TokenStream, TokenTree};
 use quote::ToTokens;
 use syn::{FnArg, Ident, LitStr, Path, ReturnType, Signature, Type};
 
 use crate::ast::{ImplInput, TypeInput, TypeKind};
-use crate::attr::{HookKind, KeySpec, Marker};
-
-/// Collects every error found while reading and checking the input.
-///
-/// [`Ctxt::check`] must be called before it is dropped; it panics otherwise, so
-/// that no error is ever lost (as in serde_derive).
-pub struct Ctxt {
-    errors: RefCell<Option<Vec<syn::Error>>>,
-}
-
-impl Ctxt {
-    pub fn new() -> Self {
-        Ctxt {
-            errors: RefCell::new(Some(Vec::new())),
-        }
-    }
-
-    /// Reports `msg` on the tokens of `obj`.
-    pub fn error_spanned_by<A: ToTokens, T: Display>(&self, obj: A, msg: T) {
-        self.syn_error(syn::Error::new_spanned(obj.into_token_stream(), msg));
-    }
-
-    /// Reports a parse error as it is.
-    pub fn syn_error(&self, error: syn::Error) {
-        self.errors
-            .borrow_mut()
-            .as_mut()
-            .expect("Ctxt used after check")
-            .push(error);
-    }
-
-    /// All the errors reported, combined into one.
-    pub fn check(self) -> syn::Result<()> {
-        let errors = self.errors.borrow_mut().take().expect("Ctxt checked twice");
-        let mut errors = errors.into_iter();
-        let Some(mut combined) = errors.next() else {
-            return Ok(());
-        };
-        for error in errors {
-            combined.combine(error);
-        }
-        Err(combined)
-    }
-}
-
-impl Drop for Ctxt {
-    fn drop(&mut self) {
-        if !thread::panicking() && self.errors.borrow().is_some() {
-            panic!("forgot to check for errors");
-        }
-    }
-}
+use crate::attr::{default_crate, HookKind, KeySpec, Marker};
+use crate::ctxt::Ctxt;
 
 /// What to generate for a subsystem's struct.
 pub struct StructPlan {
     pub ident: Ident,
+    /// The path of the `failover` crate: the `crate` argument, or the default.
+    pub krate: Path,
+    /// The name and the key; `None` for a generic type, for which no stub can be
+    /// written.
+    pub declared: Option<DeclaredPlan>,
+}
+
+/// The name and the task key, which the struct declares.
+pub struct DeclaredPlan {
     /// The name; a placeholder when it was missing or bad.
     pub name: LitStr,
     /// How to key a task; `None` (missing or bad) generates a stub.
     pub key: Option<KeySpec>,
-    pub krate: Path,
 }
 
-/// Checks the struct attribute. Returns no plan for a generic type, for which
-/// no stub can be written.
-pub fn struct_plan(cx: &Ctxt, input: TypeInput) -> Option<StructPlan> {
+/// Checks the struct attribute.
+pub fn struct_plan(cx: &Ctxt, input: TypeInput) -> StructPlan {
     const SHAPE: &str = "a subsystem is a struct with named fields, like \
                          `struct Billing { ledger: Ledger }`, or a unit struct, `struct Billing;`";
     match &input.kind {
@@ -147,12 +101,14 @@ pub fn struct_plan(cx: &Ctxt, input: TypeInput) -> Option<StructPlan> {
         );
     }
 
-    (!generic).then(|| StructPlan {
+    StructPlan {
         ident: input.ident,
-        name,
-        key: args.key,
-        krate: args.krate.unwrap_or_else(crate::ast::default_crate),
-    })
+        krate: args.krate.unwrap_or_else(default_crate),
+        declared: (!generic).then_some(DeclaredPlan {
+            name,
+            key: args.key,
+        }),
+    }
 }
 
 /// The tokens that stand for the attribute itself (its span is the call site).
@@ -185,10 +141,17 @@ fn validate_name(name: &str) -> Result<(), String> {
 /// What to generate for a subsystem's `impl` block.
 pub struct ImplPlan {
     pub item: syn::ItemImpl,
-    pub krate: Path,
+    /// The `crate` argument of the impl attribute, if given: the struct's `crate`
+    /// is the one used, and this one must name the same path.
+    pub krate: Option<Path>,
     /// `None` when the self type cannot carry the impls (trait impl, generics):
     /// only the block is re-emitted.
     pub self_ty: Option<Type>,
+    /// The path of the hidden macro that the struct attribute declares beside the
+    /// struct, under the struct's own name: the self type's path without generic
+    /// arguments. `None` when the self type is no path (the compiler rejects such
+    /// an inherent `impl` anyway).
+    pub declaration: Option<Path>,
     /// The `#[work]` method, or the error that says why there is no usable one.
     /// That error is not reported to the [`Ctxt`]: the expansion puts it in place
     /// of the task type, which then counts as an error type, so that the struct's
@@ -300,10 +263,25 @@ pub fn impl_plan(cx: &Ctxt, input: ImplInput) -> ImplPlan {
     });
     ImplPlan {
         self_ty: usable.then(|| (*item.self_ty).clone()),
+        declaration: declaration_path(&item.self_ty),
         work,
         hooks,
         item,
         krate,
+    }
+}
+
+/// `Jobs` for `impl Jobs`, `super::Jobs` for `impl super::Jobs`: where the struct
+/// attribute's hidden macro is found, since it has the struct's name (in the macro
+/// namespace) and so goes wherever the struct is imported.
+fn declaration_path(self_ty: &Type) -> Option<Path> {
+    match ungroup(self_ty) {
+        Type::Path(p) if p.qself.is_none() => {
+            let mut path = p.path.clone();
+            path.segments.last_mut()?.arguments = syn::PathArguments::None;
+            Some(path)
+        }
+        _ => None,
     }
 }
 
@@ -589,20 +567,5 @@ mod tests {
             validate_name(&"é".repeat(65)).is_err(),
             "130 bytes accepted"
         );
-    }
-
-    #[test]
-    fn errors_are_collected_in_order() {
-        let cx = Ctxt::new();
-        cx.error_spanned_by(quote::quote!(a), "first");
-        cx.error_spanned_by(quote::quote!(b), "second");
-        let messages: Vec<String> = cx
-            .check()
-            .unwrap_err()
-            .into_iter()
-            .map(|e| e.to_string())
-            .collect();
-        assert_eq!(messages, ["first", "second"]);
-        Ctxt::new().check().unwrap();
     }
 }

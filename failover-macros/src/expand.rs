@@ -1,24 +1,37 @@
 //! Code generation.
 //!
-//! Every path is absolute, through the hidden module `failover::__private` (or the
-//! path given with `crate = "..."`), so the expansion needs no imports. Where the
-//! compiler may find a mistake (a key field that does not exist, a return type
-//! that is no outcome, a hook parameter of the wrong type, a future that is not
-//! `Send`), the generated tokens are located at the user's token (see [`at`]),
-//! so that the error is reported there.
+//! Every path is absolute, through the hidden module `failover::__private`, so the
+//! expansion needs no imports. Where the compiler may find a mistake (a key field
+//! that does not exist, a return type that is no outcome, a hook parameter of the
+//! wrong type, a future that is not `Send`), the generated tokens are located at
+//! the user's token (see [`at`]), so that the error is reported there.
 //!
 //! Generated names (local variables, `Self`, `self`) resolve at the call site
 //! wherever they are located, so that they also work inside `macro_rules!`
 //! expansions; the user's own tokens keep their own resolution.
+//!
+//! # Where the crate is
+//!
+//! The struct and its `impl` block are expanded separately, and only the struct's
+//! attribute needs `crate = "..."`. So the struct's expansion also declares a
+//! hidden `macro_rules!` under the struct's own name (in the macro namespace, which
+//! a struct leaves free), which goes wherever the struct is imported. The `impl`
+//! block's expansion hands its generated items to that macro (`Jobs! { ... }`),
+//! which puts them in an anonymous `const` block after `use <crate> as __failover;`
+//! with the struct's crate path; the generated items name the crate as
+//! `__failover` only. A `crate` on the `impl` block is accepted if it is the
+//! struct's, and reported otherwise.
 
 use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
-use quote::{quote, ToTokens};
+use quote::{format_ident, quote, ToTokens};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Ident, Item, Path, ReturnType, Type};
 
 use crate::ast::Input;
-use crate::attr::{HookKind, KeySpec};
-use crate::check::{self, Ctxt, HookPlan, ImplPlan, StructPlan, WorkPlan};
+use crate::attr::{default_crate, HookKind, KeySpec};
+use crate::check::{self, DeclaredPlan, HookPlan, ImplPlan, StructPlan, WorkPlan};
+use crate::ctxt::Ctxt;
 
 /// `#[failover::subsystem(...)]` on a struct or on an `impl` block.
 pub fn subsystem(args: TokenStream, input: TokenStream) -> TokenStream {
@@ -35,8 +48,12 @@ pub fn subsystem(args: TokenStream, input: TokenStream) -> TokenStream {
         Input::Type(input) => {
             let item = input.item.to_token_stream();
             let plan = check::struct_plan(&cx, *input);
-            let impls = plan.map(|plan| struct_impls(&plan));
-            quote!(#item #impls)
+            let impls = plan
+                .declared
+                .as_ref()
+                .map(|declared| struct_impls(&plan, declared));
+            let declaration = declaration_macro(&plan);
+            quote!(#item #impls #declaration)
         }
         Input::Impl(input) => impl_block(check::impl_plan(&cx, input)),
         Input::Other(item) => {
@@ -100,8 +117,17 @@ fn item_head(item: &Item) -> TokenStream {
     }
 }
 
-fn private(krate: &Path) -> TokenStream {
-    quote!(#krate::__private)
+/// The hidden module of the crate, as the `impl` side names it: through the alias
+/// that the struct's hidden macro declares (see the module documentation).
+fn private() -> TokenStream {
+    let alias = local("__failover");
+    quote!(#alias::__private)
+}
+
+/// A path without its leading `::`, for comparing two `crate` arguments.
+fn normalized(path: &Path) -> TokenStream {
+    let segments = &path.segments;
+    quote!(#segments)
 }
 
 /// `tokens`, each located at `span` for messages but resolved as before: a
@@ -130,14 +156,10 @@ fn local(name: &str) -> Ident {
 }
 
 /// The struct side: the name and the task key, for the `impl` side to read.
-fn struct_impls(plan: &StructPlan) -> TokenStream {
-    let StructPlan {
-        ident,
-        name,
-        key,
-        krate,
-    } = plan;
-    let p = private(krate);
+fn struct_impls(plan: &StructPlan, declared: &DeclaredPlan) -> TokenStream {
+    let StructPlan { ident, krate, .. } = plan;
+    let DeclaredPlan { name, key } = declared;
+    let p = quote!(#krate::__private);
     let task = local("task");
     let key_body = match key {
         // Located at the literal: a field the task does not have, or whose type
@@ -160,7 +182,32 @@ fn struct_impls(plan: &StructPlan) -> TokenStream {
     let signature = located(quote!(fn key(#task: &<Self as #p::Work>::Task) -> #p::Bson));
     let body = block(ident.span(), key_body);
     let items = block(ident.span(), quote!(#name #signature #body));
-    quote!(#header #items)
+    quote!(#[automatically_derived] #header #items)
+}
+
+/// The struct side's hidden macro, under the struct's name: it wraps the items
+/// the `impl` side generates in `const _: () = { use <crate> as __failover; ... };`
+/// and checks the `impl` block's own `crate`, if it has one.
+///
+/// `Jobs! { @impl [<the impl's crate, or nothing>] { <its error if another> } <items> }`
+fn declaration_macro(plan: &StructPlan) -> TokenStream {
+    let StructPlan { ident, krate, .. } = plan;
+    let name = format_ident!("__failover_subsystem_{}", ident.unraw());
+    let alias = local("__failover");
+    let same = normalized(krate);
+    let wrap = quote!(const _: () = { use #krate as #alias; $($items)* };);
+    quote! {
+        #[doc(hidden)]
+        #[allow(unused_macros)]
+        macro_rules! #name {
+            (@impl [] $error:tt $($items:tt)*) => { #wrap };
+            (@impl [#same] $error:tt $($items:tt)*) => { #wrap };
+            (@impl [$($other:tt)*] { $($error:tt)* } $($items:tt)*) => { $($error)* #wrap };
+        }
+        #[doc(hidden)]
+        #[allow(unused_imports)]
+        pub(crate) use #name as #ident;
+    }
 }
 
 /// `{ tokens }`, the braces located at `span`, the tokens as they are.
@@ -198,29 +245,29 @@ fn start_doc() -> Vec<String> {
     .collect()
 }
 
-/// The `impl` side: the block without its markers, `start`, `Subsystem`, `Work`
-/// and `Hooks`.
+/// The `impl` side: the block without its markers, and `start`, `Subsystem`,
+/// `Work` and `Hooks`, handed to the struct's hidden macro (see the module
+/// documentation).
 fn impl_block(plan: ImplPlan) -> TokenStream {
     let ImplPlan {
         item,
         krate,
         self_ty,
+        declaration,
         work,
         hooks,
     } = plan;
     let Some(self_ty) = self_ty else {
         return item.into_token_stream();
     };
-    let p = private(&krate);
+    let p = private();
     let work = work_impl(&p, &self_ty, &work);
     let hooks = hooks_impl(&p, &self_ty, &hooks);
     let doc = start_doc();
     // Located at the block's type: a struct without the struct attribute is
     // reported there.
     let declared = at(self_ty.span(), quote!(<Self as #p::Declared>));
-    quote! {
-        #item
-
+    let items = quote! {
         impl #self_ty {
             #(#[doc = #doc])*
             #[allow(dead_code, unreachable_pub)]
@@ -232,12 +279,44 @@ fn impl_block(plan: ImplPlan) -> TokenStream {
             }
         }
 
+        #[automatically_derived]
         impl #p::Subsystem for #self_ty {
             const NAME: &'static str = #declared::NAME;
         }
 
         #work
         #hooks
+    };
+    let expansion = match declaration {
+        Some(declaration) => {
+            let given = krate.as_ref().map(normalized);
+            let mismatch = krate.as_ref().map(|krate| {
+                syn::Error::new_spanned(
+                    krate,
+                    format!(
+                        "`crate = \"{}\"` differs from the `crate` of the struct's \
+                         `#[failover::subsystem(...)]`; give `crate` once, on the struct: \
+                         the `impl` block finds it there",
+                        normalized(krate).to_string().replace(' ', "")
+                    ),
+                )
+                .to_compile_error()
+            });
+            // Located at the block's type: a struct without the struct attribute
+            // is reported there.
+            let invocation = at(self_ty.span(), quote!(#declaration!));
+            quote!(#invocation { @impl [#given] { #mismatch } #items })
+        }
+        None => {
+            let krate = krate.unwrap_or_else(default_crate);
+            let alias = local("__failover");
+            quote!(const _: () = { use #krate as #alias; #items };)
+        }
+    };
+    quote! {
+        #item
+
+        #expansion
     }
 }
 
@@ -325,6 +404,7 @@ fn work_impl(p: &TokenStream, self_ty: &Type, plan: &Result<WorkPlan, syn::Error
         }
     };
     quote! {
+        #[automatically_derived]
         impl #p::Work for #self_ty {
             type Task = #task_ty;
             type Key = #p::Bson;
@@ -347,6 +427,7 @@ fn work_impl(p: &TokenStream, self_ty: &Type, plan: &Result<WorkPlan, syn::Error
 fn hooks_impl(p: &TokenStream, self_ty: &Type, hooks: &[HookPlan]) -> TokenStream {
     let methods = hooks.iter().map(|hook| hook_method(p, hook));
     quote! {
+        #[automatically_derived]
         impl #p::Hooks for #self_ty {
             #(#methods)*
         }

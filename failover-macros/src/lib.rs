@@ -2,12 +2,18 @@
 //! the re-exports in `failover` (`failover::subsystem`, `failover::work`, ...),
 //! which carry the documentation.
 //!
-//! Layout: `ast.rs` reads the item, `attr.rs` the attributes, `check.rs` checks
-//! both and reports every mistake together, `expand.rs` generates the code.
+//! Layers, each using only the ones above it in this list:
+//!
+//! - `ctxt.rs`: the collector of every error found;
+//! - `attr.rs`: parses the attributes (the arguments, the markers) into plain data;
+//! - `ast.rs`: the typed view of the item, with its attributes parsed;
+//! - `check.rs`: checks the view and distils it into plans;
+//! - `expand.rs`: generates the code from the plans, and drives the stages.
 
 mod ast;
 mod attr;
 mod check;
+mod ctxt;
 mod expand;
 
 use proc_macro::TokenStream;

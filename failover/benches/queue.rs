@@ -82,7 +82,7 @@ async fn managed_drain(n: u64) -> Duration {
     let start = Instant::now();
     gate.notify_one();
     let end = rx.await.unwrap();
-    m.shutdown().await;
+    m.shutdown().await.unwrap();
     end - start
 }
 
@@ -183,8 +183,8 @@ fn memory_per_task() {
             (after - before) as f64 / 1e6,
             (after - before) as f64 / n as f64
         );
-        m.shutdown().await;
-        holder.shutdown().await;
+        m.shutdown().await.unwrap();
+        holder.shutdown().await.unwrap();
     });
 }
 

@@ -1,75 +1,77 @@
-//! The state machine of one member: when to check, when to take over, when to
-//! renew, when to step down. The lease rules it applies are in [`crate::lease`].
+//! The election task: the state machine of one member (see [`crate::lease`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bson::Bson;
-use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::lease::{ClockSample, Lease};
-use crate::member::Shared;
+use crate::lease::{rules, ClockSample, Lease};
 use crate::options::Intervals;
+use crate::shared::Shared;
 use crate::state::State;
-use crate::store::{Claim, Store};
+use crate::store::{Claim, LeaseStore};
 
-/// How often a standby re-reads the server's clock when nothing else asks for it.
+/// How often a standby re-reads the lease clock when nothing else asks for it.
 const CLOCK_REFRESH: Duration = Duration::from_secs(60);
 
 /// The lease this member holds.
 #[derive(Debug, Clone, Copy)]
 struct Held {
     epoch: u64,
-    /// The member may act until here: the send time of its last successful
-    /// renewal plus the lease, minus the step-down margin.
+    /// The member may act until here (lease clock): the send time of its last
+    /// successful renewal plus the lease, minus the step-down margin.
     valid_until: Instant,
 }
 
-pub(crate) struct Election {
+/// The timings of one member's election.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub intervals: Intervals,
+    pub lease: Duration,
+    /// How long a graceful shutdown lets running work finish before it drops it.
+    pub shutdown_grace: Duration,
+}
+
+pub(crate) struct Election<S: LeaseStore> {
     shared: Arc<Shared>,
-    store: Store,
+    store: S,
     claim: Claim,
-    intervals: Intervals,
-    lease: Duration,
-    margin: Duration,
+    timing: Timing,
     state: State,
     held: Option<Held>,
     clock: Option<ClockSample>,
-    /// After a step of the server's clock: the version whose expiry is judged by
+    /// After a step of the lease clock: the version whose expiry is judged by
     /// local observation alone, and that expiry.
     fallback: Option<(u64, Instant)>,
+    /// A standby that gives better-fed members a head start: the version of the
+    /// expired lease, and when its head start ends.
+    deferred: Option<(u64, Instant)>,
+    /// Lost take-over races in a row (a stale read must not make it spin).
+    lost_races: u32,
     /// The epoch of the master this member follows as a standby.
     followed: Option<u64>,
-    /// The synchronize id last seen as a standby (or inherited at take-over).
-    seen_sync: Option<Bson>,
-    /// The synchronize id last written as master.
-    published: Option<Bson>,
+    /// The synchronize id last seen as a standby (for the event).
+    seen_sync: Option<bson::Bson>,
+    /// What this member last wrote as master.
+    published: Option<crate::lease::Published>,
     connected: bool,
 }
 
-impl Election {
-    pub fn new(
-        shared: Arc<Shared>,
-        store: Store,
-        claim: Claim,
-        intervals: Intervals,
-        lease: Duration,
-        margin: Duration,
-    ) -> Self {
+impl<S: LeaseStore> Election<S> {
+    pub fn new(shared: Arc<Shared>, store: S, claim: Claim, timing: Timing) -> Self {
         Election {
             shared,
             store,
             claim,
-            intervals,
-            lease,
-            margin,
+            timing,
             state: State::Init,
             held: None,
             clock: None,
             fallback: None,
+            deferred: None,
+            lost_races: 0,
             followed: None,
             seen_sync: None,
             published: None,
@@ -77,25 +79,32 @@ impl Election {
         }
     }
 
-    /// Runs until `stop` turns true, then hands the lease over.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut wake = Instant::now() + self.intervals.init;
+    fn now(&self) -> Instant {
+        self.shared.clock.now()
+    }
+
+    /// Runs until the member is asked to stop; then lets the work stop and hands
+    /// the lease over.
+    pub async fn run(mut self) {
+        let stopping = self.shared.stopping.clone();
+        let mut wake = self.now() + self.timing.intervals.init;
         loop {
             tokio::select! {
                 biased;
-                _ = stop.wait_for(|s| *s) => break,
-                _ = sleep_until(wake) => {}
+                _ = stopping.cancelled() => break,
+                _ = sleep_until(self.shared.clock.timer(wake)) => {}
             }
             tokio::select! {
                 biased;
-                _ = stop.wait_for(|s| *s) => break,
+                _ = stopping.cancelled() => break,
                 next = self.step() => wake = next,
             }
         }
+        self.stop_work(wake).await;
         self.release().await;
     }
 
-    /// One check or renewal; returns when to wake up next.
+    /// One check or renewal; returns when to wake up next (lease clock).
     async fn step(&mut self) -> Instant {
         match self.held {
             Some(held) => self.renew(held).await,
@@ -105,23 +114,42 @@ impl Election {
 
     // ----- standby -----------------------------------------------------------
 
+    /// Stamps the lease clock and takes the sample.
+    async fn sample(&mut self, deadline: Instant) -> Result<ClockSample> {
+        let sent = self.now();
+        let name = self.shared.name.clone();
+        let stamp = self
+            .timed(
+                deadline,
+                "read the lease clock",
+                self.store.stamp(&name, &self.claim),
+            )
+            .await?;
+        let received = self.now();
+        let half = received.saturating_duration_since(sent) / 2;
+        Ok(ClockSample {
+            stamp_ms: stamp,
+            local: sent + half,
+            // The date has millisecond precision.
+            error: half + Duration::from_millis(1),
+        })
+    }
+
     /// Reads the lease and decides: follow it, or take it over.
     async fn check(&mut self) -> Instant {
-        let deadline = Instant::now() + self.intervals.slave;
+        let deadline = self.now() + self.timing.intervals.slave;
         let stale = self
             .clock
-            .is_none_or(|c| c.local + CLOCK_REFRESH <= Instant::now());
+            .is_none_or(|c| c.local + CLOCK_REFRESH <= self.now());
         if stale {
-            match self
-                .timed(deadline, "read server clock", self.store.clock())
-                .await
-            {
+            match self.sample(deadline).await {
                 Ok(sample) => self.clock = Some(sample),
                 Err(e) => return self.fail(e),
             }
         }
+        let name = self.shared.name.clone();
         let lease = match self
-            .timed(deadline, "read lease", self.store.read(&self.shared.name))
+            .timed(deadline, "read lease", self.store.read(&name))
             .await
         {
             Ok(lease) => lease,
@@ -139,45 +167,70 @@ impl Election {
             return self.take_over(Some(lease)).await;
         }
         let expiry = self.expiry(&lease);
-        let now = Instant::now();
+        let now = self.now();
         tracing::debug!(target: "failover::tests", member = %self.claim.member_id, epoch = lease.epoch,
             holder = lease.holder.as_deref().unwrap_or(""), expires_in = ?expiry.saturating_duration_since(now), "lease checked");
         if now >= expiry {
+            if let Some(until) = self.head_start(&lease, now) {
+                self.follow(&lease);
+                return until.min(now + self.timing.intervals.slave);
+            }
             return self.take_over(Some(lease)).await;
         }
         self.follow(&lease);
-        expiry.min(now + self.intervals.slave)
+        expiry.min(now + self.timing.intervals.slave)
     }
 
-    /// When `lease` expires, on this member's monotonic clock (see [`crate::lease`]).
+    /// Managed mode: a member whose queue does not know where the last master
+    /// stopped gives better-fed members one lease of head start before it takes an
+    /// expired lease. Returns the end of the head start while it lasts.
+    fn head_start(&mut self, lease: &Lease, now: Instant) -> Option<Instant> {
+        if !self.shared.sync.should_defer(lease.published().as_ref()) {
+            return None;
+        }
+        let until = match self.deferred {
+            Some((version, until)) if version == lease.version => until,
+            _ => {
+                let until = now + self.timing.lease;
+                tracing::info!(target: "failover", member = %self.claim.member_id, epoch = lease.epoch,
+                    "the lease expired, but this member's queue does not know where the last master stopped; giving better-fed members a head start");
+                self.deferred = Some((lease.version, until));
+                until
+            }
+        };
+        (now < until).then_some(until)
+    }
+
+    /// When `lease` expires, on the lease clock (see [`crate::lease`]).
     fn expiry(&mut self, lease: &Lease) -> Instant {
         match self.fallback {
             Some((version, expiry)) if version == lease.version => return expiry,
             Some(_) => self.fallback = None,
             None => {}
         }
-        let lease_ms = lease.lease_ms.min(i64::MAX as u64) as i64;
         match &self.clock {
-            Some(clock) => clock.surely_after(lease.renewed_at_ms.saturating_add(lease_ms)),
-            // Unreachable in practice (a check reads the clock first); be safe anyway.
-            None => Instant::now() + Duration::from_millis(lease.lease_ms),
+            Some(clock) => clock.takeover_at(lease.renewed_at_ms, lease.lease_ms),
+            // Unreachable in practice (a check samples the clock first); be safe anyway.
+            None => self.now() + Duration::from_millis(lease.lease_ms),
         }
     }
 
     /// Follows the lease as a standby.
     fn follow(&mut self, lease: &Lease) {
+        self.lost_races = 0;
         if self.state != State::Slave || self.followed != Some(lease.epoch) {
             self.followed = Some(lease.epoch);
             self.set_state(State::Slave, Some(lease.epoch));
             self.shared.events.emit(Event::Slave { epoch: lease.epoch });
         }
-        if let Some(id) = &lease.sync {
-            if self.seen_sync.as_ref() != Some(id) {
-                self.seen_sync = Some(id.clone());
-                self.shared.sync.incoming(id);
-                tracing::debug!(target: "failover::managed", member = %self.claim.member_id, %id, "synchronize");
+        if let Some(published) = lease.published() {
+            // Every check: a standby whose feed lags catches up with it.
+            self.shared.sync.incoming(lease.epoch, &published);
+            if self.seen_sync.as_ref() != Some(&published.id) {
+                self.seen_sync = Some(published.id.clone());
+                tracing::debug!(target: "failover::managed", member = %self.claim.member_id, id = %published.id, "synchronize");
                 self.shared.events.emit(Event::Synchronize {
-                    id: id.clone(),
+                    id: published.id,
                     epoch: lease.epoch,
                 });
             }
@@ -187,36 +240,39 @@ impl Election {
     /// Takes the lease over, conditional on the version seen (`None`: no lease yet).
     async fn take_over(&mut self, seen: Option<Lease>) -> Instant {
         self.set_state(State::Ticking, None);
-        let deadline = Instant::now() + self.intervals.ticking;
-        if let Some(lease) = seen
+        let deadline = self.now() + self.timing.intervals.ticking;
+        let confirm = seen
             .as_ref()
-            .filter(|l| !l.released && l.token != Some(self.claim.token))
-        {
-            // Expired by our last clock reading: confirm with a fresh one.
-            let fresh = match self
-                .timed(deadline, "read server clock", self.store.clock())
-                .await
-            {
+            .is_none_or(|l| !l.released && l.token != Some(self.claim.token));
+        if confirm {
+            // Expired by our last sample (or no lease yet, whose fresh epoch needs
+            // the clock): confirm with a fresh sample.
+            let fresh = match self.sample(deadline).await {
                 Ok(sample) => sample,
                 Err(e) => return self.fail(e),
             };
             let stepped = self.clock.is_some_and(|old| old.disagrees_with(&fresh));
             self.clock = Some(fresh);
-            if stepped {
-                let expiry = Instant::now() + Duration::from_millis(lease.lease_ms);
-                tracing::warn!(target: "failover", member = %self.claim.member_id,
-                    "the database server's clock stepped; judging this lease by local observation");
-                self.fallback = Some((lease.version, expiry));
-            }
-            let expiry = self.expiry(lease);
-            if Instant::now() < expiry {
-                self.follow(lease);
-                return expiry.min(Instant::now() + self.intervals.slave);
+            if let Some(lease) = seen.as_ref() {
+                if stepped {
+                    let expiry = self.now() + Duration::from_millis(lease.lease_ms);
+                    tracing::warn!(target: "failover", member = %self.claim.member_id,
+                        "the lease clock stepped (or a new primary stamps now); judging this lease by local observation");
+                    self.fallback = Some((lease.version, expiry));
+                }
+                let expiry = self.expiry(lease);
+                if self.now() < expiry {
+                    self.follow(lease);
+                    return expiry.min(self.now() + self.timing.intervals.slave);
+                }
             }
         }
-        let sent = Instant::now();
+        let fresh_epoch = self
+            .clock
+            .map_or(1, |c| rules::fresh_epoch(c.stamp_now_ms(self.now())));
+        let sent = self.now();
         let name = self.shared.name.clone();
-        let lease_ms = self.lease.as_millis() as u64;
+        let lease_ms = self.timing.lease.as_millis() as u64;
         let attempt = self
             .timed(
                 deadline,
@@ -226,15 +282,20 @@ impl Election {
                     seen.as_ref().map(|l| l.version),
                     &self.claim,
                     lease_ms,
+                    fresh_epoch,
                 ),
             )
             .await;
         match attempt {
             Ok(Some(lease)) => self.become_master(lease, sent),
             Ok(None) => {
-                tracing::debug!(target: "failover::tests", member = %self.claim.member_id, "another member took the lease first");
-                // Read again at once to learn who won.
-                Instant::now()
+                // Another member won. Read again soon to learn who, backing off so
+                // that a read that lags the winner's write cannot make us spin.
+                self.lost_races = self.lost_races.saturating_add(1);
+                let pause = Duration::from_millis(10 << self.lost_races.min(6))
+                    .min(self.timing.intervals.slave);
+                tracing::debug!(target: "failover::tests", member = %self.claim.member_id, ?pause, "another member took the lease first");
+                self.now() + pause
             }
             Err(e) => self.fail(e),
         }
@@ -243,79 +304,80 @@ impl Election {
     fn become_master(&mut self, lease: Lease, sent: Instant) -> Instant {
         let held = Held {
             epoch: lease.epoch,
-            valid_until: sent + self.lease - self.margin,
+            valid_until: deadline(sent, self.timing.lease),
         };
-        // The previous master's last published id: the work to resume after.
-        if let Some(id) = &lease.sync {
-            if self.seen_sync.as_ref() != Some(id) {
-                self.shared.sync.incoming(id);
-            }
-        }
+        let inherited = lease.published();
+        self.shared
+            .sync
+            .became_master(held.epoch, inherited.as_ref());
         self.seen_sync = lease.sync.clone();
-        self.published = lease.sync;
+        self.published = inherited;
         self.followed = None;
         self.fallback = None;
+        self.deferred = None;
+        self.lost_races = 0;
         self.held = Some(held);
         self.shared.set_lease(Some((held.epoch, held.valid_until)));
         self.set_state(State::Master, Some(held.epoch));
         self.shared.events.emit(Event::Master { epoch: held.epoch });
-        sent + self.intervals.master
+        sent + self.timing.intervals.master
     }
 
     // ----- master ------------------------------------------------------------
 
     async fn renew(&mut self, held: Held) -> Instant {
-        if Instant::now() >= held.valid_until {
+        if self.now() >= held.valid_until {
             // The renewal is due after the deadline: this process did not run in
-            // time (it was paused or starved), so the lease may be another's now.
+            // time (it was paused, starved or suspended), so the lease may be
+            // another's now.
             return self.step_down(
                 State::Error,
                 Some(Error::LeaseExpired { epoch: held.epoch }),
             );
         }
         let outgoing = self.shared.sync.outgoing();
-        let sync = outgoing.filter(|id| self.published.as_ref() != Some(id));
-        let sent = Instant::now();
+        let publish = outgoing.filter(|p| self.published.as_ref() != Some(p));
+        let sent = self.now();
         let name = self.shared.name.clone();
         let result = self
             .timed(
                 held.valid_until,
                 "renew lease",
                 self.store
-                    .renew(&name, &self.claim, held.epoch, sync.clone()),
+                    .renew(&name, &self.claim, held.epoch, publish.clone()),
             )
             .await;
         match result {
             Ok(Some(_)) => {
                 let held = Held {
-                    valid_until: sent + self.lease - self.margin,
+                    valid_until: deadline(sent, self.timing.lease),
                     ..held
                 };
                 self.held = Some(held);
                 self.shared.set_lease(Some((held.epoch, held.valid_until)));
-                if sync.is_some() {
-                    self.published = sync;
+                if publish.is_some() {
+                    self.published = publish;
                 }
                 tracing::trace!(target: "failover::tests", member = %self.claim.member_id, epoch = held.epoch, "lease renewed");
-                sent + self.intervals.master
+                sent + self.timing.intervals.master
             }
             Ok(None) => {
                 tracing::warn!(target: "failover", member = %self.claim.member_id, epoch = held.epoch, "lease was taken over; stepping down");
                 self.step_down(State::Slave, None);
-                Instant::now()
+                self.now()
             }
-            Err(e) if matches!(e, Error::Timeout { .. }) || Instant::now() >= held.valid_until => {
+            Err(e) if matches!(e, Error::Timeout { .. }) || self.now() >= held.valid_until => {
                 self.step_down(State::Error, Some(e))
             }
             Err(e) => {
                 // Keep the lease while it is valid and retry soon.
                 self.shared.events.emit(Event::Error(e));
-                (Instant::now() + self.intervals.master / 4).min(held.valid_until)
+                (self.now() + self.timing.intervals.master / 4).min(held.valid_until)
             }
         }
     }
 
-    /// Stops acting at once, then reports.
+    /// Stops acting at once (ends the term), then reports.
     fn step_down(&mut self, to: State, error: Option<Error>) -> Instant {
         self.shared.set_lease(None);
         self.held = None;
@@ -324,40 +386,71 @@ impl Election {
             self.shared.events.emit(Event::Error(e));
         }
         self.set_state(to, None);
-        Instant::now() + self.intervals.error
+        self.now() + self.timing.intervals.error
     }
 
-    /// Hands the lease over on shutdown (after the work has stopped).
+    /// On shutdown: lets the running work finish (renewing meanwhile), for at most
+    /// the grace period; then drops it and waits until it is gone or the lease is.
+    async fn stop_work(&mut self, mut wake: Instant) {
+        let grace_end = self.now() + self.timing.shutdown_grace;
+        while self.held.is_some() && !self.shared.is_idle() {
+            if self.now() >= grace_end && !self.shared.kill.is_cancelled() {
+                tracing::warn!(target: "failover", member = %self.claim.member_id,
+                    grace = ?self.timing.shutdown_grace, "the running work did not finish in time; dropping it");
+                self.shared.kill.cancel();
+            }
+            let next = if self.shared.kill.is_cancelled() {
+                wake
+            } else {
+                wake.min(grace_end)
+            };
+            tokio::select! {
+                _ = self.shared.idle() => {}
+                _ = sleep_until(self.shared.clock.timer(next)) => {
+                    if self.now() >= wake {
+                        if let Some(held) = self.held {
+                            wake = self.renew(held).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands the lease over on shutdown, once no work runs under it.
     async fn release(&mut self) {
-        if let Some(held) = self.held.take() {
-            self.shared.set_lease(None);
-            let sync = self
+        let held = self.held.take();
+        self.shared.set_lease(None);
+        if let Some(held) = held.filter(|_| self.shared.is_idle()) {
+            let publish = self
                 .shared
                 .sync
                 .outgoing()
-                .filter(|id| self.published.as_ref() != Some(id));
-            let deadline = Instant::now() + self.intervals.ticking;
+                .filter(|p| self.published.as_ref() != Some(p));
+            let deadline = self.now() + self.timing.intervals.ticking;
             let name = self.shared.name.clone();
             match self
                 .timed(
                     deadline,
                     "release lease",
-                    self.store.release(&name, &self.claim, held.epoch, sync),
+                    self.store.release(&name, &self.claim, held.epoch, publish),
                 )
                 .await
             {
                 Ok(true) => {
                     tracing::info!(target: "failover", member = %self.claim.member_id, epoch = held.epoch, "lease released");
-                    self.shared.events.emit(Event::Info(format!(
-                        "released the lease of epoch {}",
-                        held.epoch
-                    )));
+                    self.shared
+                        .events
+                        .emit(Event::Released { epoch: held.epoch });
                 }
                 Ok(false) => {
                     tracing::warn!(target: "failover", member = %self.claim.member_id, "lease was no longer ours to release")
                 }
                 Err(e) => self.shared.events.emit(Event::Error(e)),
             }
+        } else if held.is_some() {
+            tracing::warn!(target: "failover", member = %self.claim.member_id,
+                "work still runs under the lease; not releasing it (it expires instead)");
         }
         self.set_state(State::Stopped, None);
         self.shared.events.close();
@@ -369,13 +462,13 @@ impl Election {
         tracing::warn!(target: "failover", member = %self.claim.member_id, %error, "database check failed");
         self.shared.events.emit(Event::Error(error));
         self.set_state(State::Error, None);
-        Instant::now() + self.intervals.error
+        self.now() + self.timing.intervals.error
     }
 
     fn note_connected(&mut self) {
         if !self.connected {
             self.connected = true;
-            self.shared.events.emit(Event::Info("connected".to_owned()));
+            self.shared.events.emit(Event::Connected);
         }
     }
 
@@ -392,15 +485,15 @@ impl Election {
             .emit(Event::StateChange { old, new, epoch });
     }
 
-    /// Runs a store operation with a deadline.
+    /// Runs a store operation with a deadline on the lease clock.
     async fn timed<T>(
         &self,
         deadline: Instant,
         operation: &'static str,
         op: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
-        let started = Instant::now();
-        match timeout_at(deadline, op).await {
+        let started = self.now();
+        match timeout_at(self.shared.clock.timer(deadline), op).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout {
                 operation,
@@ -408,4 +501,11 @@ impl Election {
             }),
         }
     }
+}
+
+/// A master's deadline: `sent + lease − margin` ([`rules::master_deadline`]).
+fn deadline(sent: Instant, lease: Duration) -> Instant {
+    let lease_ms = lease.as_millis().min(u64::MAX as u128) as u64;
+    let valid_ms = rules::master_deadline(0, lease_ms);
+    sent + Duration::from_millis(valid_ms)
 }

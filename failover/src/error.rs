@@ -47,6 +47,11 @@ pub enum Error {
         message: String,
         /// The server's error code, where the server gave one.
         code: Option<i32>,
+        /// The driver's error, for its labels and codes
+        /// ([`DriverError::driver`]); `None` for errors that did not come from the
+        /// driver.
+        #[source]
+        source: Option<DriverError>,
     },
 
     /// A database command did not answer in time.
@@ -67,7 +72,7 @@ pub enum Error {
     },
 
     /// The lease document in the database is not one that `failover` wrote.
-    #[error("malformed lease document for subsystem {name:?}: {reason}; delete the document or point this subsystem at another collection")]
+    #[error("malformed lease document for subsystem {name:?}: {reason}; this member waits; rewrite it with `failover::repair_lease` (or `failover repair {name}`), which keeps its epoch")]
     MalformedLease {
         /// The subsystem.
         name: String,
@@ -141,6 +146,52 @@ impl Error {
         )
     }
 }
+
+/// The MongoDB driver's error behind an [`Error::Database`], shared so that the
+/// error stays cheap to clone. Its `Display` is the redacted message of the
+/// [`Error::Database`] it belongs to, never the driver's own text (which may quote
+/// the server's reply).
+#[derive(Clone)]
+pub struct DriverError {
+    error: std::sync::Arc<mongodb::error::Error>,
+    redacted: String,
+}
+
+impl DriverError {
+    pub(crate) fn new(error: mongodb::error::Error, redacted: String) -> Self {
+        DriverError {
+            error: std::sync::Arc::new(error),
+            redacted,
+        }
+    }
+
+    /// The driver's error: its kind, labels (`contains_label`) and server code.
+    pub fn driver(&self) -> &mongodb::error::Error {
+        &self.error
+    }
+}
+
+impl std::fmt::Debug for DriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("DriverError").field(&self.redacted).finish()
+    }
+}
+
+impl std::fmt::Display for DriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MongoDB driver: {}", self.redacted)
+    }
+}
+
+impl std::error::Error for DriverError {}
+
+impl PartialEq for DriverError {
+    fn eq(&self, other: &Self) -> bool {
+        self.redacted == other.redacted
+    }
+}
+
+impl Eq for DriverError {}
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,10 +1,12 @@
 //! Events, with the original's names, as a typed stream and as a hooks trait.
 
+use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 
 use bson::Bson;
-use tokio::sync::mpsc;
 
 use crate::error::Error;
 use crate::state::State;
@@ -23,8 +25,13 @@ pub enum Event {
     },
     /// `error`: a database command failed; the member retries by itself.
     Error(Error),
-    /// `info`: a notice, such as the database being reached.
-    Info(String),
+    /// `info('connected')`: the member reached the database for the first time.
+    Connected,
+    /// `info`: the master handed its lease over on shutdown (after its work stopped).
+    Released {
+        /// The epoch of the released lease.
+        epoch: u64,
+    },
     /// `panic`: something went wrong inside (a hook or a task panicked). The member
     /// keeps running.
     Panic(String),
@@ -47,6 +54,17 @@ pub enum Event {
         /// The epoch of the lease that member holds.
         epoch: u64,
     },
+    /// Managed mode: this member became master, but its queue does not contain
+    /// where the previous master stopped (it joined late, or was fed from another
+    /// point): it works its queue from the head, so tasks the previous master
+    /// finished may run again, and tasks that only other members hold stay with
+    /// them until one of them leads.
+    ResumePointUnknown {
+        /// This member's epoch.
+        epoch: u64,
+        /// The key the previous master published last.
+        last_published: Bson,
+    },
     /// Managed mode: a task failed as often as `max_attempts` allows and was taken
     /// out of the queue. The task is handed over here so that nothing is lost.
     DeadLetter {
@@ -67,7 +85,8 @@ impl Event {
         match self {
             Event::Synchronize { .. } => "synchronize",
             Event::Error(_) => "error",
-            Event::Info(_) => "info",
+            Event::Connected | Event::Released { .. } => "info",
+            Event::ResumePointUnknown { .. } => "resume-point-unknown",
             Event::Panic(_) => "panic",
             Event::StateChange { .. } => "statechange",
             Event::Master { .. } => "master",
@@ -77,27 +96,89 @@ impl Event {
     }
 }
 
-/// A member's events, in order. The first call of [`Member::events`](crate::Member::events)
-/// (or `Managed::events`) gets every event since the member started (the first 256);
-/// later calls get the events from the moment of the call. Ends (`None`) when the
-/// member has stopped.
+/// A member's events, in order: a [`Stream`](futures_core::Stream), or one at a time
+/// with [`next`](Events::next). The first call of
+/// [`Member::events`](crate::Member::events) (or `Managed::events`) gets every event
+/// since the member started (the first 256); later calls get the events from the
+/// moment of the call. Ends (`None`) when the member has stopped.
 ///
-/// Every subscriber gets every event; a subscriber that stops reading holds them
-/// in memory, so drop it when you are done.
+/// Every subscriber gets every event, up to [`Events::CAPACITY`] waiting: a
+/// subscriber that falls further behind loses the oldest waiting events, and
+/// [`dropped`](Events::dropped) counts them. Memory stays bounded whatever the
+/// subscriber does.
 #[derive(Debug)]
+#[must_use = "events are only useful when read"]
 pub struct Events {
-    rx: mpsc::UnboundedReceiver<Event>,
+    inner: Arc<Mutex<Subscriber>>,
+}
+
+#[derive(Debug, Default)]
+struct Subscriber {
+    queue: VecDeque<Event>,
+    waker: Option<Waker>,
+    closed: bool,
+    dropped: u64,
+}
+
+impl Subscriber {
+    fn push(&mut self, event: Event) {
+        if self.queue.len() == Events::CAPACITY {
+            self.queue.pop_front();
+            self.dropped += 1;
+        }
+        self.queue.push_back(event);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
 }
 
 impl Events {
+    /// How many events wait for a subscriber at most; older ones are dropped.
+    pub const CAPACITY: usize = 1024;
+
+    fn new() -> Events {
+        Events {
+            inner: Arc::new(Mutex::new(Subscriber::default())),
+        }
+    }
+
     /// The next event, or `None` once the member has stopped.
+    ///
+    /// Cancel-safe: an event is only taken when the future completes.
     pub async fn next(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
     }
 
     /// The next event if one is waiting, without waiting.
     pub fn try_next(&mut self) -> Option<Event> {
-        self.rx.try_recv().ok()
+        lock(&self.inner).queue.pop_front()
+    }
+
+    /// How many events this subscriber lost because it fell more than
+    /// [`Events::CAPACITY`] behind.
+    pub fn dropped(&self) -> u64 {
+        lock(&self.inner).dropped
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        let mut inner = lock(&self.inner);
+        if let Some(event) = inner.queue.pop_front() {
+            return Poll::Ready(Some(event));
+        }
+        if inner.closed {
+            return Poll::Ready(None);
+        }
+        inner.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl futures_core::Stream for Events {
+    type Item = Event;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.get_mut().poll_event(cx)
     }
 }
 
@@ -110,7 +191,7 @@ pub(crate) struct EventSink {
 }
 
 struct Fanout {
-    subscribers: Vec<mpsc::UnboundedSender<Event>>,
+    subscribers: Vec<Weak<Mutex<Subscriber>>>,
     /// The first events, kept until the application subscribes for the first time
     /// (a member starts working before `start` returns, so its first events would
     /// otherwise be lost to a subscriber that could not exist yet).
@@ -135,21 +216,27 @@ impl EventSink {
     /// from the start (at most [`BACKLOG`] of them).
     pub(crate) fn subscribe(&self) -> Events {
         let mut inner = lock(&self.inner);
-        let (tx, rx) = mpsc::unbounded_channel();
-        for event in inner.backlog.take().unwrap_or_default() {
-            let _ = tx.send(event);
+        let events = Events::new();
+        {
+            let mut sub = lock(&events.inner);
+            for event in inner.backlog.take().unwrap_or_default() {
+                sub.push(event);
+            }
+            sub.closed = inner.closed;
         }
         if !inner.closed {
-            inner.subscribers.push(tx);
+            inner.subscribers.push(Arc::downgrade(&events.inner));
         }
-        Events { rx }
+        events
     }
 
     /// A subscriber from now on, for the crate's own use (the hooks).
     pub(crate) fn subscribe_internal(&self) -> Events {
-        let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.inner).subscribers.push(tx);
-        Events { rx }
+        let events = Events::new();
+        let mut inner = lock(&self.inner);
+        lock(&events.inner).closed = inner.closed;
+        inner.subscribers.push(Arc::downgrade(&events.inner));
+        events
     }
 
     pub(crate) fn emit(&self, event: Event) {
@@ -157,13 +244,25 @@ impl EventSink {
         if let Some(backlog) = inner.backlog.as_mut().filter(|b| b.len() < BACKLOG) {
             backlog.push(event.clone());
         }
-        inner.subscribers.retain(|s| s.send(event.clone()).is_ok());
+        inner.subscribers.retain(|s| match s.upgrade() {
+            Some(sub) => {
+                lock(&sub).push(event.clone());
+                true
+            }
+            None => false,
+        });
     }
 
-    /// Ends every stream.
+    /// Ends every stream (after the events already sent).
     pub(crate) fn close(&self) {
         let mut inner = lock(&self.inner);
-        inner.subscribers.clear();
+        for sub in inner.subscribers.drain(..).filter_map(|s| s.upgrade()) {
+            let mut sub = lock(&sub);
+            sub.closed = true;
+            if let Some(w) = sub.waker.take() {
+                w.wake();
+            }
+        }
         inner.closed = true;
     }
 }
@@ -231,11 +330,22 @@ impl Hooks for () {}
 
 /// Runs `hooks` on every event of `events`, one at a time, until the stream ends.
 /// Panics in hooks are caught and reported through `sink`.
-pub(crate) fn spawn_hooks<H: Hooks>(hooks: Arc<H>, mut events: Events, sink: Weak<EventSink>) {
+/// `on_master_done(epoch)` is called when the `on_master` hook of `epoch` has
+/// returned (or panicked). Returns the hooks' task.
+pub(crate) fn spawn_hooks<H: Hooks>(
+    hooks: Arc<H>,
+    mut events: Events,
+    sink: Weak<EventSink>,
+    on_master_done: impl Fn(u64) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(event) = events.next().await {
             let h = hooks.clone();
             let place = event.name();
+            let master = match event {
+                Event::Master { epoch } => Some(epoch),
+                _ => None,
+            };
             let call = tokio::spawn(async move {
                 match event {
                     Event::Master { epoch } => h.on_master(epoch).await,
@@ -246,7 +356,11 @@ pub(crate) fn spawn_hooks<H: Hooks>(hooks: Arc<H>, mut events: Events, sink: Wea
                     _ => {}
                 }
             });
-            if let Err(e) = call.await {
+            let result = call.await;
+            if let Some(epoch) = master {
+                on_master_done(epoch);
+            }
+            if let Err(e) = result {
                 if e.is_panic() {
                     let message = panic_message(e.into_panic());
                     tracing::error!(target: "failover", hook = place, %message, "hook panicked");
@@ -258,7 +372,7 @@ pub(crate) fn spawn_hooks<H: Hooks>(hooks: Arc<H>, mut events: Events, sink: Wea
                 }
             }
         }
-    });
+    })
 }
 
 /// The text of a panic payload.

@@ -1,44 +1,93 @@
-//! The lease document and the rule that says when a lease has expired.
+//! The lease document, and the rules that say who may act when.
 //!
 //! # The protocol
 //!
-//! One document per subsystem, `_id` = subsystem name:
+//! One document per subsystem, `_id` = subsystem name, in the lease collection:
 //!
 //! | field | meaning |
 //! |---|---|
 //! | `holder` | member id of the master (for people; never compared) |
 //! | `token` | random number of the holding member *instance*; renewals are conditional on it |
-//! | `epoch` | fencing token: grows by one each time the lease is taken |
+//! | `epoch` | fencing token: grows with each take-over and never goes back |
 //! | `version` | grows by one with every write (take-over, renewal, release) |
 //! | `lease_ms` | how long the holder promises to stay valid after `renewed_at` |
-//! | `renewed_at` | the **server's** time of the last write (`$currentDate`) |
+//! | `renewed_at` | the time of the last write, stamped by the database node that applied it (`$currentDate`) |
 //! | `released` | the holder handed the lease over; anybody may take it at once |
-//! | `sync` | the master's synchronize id (managed mode: the last finished task's key) |
+//! | `sync` | the master's synchronize id (managed mode: the key of the last task it finished) |
+//! | `run` | managed mode: `{first, count}`, the first key and the length of the master's run of finished tasks in this epoch |
+//! | `step_down` | set by an operator: the master hands over at its next renewal |
 //!
-//! * **Taking** the lease is one atomic conditional write: an upsert that fails on
-//!   the duplicate `_id` when there is no document yet, or an update whose filter
-//!   names the `version` the member last read. Of members racing for one version,
-//!   exactly one wins, and it gets `epoch + 1`: no two members ever hold one epoch.
+//! Beside them live small *clock documents*, `_id: {clock: <subsystem>, member: <member id>}`,
+//! that members stamp to read the database's clock (below).
+//!
+//! * **Taking** the lease is one atomic conditional write: an insert when there is
+//!   no document yet (it fails on the duplicate `_id` for all but one member), or an
+//!   update whose filter names the `version` the member last read. Of members
+//!   racing for one version exactly one wins, and it gets `epoch + 1`: no two
+//!   members ever hold one epoch.
+//! * **Epochs never go backwards**, even if the document or the whole collection is
+//!   deleted: a document created anew starts its epoch at the database clock in
+//!   milliseconds ([`rules::fresh_epoch`]), which is higher than any epoch counted
+//!   up before, as long as a subsystem was taken over less than once per
+//!   millisecond on average. A document that `failover` cannot read is never
+//!   overwritten silently: members report [`Error::MalformedLease`] and wait, and
+//!   [`repair`](crate::repair_lease) rewrites it as a released lease that keeps its
+//!   epoch.
 //! * **Renewing** is an update conditional on `token` and `epoch`, so it fails as
 //!   soon as anybody else has taken the lease.
-//! * **Expiry without trusting the members' clocks.** Every time that enters the
-//!   decision is the database server's (`renewed_at` is written with
-//!   `$currentDate`) or a member's own monotonic clock. A member estimates the
-//!   offset between its monotonic clock and the server's clock from the `localTime`
-//!   of a `hello` reply, taken at the midpoint of the round trip; the error of the
-//!   estimate is at most half the round trip, and the member *adds* it to every
-//!   expiry it computes. A standby takes over only when, by that estimate, the
-//!   server clock has passed `renewed_at + lease_ms` — and before it takes over it
-//!   re-reads the server clock: if the offset moved (the server's wall clock
-//!   stepped), it falls back to client-go's rule and waits a whole `lease_ms` from
-//!   that moment on its own monotonic clock. Members' wall clocks never matter.
+//! * **Expiry is judged on the clock that stamped the lease.** `renewed_at` is
+//!   written with `$currentDate` by the node that applies the write: the replica
+//!   set's primary, or the shard's primary behind a `mongos`. A standby reads *that*
+//!   clock by stamping its own clock document in the same collection with
+//!   `$currentDate` and reading it back in the same `findAndModify` (the collection
+//!   is small and unsharded, so all its documents live on one replica set). It takes
+//!   the midpoint of the round trip as the instant of the stamp, the half round trip
+//!   (+1 ms for the date's precision) as the error, and takes over only once the
+//!   stamping clock has surely passed `renewed_at + lease_ms` ([`rules::takeover_delay_ms`]).
+//!   Just before taking over it stamps again; if the two samples disagree by more
+//!   than their errors and NTP's largest slew (500 ppm) allow, a clock stepped or
+//!   the primary changed, and it falls back to client-go's rule: a whole `lease_ms`
+//!   from that moment, on its own clock ([`rules::clock_stepped`]). `hello`'s
+//!   `localTime`, answered by whatever server the driver picked (a `mongos` has a
+//!   clock of its own), is never used. Members' wall clocks never matter.
 //! * **The master steps down first.** A master acts only until `t_s + lease_ms −
-//!   margin`, where `t_s` is the monotonic instant at which it *sent* its last
-//!   successful renewal (so `t_s` ≤ the server's `renewed_at`), and margin is a
-//!   tenth of the lease. A standby cannot take over before `renewed_at + lease_ms`.
-//!   So the master has stopped at least `margin` before any standby may start.
-//! * **Release** on shutdown marks the lease `released` (after the master's work has
-//!   stopped), so a standby takes over at its next check instead of after expiry.
+//!   margin` ([`rules::master_deadline`]), where `t_s` is the instant on its own
+//!   clock at which it *sent* its last successful renewal (so `t_s` comes before the
+//!   stamp `renewed_at`), and the margin is a tenth of the lease. A standby cannot
+//!   take over before the stamping clock passes `renewed_at + lease_ms`. So the
+//!   master has stopped at least the margin before any standby may start.
+//!   Deadlines are measured on `CLOCK_BOOTTIME`, which counts time the machine
+//!   spent suspended, and a task starts only after a check of that clock.
+//! * **Release** on shutdown marks the lease `released` (only after the master's
+//!   work has stopped), so a standby takes over at its next check instead of after
+//!   expiry.
+//!
+//! # What is guaranteed, and under which assumptions
+//!
+//! *At most one master acts at any instant* (starts a task, sees
+//! [`Member::is_master`](crate::Member::is_master) true, holds a valid
+//! [`Leadership`](crate::Leadership)), and *each epoch has one holder, and epochs
+//! only grow*, provided that
+//! 1. the database applies single-document conditional writes atomically (MongoDB
+//!    does, on a standalone server, a replica set, and through `mongos`), with
+//!    majority write concern so that a primary change does not undo them;
+//! 2. the clocks of the replica set's members (the nodes that may stamp the lease)
+//!    agree within the step-down margin, a tenth of the lease; NTP keeps them within
+//!    milliseconds;
+//! 3. clocks advance at rates that differ by less than the margin over one lease
+//!    (a few percent; real clocks differ by less than 0.05 %).
+//!
+//! What is **not** guaranteed: a task (or the application's work) already running
+//! when the lease ends is not interrupted, unless it watches
+//! [`WorkContext::lost`](crate::WorkContext::lost) or the cancellation token of its
+//! term; a process that is paused in the middle of a write can still land that
+//! write late. Fencing ([`crate::fence`]) is what protects the writes of such a
+//! master: every write carries its epoch and the storage refuses older ones.
+//!
+//! # The model
+//!
+//! The rules in [`rules`] are pure functions, shared by the election and by the
+//! model of the protocol that `cargo test --test model` checks exhaustively.
 
 use bson::{Bson, Document};
 use tokio::time::Instant;
@@ -54,10 +103,41 @@ pub(crate) struct Lease {
     pub epoch: u64,
     pub version: u64,
     pub lease_ms: u64,
-    /// Server time of the last write, in milliseconds since the Unix epoch.
+    /// Stamping node's time of the last write, in milliseconds since the Unix epoch.
     pub renewed_at_ms: i64,
     pub released: bool,
     pub sync: Option<Bson>,
+    /// Managed mode: the master's run of finished tasks in this epoch.
+    pub run: Option<Run>,
+    /// An operator asked the master to hand over.
+    pub step_down: bool,
+}
+
+/// Managed mode: the tasks that left the master's queue in this epoch, in order: the
+/// first one's key and how many. The last one's key is the lease's `sync`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Run {
+    /// The epoch the run belongs to.
+    pub epoch: u64,
+    pub first: Bson,
+    pub count: u64,
+}
+
+impl Run {
+    pub fn to_document(&self) -> Document {
+        bson::doc! {
+            "epoch": self.epoch.min(i64::MAX as u64) as i64,
+            "first": self.first.clone(),
+            "count": self.count.min(i64::MAX as u64) as i64,
+        }
+    }
+}
+
+/// What the master publishes: its synchronize id and, in managed mode, its run.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Published {
+    pub id: Bson,
+    pub run: Option<Run>,
 }
 
 impl Lease {
@@ -120,6 +200,38 @@ impl Lease {
                 )))
             }
         };
+        let step_down = match doc.get("step_down") {
+            Some(Bson::Boolean(b)) => *b,
+            None | Some(Bson::Null) => false,
+            Some(other) => {
+                return Err(bad(format!(
+                    "field `step_down` must be a boolean, found {other}"
+                )))
+            }
+        };
+        let run = match doc.get("run") {
+            None | Some(Bson::Null) => None,
+            Some(Bson::Document(r)) => {
+                let first = r.get("first").cloned().unwrap_or(Bson::Null);
+                let int = |field: &str| match r.get(field) {
+                    Some(Bson::Int32(n)) if *n >= 0 => Ok(*n as u64),
+                    Some(Bson::Int64(n)) if *n >= 0 => Ok(*n as u64),
+                    other => Err(bad(format!(
+                        "field `run.{field}` must be a non-negative integer, found {other:?}"
+                    ))),
+                };
+                Some(Run {
+                    epoch: int("epoch")?,
+                    first,
+                    count: int("count")?,
+                })
+            }
+            Some(other) => {
+                return Err(bad(format!(
+                    "field `run` must be a document, found {other}"
+                )))
+            }
+        };
         Ok(Lease {
             holder,
             token,
@@ -132,47 +244,150 @@ impl Lease {
                 .get("sync")
                 .filter(|b| !matches!(b, Bson::Null))
                 .cloned(),
+            run,
+            step_down,
+        })
+    }
+
+    /// What the master published, as one value.
+    pub fn published(&self) -> Option<Published> {
+        self.sync.as_ref().map(|id| Published {
+            id: id.clone(),
+            run: self.run.clone(),
         })
     }
 }
 
-/// A reading of the server's clock: `server_ms` was the server's time at the local
-/// monotonic instant `local`, give or take `error`.
+/// The protocol's rules as pure functions of integers (milliseconds), shared by the
+/// election and by the model check (`tests/model.rs`).
+pub mod rules {
+    /// The step-down margin is the lease divided by this: a master stops acting a
+    /// tenth of the lease before any standby may take over.
+    pub const MARGIN_DIVISOR: u64 = 10;
+
+    /// NTP slews a clock by at most this many parts per million; two clock samples
+    /// that differ by less (plus their errors) do not count as a step.
+    pub const MAX_SLEW_PPM: u64 = 500;
+
+    /// Tolerance, in milliseconds, added to every step check (the date precision of
+    /// the stamp and scheduling noise).
+    pub const STEP_TOLERANCE_MS: u64 = 5;
+
+    /// The step-down margin of a lease of `lease_ms`.
+    pub fn margin_ms(lease_ms: u64) -> u64 {
+        lease_ms / MARGIN_DIVISOR
+    }
+
+    /// Until when a master that *sent* its last successful renewal (or take-over)
+    /// at `sent_ms` on its own clock may act: `sent + lease − margin`.
+    pub fn master_deadline(sent_ms: u64, lease_ms: u64) -> u64 {
+        sent_ms
+            .saturating_add(lease_ms)
+            .saturating_sub(margin_ms(lease_ms))
+    }
+
+    /// How long after a clock sample a standby must wait before it may take over a
+    /// lease stamped `renewed_at_ms` with duration `lease_ms` (negative: already
+    /// expired). The sample read the stamping clock as `sample_ms`, give or take
+    /// `error_ms`: the wait ends when that clock has *surely* passed
+    /// `renewed_at + lease`, so the error is added, plus one millisecond for the
+    /// precision of the dates.
+    pub fn takeover_delay_ms(
+        sample_ms: i64,
+        error_ms: u64,
+        renewed_at_ms: i64,
+        lease_ms: u64,
+    ) -> i64 {
+        let lease_ms = lease_ms.min(i64::MAX as u64 / 4) as i64;
+        let error_ms = error_ms.min(i64::MAX as u64 / 4) as i64;
+        renewed_at_ms
+            .saturating_add(lease_ms)
+            .saturating_sub(sample_ms)
+            .saturating_add(error_ms)
+            .saturating_add(1)
+    }
+
+    /// Whether two samples of the stamping clock disagree about its offset from the
+    /// member's clock by more than their errors, NTP's slew over the time between
+    /// them, and [`STEP_TOLERANCE_MS`] allow: a clock stepped, or a new primary with
+    /// another clock stamps now. Each sample is `(stamp_ms, local_ms, error_ms)`,
+    /// `local_ms` on the member's own clock.
+    pub fn clock_stepped(a: (i64, u64, u64), b: (i64, u64, u64)) -> bool {
+        let offset = |(stamp, local, _): (i64, u64, u64)| i128::from(stamp) - i128::from(local);
+        let drift = (offset(a) - offset(b)).unsigned_abs();
+        let elapsed = a.1.abs_diff(b.1);
+        let allowed = u128::from(a.2)
+            + u128::from(b.2)
+            + u128::from(STEP_TOLERANCE_MS)
+            + u128::from(elapsed) * u128::from(MAX_SLEW_PPM) / 1_000_000;
+        drift > allowed
+    }
+
+    /// The epoch of a lease document created anew, from the stamping clock's time in
+    /// milliseconds: above any epoch counted up from an earlier document of the
+    /// same subsystem (see the module docs); never below `1`.
+    pub fn fresh_epoch(clock_ms: i64) -> u64 {
+        u64::try_from(clock_ms).unwrap_or(0).max(1)
+    }
+
+    /// The epoch a take-over of a document holding `epoch` gets.
+    pub fn next_epoch(epoch: u64) -> u64 {
+        epoch.saturating_add(1)
+    }
+}
+
+/// A reading of the stamping clock: `stamp_ms` was that clock's time at the local
+/// instant `local` (on the member's [lease clock](crate::clock)), give or take `error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ClockSample {
-    pub server_ms: i64,
+    pub stamp_ms: i64,
     pub local: Instant,
     pub error: Duration,
 }
 
 impl ClockSample {
-    /// The latest local instant at which the server's clock may still read less
-    /// than `server_ms` — so after it, the server's clock has surely passed
-    /// `server_ms` (by this sample).
-    pub fn surely_after(&self, server_ms: i64) -> Instant {
-        let ahead = server_ms.saturating_sub(self.server_ms);
-        let base = self.local + self.error + Duration::from_millis(1);
-        if ahead >= 0 {
-            // A date far in the future (a corrupt document) must not overflow:
-            // it counts as a day away, and is checked again long before that.
-            let ahead = Duration::from_millis(ahead as u64).min(Duration::from_secs(24 * 60 * 60));
-            base + ahead
+    /// The local instant after which the stamping clock has surely passed
+    /// `renewed_at_ms + lease_ms`.
+    pub fn takeover_at(&self, renewed_at_ms: i64, lease_ms: u64) -> Instant {
+        let delay = rules::takeover_delay_ms(
+            self.stamp_ms,
+            self.error.as_millis().min(u64::MAX as u128) as u64,
+            renewed_at_ms,
+            lease_ms,
+        );
+        if delay >= 0 {
+            // A date far in the future (a corrupt document) must not overflow: it
+            // counts as a day away, and is checked again long before that.
+            self.local + Duration::from_millis(delay as u64).min(Duration::from_secs(24 * 60 * 60))
         } else {
-            base.checked_sub(Duration::from_millis(ahead.unsigned_abs()))
-                .unwrap_or(base)
+            self.local
+                .checked_sub(Duration::from_millis(delay.unsigned_abs()))
+                .unwrap_or(self.local)
         }
     }
 
-    /// Whether two samples disagree about the offset between the clocks by more than
-    /// their errors allow (a step of the server's wall clock).
+    /// The stamping clock's time now, by this sample, surely not behind it: for a
+    /// new document's epoch.
+    pub fn stamp_now_ms(&self, now: Instant) -> i64 {
+        let elapsed = now.saturating_duration_since(self.local).as_millis();
+        self.stamp_ms
+            .saturating_add(elapsed.min(i64::MAX as u128) as i64)
+    }
+
+    /// Whether two samples disagree (see [`rules::clock_stepped`]).
     pub fn disagrees_with(&self, other: &ClockSample) -> bool {
         let base = self.local.min(other.local);
-        let offset = |s: &ClockSample| {
-            s.server_ms as i128 - s.local.duration_since(base).as_millis() as i128
+        let as_tuple = |s: &ClockSample| {
+            (
+                s.stamp_ms,
+                s.local
+                    .duration_since(base)
+                    .as_millis()
+                    .min(u64::MAX as u128) as u64,
+                s.error.as_millis().min(u64::MAX as u128) as u64,
+            )
         };
-        let drift = (offset(self) - offset(other)).unsigned_abs();
-        let allowed = (self.error + other.error).as_millis() + 5;
-        drift > allowed
+        rules::clock_stepped(as_tuple(self), as_tuple(other))
     }
 }
 
@@ -193,13 +408,11 @@ mod tests {
     }
 
     #[test]
-    fn malformed_documents_name_the_field() {
+    fn malformed_documents_name_the_field_and_never_advise_deletion() {
         let d = doc! { "_id": "s", "epoch": "x" };
         let e = Lease::from_document("s", &d).unwrap_err().to_string();
-        assert!(
-            e.contains("`epoch`") && e.contains("delete the document"),
-            "{e}"
-        );
+        assert!(e.contains("`epoch`") && e.contains("repair"), "{e}");
+        assert!(!e.contains("delete"), "{e}");
         let d = doc! { "_id": "s", "epoch": -1, "version": 1, "lease_ms": 1, "renewed_at": 1 };
         assert!(Lease::from_document("s", &d).is_err());
     }
@@ -208,25 +421,59 @@ mod tests {
     async fn expiry_adds_the_error_of_the_estimate() {
         let now = Instant::now();
         let s = ClockSample {
-            server_ms: 10_000,
+            stamp_ms: 10_000,
             local: now,
             error: Duration::from_millis(4),
         };
-        assert_eq!(s.surely_after(12_000), now + Duration::from_millis(2005));
-        assert_eq!(s.surely_after(9_000) + Duration::from_millis(995), now);
+        // renewed at 9 000 with a 3 000 ms lease: 12 000, 2 000 ms after the sample,
+        // plus the error and the date's precision.
+        assert_eq!(
+            s.takeover_at(9_000, 3_000),
+            now + Duration::from_millis(2005)
+        );
+        assert_eq!(
+            s.takeover_at(6_000, 3_000) + Duration::from_millis(995),
+            now
+        );
         let later = ClockSample {
-            server_ms: 11_000,
+            stamp_ms: 11_000,
             local: now + Duration::from_millis(1000),
             error: Duration::from_millis(2),
         };
         assert!(!s.disagrees_with(&later));
         let stepped = ClockSample {
-            server_ms: 15_000,
+            stamp_ms: 15_000,
             ..later
         };
         assert!(s.disagrees_with(&stepped));
         // Dates from a corrupt document at either end of time do not overflow.
-        assert!(s.surely_after(i64::MAX) > now);
-        assert!(s.surely_after(i64::MIN) <= now + Duration::from_millis(5));
+        assert!(s.takeover_at(i64::MAX, 3_000) > now);
+        assert!(s.takeover_at(i64::MIN, 3_000) <= now + Duration::from_millis(5));
+    }
+
+    #[test]
+    fn slewing_is_not_a_step_but_a_jump_is() {
+        // An hour apart, a clock slewed by NTP at 500 ppm drifts by 1.8 s: no step.
+        let a = (1_000_000, 0, 2);
+        let slewed = (1_000_000 + 3_600_000 + 1_790, 3_600_000, 2);
+        assert!(!rules::clock_stepped(a, slewed));
+        // 100 ms apart, a 50 ms jump is a step.
+        assert!(rules::clock_stepped(a, (1_000_000 + 150, 100, 2)));
+        // Within the errors: no step.
+        assert!(!rules::clock_stepped(a, (1_000_000 + 108, 100, 2)));
+    }
+
+    #[test]
+    fn master_stops_a_margin_before_any_takeover() {
+        for lease in [100_u64, 1_000, 3_000, 86_400_000] {
+            let sent = 5_000;
+            // The stamp comes no earlier than the send; a perfect clock sample.
+            let stamp = 5_000_i64;
+            let deadline = rules::master_deadline(sent, lease);
+            let takeover = sent as i64 + rules::takeover_delay_ms(sent as i64, 0, stamp, lease);
+            assert!(takeover as u64 >= deadline + rules::margin_ms(lease));
+        }
+        assert!(rules::fresh_epoch(1_700_000_000_000) > 1_000_000);
+        assert_eq!(rules::fresh_epoch(-5), 1);
     }
 }

@@ -19,10 +19,10 @@
 //! let b = Member::start("billing", Options::new().in_memory(&store).member_id("b")).await?;
 //! b.wait_for_state(State::Slave).await?;
 //!
-//! a.shutdown().await; // hands the lease over
+//! a.shutdown().await?; // hands the lease over
 //! let epoch = b.wait_for_master().await?;
 //! assert_eq!(epoch, 2);
-//! # b.shutdown().await;
+//! # b.shutdown().await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -30,15 +30,20 @@
 //! `failover::tests` (every check), `failover::states` (state changes) and
 //! `failover::managed` (synchronization and work).
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
+mod clock;
 mod election;
 mod error;
 mod event;
 pub mod fence;
+mod leadership;
 pub mod lease;
 mod managed;
 mod member;
 mod options;
+mod repair;
+mod shared;
 mod state;
 mod store;
 
@@ -46,8 +51,9 @@ mod store;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use error::{Error, Result};
+pub use error::{DriverError, Error, Result};
 pub use event::{Event, Events, Hooks};
+pub use leadership::Leadership;
 
 /// Declares a managed subsystem in one type: its name, how to key its tasks, the
 /// work and the hooks.
@@ -103,7 +109,7 @@ pub use event::{Event, Events, Hooks};
 /// }
 /// billing.member().wait_for_master().await?;
 /// # while billing.stats().finished < 3 { tokio::time::sleep(std::time::Duration::from_millis(5)).await }
-/// billing.shutdown().await; // finishes the running task, then hands the lease over
+/// billing.shutdown().await?; // finishes the running task, then hands the lease over
 /// # Ok(()) }
 /// ```
 ///
@@ -216,6 +222,7 @@ pub use member::Member;
 pub use options::{
     Backoff, Intervals, Options, QueueFull, DEFAULT_COLLECTION, DEFAULT_CONNECT_STRING,
 };
+pub use repair::repair_lease;
 pub use state::State;
 pub use store::MemoryStore;
 

@@ -1,124 +1,27 @@
-//! A running member: the handle the application holds, and the state it shares
-//! with the election task.
+//! A running member: the handle the application holds.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use bson::Bson;
 use serde::Serialize;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
-use crate::election::Election;
+use crate::clock::LeaseClock;
+use crate::election::{Election, Timing};
 use crate::error::{Error, Result};
-use crate::event::{lock, spawn_hooks, EventSink, Events, Hooks};
+use crate::event::{lock, panic_message, spawn_hooks, EventSink, Events, Hooks};
+use crate::leadership::Leadership;
 use crate::options::{validate_name, Backend, Options};
+use crate::shared::{Shared, Status, SyncPort, Unmanaged};
 use crate::state::State;
-use crate::store::{Claim, MongoStore, Store};
-
-/// What the election publishes and receives as synchronize ids. Unmanaged mode
-/// publishes what the application passed to [`Member::synchronize`]; managed mode
-/// publishes the key of the last finished task and prunes its queue on receipt.
-pub(crate) trait SyncPort: Send + Sync + 'static {
-    /// The id the master should publish with its next renewal.
-    fn outgoing(&self) -> Option<Bson>;
-    /// A standby received `id` from the master (or a new master inherited it).
-    fn incoming(&self, id: &Bson);
-}
-
-/// Unmanaged mode: the application's own id.
-#[derive(Default)]
-pub(crate) struct Unmanaged {
-    latest: Mutex<Option<Bson>>,
-}
-
-impl SyncPort for Unmanaged {
-    fn outgoing(&self) -> Option<Bson> {
-        lock(&self.latest).clone()
-    }
-    fn incoming(&self, _: &Bson) {}
-}
-
-/// The status the election task publishes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Status {
-    pub state: State,
-    /// Our epoch while master.
-    pub epoch: Option<u64>,
-}
-
-/// State shared by the handle, the election task and (managed mode) the worker.
-pub(crate) struct Shared {
-    pub name: String,
-    pub member_id: String,
-    pub events: Arc<EventSink>,
-    pub sync: Arc<dyn SyncPort>,
-    origin: Instant,
-    /// Nanoseconds after `origin` until which this member may act; 0 = not master.
-    valid_until: AtomicU64,
-    /// The epoch of the lease `valid_until` belongs to.
-    epoch: AtomicU64,
-    status: watch::Sender<Status>,
-}
-
-impl Shared {
-    /// Whether the lease is held and still valid *now*, by this process's monotonic
-    /// clock: a master that was paused past its deadline answers `false` at once,
-    /// before its election task has had a chance to run.
-    pub fn lease_valid(&self) -> bool {
-        let until = self.valid_until.load(Ordering::Acquire);
-        until != 0 && (self.origin.elapsed().as_nanos() as u64) < until
-    }
-
-    /// The epoch this member may act under now, if any.
-    pub fn acting_epoch(&self) -> Option<u64> {
-        // Read the deadline first: it is published after the epoch.
-        self.lease_valid()
-            .then(|| self.epoch.load(Ordering::Acquire))
-    }
-
-    /// Whether this member may act under `epoch` now.
-    pub fn holds(&self, epoch: u64) -> bool {
-        self.acting_epoch() == Some(epoch)
-    }
-
-    /// The instant until which the lease is valid (now, if there is none).
-    pub fn valid_until(&self) -> Instant {
-        let until = self.valid_until.load(Ordering::Acquire);
-        self.origin + std::time::Duration::from_nanos(until)
-    }
-
-    /// Publishes the lease this member may act under (`None`: stop acting).
-    pub fn set_lease(&self, lease: Option<(u64, Instant)>) {
-        match lease {
-            None => self.valid_until.store(0, Ordering::Release),
-            Some((epoch, until)) => {
-                self.epoch.store(epoch, Ordering::Release);
-                let nanos = (until.saturating_duration_since(self.origin).as_nanos() as u64).max(1);
-                self.valid_until.store(nanos, Ordering::Release);
-            }
-        }
-    }
-
-    pub fn set_status(&self, state: State, epoch: Option<u64>) {
-        self.status.send_replace(Status { state, epoch });
-    }
-
-    pub fn status(&self) -> Status {
-        *self.status.borrow()
-    }
-
-    pub fn watch(&self) -> watch::Receiver<Status> {
-        self.status.subscribe()
-    }
-}
+use crate::store::{Claim, MongoStore};
 
 /// One member of a subsystem: takes part in the election until shut down.
 ///
-/// Dropping a `Member` without [`shutdown`](Member::shutdown) stops it the way a
+/// Dropping the last handle (or calling [`abort`](Member::abort)) stops it the way a
 /// crash would: it stops acting at once but does not hand the lease over, so the
-/// other members take over only when the lease expires.
+/// other members take over only when the lease expires. Call
+/// [`shutdown`](Member::shutdown) for a hand-over.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> failover::Result<()> {
@@ -129,14 +32,20 @@ impl Shared {
 /// let epoch = member.wait_for_master().await?;
 /// member.synchronize(42)?; // reaches the standbys with the next renewal
 /// assert_eq!(member.epoch(), Some(epoch));
-/// member.shutdown().await;
+/// member.shutdown().await?;
 /// # Ok(()) }
 /// ```
+#[must_use = "a member stops (like a crash) when its handle is dropped"]
 pub struct Member {
     shared: Arc<Shared>,
     unmanaged: Option<Arc<Unmanaged>>,
-    stop: watch::Sender<bool>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    tasks: Mutex<Tasks>,
+}
+
+#[derive(Default)]
+struct Tasks {
+    election: Option<JoinHandle<()>>,
+    hooks: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Member {
@@ -153,36 +62,42 @@ impl std::fmt::Debug for Member {
 impl Member {
     /// Starts a member of subsystem `name` (unmanaged mode).
     ///
-    /// The options and the name are checked before anything connects; the
-    /// election then runs on a task of its own. Must be called within a Tokio
-    /// runtime.
+    /// The options and the name are checked before anything connects; then the
+    /// database must answer within [`Options::connect_timeout`]; the election then
+    /// runs on a task of its own. Must be called within a Tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::InvalidOption`] or [`Error::InvalidUri`]
+    /// for bad input; [`Error::Database`] or [`Error::Timeout`] when the database
+    /// cannot be reached in time.
     pub async fn start(name: &str, options: Options) -> Result<Member> {
         Member::start_with_hooks(name, options, ()).await
     }
 
     /// Like [`Member::start`], with hooks called on every event.
+    ///
+    /// # Errors
+    /// As [`Member::start`].
     pub async fn start_with_hooks<H: Hooks>(
         name: &str,
         options: Options,
         hooks: H,
     ) -> Result<Member> {
         let port = Arc::new(Unmanaged::default());
-        let mut member = Member::launch(name, options, Arc::new(hooks), port.clone()).await?;
+        let mut member = Member::launch(
+            name,
+            options,
+            Arc::new(hooks),
+            port.clone(),
+            Arc::new(EventSink::default()),
+        )
+        .await?;
         member.unmanaged = Some(port);
         Ok(member)
     }
 
-    pub(crate) async fn launch<H: Hooks>(
-        name: &str,
-        options: Options,
-        hooks: Arc<H>,
-        sync: Arc<dyn SyncPort>,
-    ) -> Result<Member> {
-        Member::launch_with(name, options, hooks, sync, Arc::new(EventSink::default())).await
-    }
-
     /// Checks everything, connects the store and starts the election task.
-    pub(crate) async fn launch_with<H: Hooks>(
+    pub(crate) async fn launch<H: Hooks>(
         name: &str,
         options: Options,
         hooks: Arc<H>,
@@ -192,44 +107,50 @@ impl Member {
         validate_name(name)?;
         options.validate()?;
         let member_id = options.effective_member_id();
-        let store = match &options.backend {
-            Backend::Memory(store) => Store::Memory(store.connect(&member_id)),
-            Backend::Mongo { .. } => Store::Mongo(MongoStore::connect(&options, &member_id).await?),
+        let timing = Timing {
+            intervals: options.intervals,
+            lease: options.effective_lease(),
+            shutdown_grace: options.shutdown_timeout,
         };
-        let (status, _) = watch::channel(Status {
-            state: State::Init,
-            epoch: None,
-        });
-        let shared = Arc::new(Shared {
-            name: name.to_owned(),
-            member_id: member_id.clone(),
-            events: events.clone(),
-            sync,
-            origin: Instant::now(),
-            valid_until: AtomicU64::new(0),
-            epoch: AtomicU64::new(0),
-            status,
-        });
-        spawn_hooks(hooks, events.subscribe_internal(), Arc::downgrade(&events));
         let claim = Claim {
-            member_id,
+            member_id: member_id.clone(),
             token: random_token(),
         };
-        let election = Election::new(
-            shared.clone(),
-            store,
-            claim,
-            options.intervals,
-            options.effective_lease(),
-            options.step_down_margin(),
+        let shared = Arc::new(Shared::new(
+            name.to_owned(),
+            member_id.clone(),
+            events.clone(),
+            sync,
+            LeaseClock::default(),
+        ));
+        let election = match &options.backend {
+            Backend::Memory(store) => {
+                let election =
+                    Election::new(shared.clone(), store.connect(&member_id), claim, timing);
+                tokio::spawn(election.run())
+            }
+            Backend::Mongo { .. } => {
+                let store = MongoStore::connect(&options, &member_id).await?;
+                store.ping(options.connect_timeout).await?;
+                tokio::spawn(Election::new(shared.clone(), store, claim, timing).run())
+            }
+        };
+        let hooked = shared.clone();
+        let hooks = spawn_hooks(
+            hooks,
+            events.subscribe_internal(),
+            Arc::downgrade(&events),
+            move |epoch| {
+                hooked.hooked.send_modify(|e| *e = (*e).max(epoch));
+            },
         );
-        let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(election.run(stop_rx));
         Ok(Member {
             shared,
             unmanaged: None,
-            stop,
-            task: Mutex::new(Some(task)),
+            tasks: Mutex::new(Tasks {
+                election: Some(election),
+                hooks: Some(hooks),
+            }),
         })
     }
 
@@ -247,7 +168,7 @@ impl Member {
         &self.shared.member_id
     }
 
-    /// The current state.
+    /// The current state ([`State::Stopped`] once stopped).
     pub fn state(&self) -> State {
         self.shared.status().state
     }
@@ -256,9 +177,7 @@ impl Member {
     /// every write the master makes elsewhere, so that those systems can reject the
     /// writes of a master that has been replaced (see [`crate::fence`]).
     pub fn epoch(&self) -> Option<u64> {
-        self.is_master()
-            .then(|| self.shared.status().epoch)
-            .flatten()
+        self.shared.acting_epoch()
     }
 
     /// Whether this member is master and its lease is valid at this instant.
@@ -275,6 +194,10 @@ impl Member {
     /// Unmanaged mode: publish `id` to the standbys with the next renewal (they get
     /// it as [`Event::Synchronize`](crate::Event::Synchronize)). Call it on the
     /// master; a standby keeps it and publishes it if it becomes master.
+    ///
+    /// # Errors
+    /// [`Error::Serialization`] when `id` has no BSON form; [`Error::InvalidOption`]
+    /// on a managed member, which publishes its progress itself.
     pub fn synchronize<T: Serialize>(&self, id: T) -> Result<()> {
         let id = bson::to_bson(&id).map_err(|e| Error::serialization("synchronize id", e))?;
         match &self.unmanaged {
@@ -289,8 +212,12 @@ impl Member {
         }
     }
 
-    /// Waits until this member is master; returns its epoch. Fails with
-    /// [`Error::Shutdown`] if the member stops first.
+    /// Waits until this member is master; returns its epoch.
+    ///
+    /// # Errors
+    /// [`Error::Shutdown`] once the member has stopped (never an old epoch).
+    ///
+    /// Cancel-safe.
     pub async fn wait_for_master(&self) -> Result<u64> {
         let mut rx = self.shared.watch();
         loop {
@@ -299,47 +226,202 @@ impl Member {
                 Status {
                     state: State::Master,
                     epoch: Some(epoch),
-                } => return Ok(epoch),
+                } if self.shared.holds(epoch) => return Ok(epoch),
                 Status {
                     state: State::Stopped,
                     ..
                 } => return Err(Error::Shutdown),
                 _ => {}
             }
-            rx.changed().await.map_err(|_| Error::Shutdown)?;
+            if self.shared.stopping.is_cancelled() && status.state != State::Master {
+                return Err(Error::Shutdown);
+            }
+            tokio::select! {
+                changed = rx.changed() => changed.map_err(|_| Error::Shutdown)?,
+                _ = self.shared.stopping.cancelled() => {}
+            }
+        }
+    }
+
+    /// Waits until this member is master and returns its term: work that holds the
+    /// [`Leadership`] is waited for by [`shutdown`](Member::shutdown) before the
+    /// lease is handed over, and learns through its token when the term ends.
+    ///
+    /// # Errors
+    /// [`Error::Shutdown`] once the member is stopping or has stopped.
+    ///
+    /// Cancel-safe.
+    pub async fn leadership(&self) -> Result<Leadership> {
+        loop {
+            let epoch = self.wait_for_master().await?;
+            if self.shared.stopping.is_cancelled() {
+                return Err(Error::Shutdown);
+            }
+            let leadership = self
+                .shared
+                .term(epoch)
+                .map(|token| Leadership::new(epoch, token, self.shared.clone()));
+            // The guard is taken before this check, so a shutdown that started in
+            // between either sees the guard or is seen here.
+            match leadership {
+                Some(l) if !self.shared.stopping.is_cancelled() && l.is_valid() => return Ok(l),
+                Some(_) if self.shared.stopping.is_cancelled() => return Err(Error::Shutdown),
+                _ => tokio::task::yield_now().await,
+            }
+        }
+    }
+
+    /// Runs `work` once for each term of mastership, and cancels it (drops the
+    /// future) when the term ends: client-go's `OnStartedLeading`. If `work`
+    /// returns while the term goes on, the next call waits for the next term.
+    /// Returns when the member stops; a [`shutdown`](Member::shutdown) waits for
+    /// the running `work` before it hands the lease over.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> failover::Result<()> {
+    /// use std::sync::Arc;
+    /// use failover::{Member, MemoryStore, Options};
+    ///
+    /// let store = MemoryStore::new();
+    /// let member = Arc::new(Member::start("reports", Options::new().in_memory(&store)).await?);
+    /// let m = member.clone();
+    /// let leading = tokio::spawn(async move {
+    ///     m.run_while_master(|term| async move {
+    ///         println!("leading under epoch {}", term.epoch());
+    ///         term.cancelled().await; // work until the term ends
+    ///     })
+    ///     .await
+    /// });
+    /// member.wait_for_master().await?;
+    /// member.shutdown().await?; // ends the term, waits for the work, hands over
+    /// leading.await.unwrap()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// None today; the `Result` leaves room for failures of the election.
+    pub async fn run_while_master<F, Fut>(&self, mut work: F) -> Result<()>
+    where
+        F: FnMut(Leadership) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        loop {
+            let leadership = match self.leadership().await {
+                Ok(l) => l,
+                Err(Error::Shutdown) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let token = leadership.token();
+            let epoch = leadership.epoch();
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => {}
+                _ = work(leadership) => {
+                    // Done early: wait for the term to end before the next one.
+                    token.cancelled().await;
+                }
+            }
+            tracing::debug!(target: "failover", member = %self.shared.member_id, epoch, "term ended");
         }
     }
 
     /// Waits until the member is in `state`.
+    ///
+    /// # Errors
+    /// [`Error::Shutdown`] once the member has stopped (unless `state` is
+    /// [`State::Stopped`]). Cancel-safe.
     pub async fn wait_for_state(&self, state: State) -> Result<()> {
         let mut rx = self.shared.watch();
-        rx.wait_for(|s| s.state == state)
+        let reached = rx
+            .wait_for(|s| s.state == state || s.state == State::Stopped)
             .await
-            .map(|_| ())
-            .map_err(|_| Error::Shutdown)
+            .map_err(|_| Error::Shutdown)?
+            .state;
+        if reached == state {
+            Ok(())
+        } else {
+            Err(Error::Shutdown)
+        }
     }
 
-    /// Stops the member the way a crash would: it stops acting at once and hands
-    /// nothing over, so the others take over when the lease expires. Dropping the
-    /// `Member` does the same. For tests and demonstrations of a failover.
+    /// Stops the member the way a crash would: it stops acting at once, drops any
+    /// running work and hands nothing over, so the others take over when the
+    /// lease expires. Dropping the last handle does the same. Afterwards the
+    /// state is [`State::Stopped`].
     pub fn abort(&self) {
+        self.shared.stopping.cancel();
+        self.shared.kill.cancel();
         self.shared.set_lease(None);
-        if let Some(task) = lock(&self.task).take() {
+        let tasks = std::mem::take(&mut *lock(&self.tasks));
+        if let Some(task) = tasks.election {
             task.abort();
         }
+        if self.shared.status().state != State::Stopped {
+            let old = self.shared.status().state;
+            self.shared.set_status(State::Stopped, None);
+            self.shared.events.emit(crate::Event::StateChange {
+                old,
+                new: State::Stopped,
+                epoch: None,
+            });
+        }
         self.shared.events.close();
+        if let Some(task) = tasks.hooks {
+            task.abort();
+        }
     }
 
-    /// Stops taking part: a master stops acting, publishes its last synchronize id
-    /// and marks its lease released, so that a standby takes over at its next check.
-    /// Returns when that is done (at the latest after the TICKING interval).
-    /// Calling it again does nothing.
-    pub async fn shutdown(&self) {
-        self.stop.send_replace(true);
-        let task = lock(&self.task).take();
-        if let Some(task) = task {
-            let _ = task.await;
+    /// Stops taking part: starts no new work, lets running work (a task, or a
+    /// [`Leadership`] the application holds) finish for at most
+    /// [`Options::shutdown_timeout`] while it keeps renewing, then publishes its
+    /// last synchronize id and marks its lease released, so that a standby takes
+    /// over at its next check. Work still running after the timeout is dropped, and
+    /// if it cannot be dropped the lease is left to expire rather than released.
+    ///
+    /// Idempotent, and cancel-safe: the stop begins at the first poll and goes on
+    /// if this future is dropped.
+    ///
+    /// # Errors
+    /// [`Error::Panic`] if the election or the hooks' task panicked.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.shared.stopping.cancel();
+        let tasks = std::mem::take(&mut *lock(&self.tasks));
+        let mut result = Ok(());
+        if let Some(task) = tasks.election {
+            if let Err(e) = task.await {
+                if e.is_panic() {
+                    result = Err(Error::Panic {
+                        place: "election",
+                        message: panic_message(e.into_panic()),
+                    });
+                    self.abort();
+                }
+            }
+        } else {
+            // Another call stops it: wait for that.
+            let _ = self
+                .shared
+                .watch()
+                .wait_for(|s| s.state == State::Stopped)
+                .await;
         }
+        if let Some(task) = tasks.hooks {
+            // The event stream is closed: the hooks finish the events already queued.
+            match tokio::time::timeout(std::time::Duration::from_secs(5), task).await {
+                Ok(Err(e)) if e.is_panic() && result.is_ok() => {
+                    result = Err(Error::Panic {
+                        place: "hooks",
+                        message: panic_message(e.into_panic()),
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    tracing::warn!(target: "failover", member = %self.shared.member_id,
+                        "hooks still running 5 s after the shutdown; the events they had not handled are dropped");
+                }
+            }
+        }
+        result
     }
 }
 

@@ -100,7 +100,7 @@ async fn first_member_passes_through_ticking_to_master_and_others_follow() {
     assert_eq!(a.epoch(), Some(1));
     assert_eq!(store.holder(NAME), Some(("a".to_owned(), 1)));
     for m in [a, b, c] {
-        m.shutdown().await;
+        m.shutdown().await.unwrap();
     }
 }
 
@@ -113,7 +113,7 @@ async fn simultaneous_start_elects_exactly_one() {
     assert_eq!(masters(&refs), 1);
     assert_eq!(store.holder(NAME).map(|(_, e)| e), Some(1));
     for m in members {
-        m.shutdown().await;
+        m.shutdown().await.unwrap();
     }
 }
 
@@ -147,7 +147,7 @@ async fn crash_failover_happens_within_the_lease_after_the_last_renewal() {
     );
     // The original's worst case with the same intervals: SLAVE + TICKING + MASTER.
     assert!(took < ms(6500));
-    b.shutdown().await;
+    b.shutdown().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -160,7 +160,7 @@ async fn graceful_shutdown_hands_over_within_one_standby_check() {
     b.wait_for_state(State::Slave).await.unwrap();
     sleep(ms(1234)).await;
     let t = Instant::now();
-    a.shutdown().await;
+    a.shutdown().await.unwrap();
     assert_eq!(a.state(), State::Stopped);
     assert!(!a.is_master());
     assert_eq!(b.wait_for_master().await.unwrap(), 2);
@@ -169,7 +169,7 @@ async fn graceful_shutdown_hands_over_within_one_standby_check() {
         took <= Intervals::default().slave,
         "hand-over took {took:?}"
     );
-    b.shutdown().await;
+    b.shutdown().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -194,8 +194,8 @@ async fn synchronize_ids_reach_standbys_with_the_next_renewal() {
         })
         .collect();
     assert_eq!(ids, [1, 2, 3]);
-    a.shutdown().await;
-    b.shutdown().await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -241,8 +241,8 @@ async fn a_cut_off_master_steps_down_before_any_standby_takes_over() {
     store.set_unreachable("a", false);
     a.wait_for_state(State::Slave).await.unwrap();
     assert_eq!(b.epoch(), Some(2));
-    a.shutdown().await;
-    b.shutdown().await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -263,8 +263,8 @@ async fn a_master_whose_renewals_hang_steps_down_at_its_deadline() {
     );
     assert!(!a.is_master());
     b.wait_for_master().await.unwrap();
-    a.shutdown().await;
-    b.shutdown().await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -277,7 +277,7 @@ async fn a_short_outage_of_a_lone_member_ends_with_it_master_again() {
     store.set_unreachable("a", false);
     // Its own lease needs no expiry: it retakes it at the next check, with a new epoch.
     assert_eq!(a.wait_for_master().await.unwrap(), 2);
-    a.shutdown().await;
+    a.shutdown().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -290,7 +290,7 @@ async fn epochs_strictly_increase_with_one_holder_each() {
         let next = start(&store, &format!("m{i}")).await;
         next.wait_for_state(State::Slave).await.unwrap();
         if i % 2 == 0 {
-            current.shutdown().await;
+            current.shutdown().await.unwrap();
         } else {
             drop(current);
         }
@@ -298,7 +298,7 @@ async fn epochs_strictly_increase_with_one_holder_each() {
         current = next;
     }
     assert_eq!(seen, [1, 2, 3, 4, 5, 6]);
-    current.shutdown().await;
+    current.shutdown().await.unwrap();
 }
 
 struct Slow(Arc<Mutex<Vec<u64>>>);
@@ -324,8 +324,8 @@ async fn a_slow_hook_does_not_delay_renewals() {
         "the master lost its lease while a hook slept"
     );
     assert_eq!(b.state(), State::Slave);
-    a.shutdown().await;
-    b.shutdown().await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
 
 struct Panicky;
@@ -355,7 +355,7 @@ async fn a_panicking_hook_is_reported_and_the_member_goes_on() {
     );
     sleep(Duration::from_secs(10)).await;
     assert!(a.is_master());
-    a.shutdown().await;
+    a.shutdown().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -407,7 +407,7 @@ async fn tuned_intervals_fail_over_within_the_lease() {
     drop(a);
     b.wait_for_master().await.unwrap();
     assert!(Instant::now() - t <= ms(1005), "{:?}", Instant::now() - t);
-    b.shutdown().await;
+    b.shutdown().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -426,6 +426,6 @@ async fn the_first_subscriber_sees_the_events_from_the_start() {
     // A later subscriber starts from now.
     let mut later = a.events();
     assert!(later.try_next().is_none());
-    a.shutdown().await;
+    a.shutdown().await.unwrap();
     assert_eq!(later.next().await.map(|e| e.name()), Some("info"));
 }

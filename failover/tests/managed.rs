@@ -117,8 +117,8 @@ async fn tasks_run_in_order_one_at_a_time_on_the_master_only() {
     assert_eq!(b.stats().queued, 0);
     assert_eq!(b.last_finished(), Some(199));
     assert_eq!(a.stats().finished, 200);
-    a.shutdown().await;
-    b.shutdown().await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -159,7 +159,7 @@ async fn a_retried_task_waits_its_back_off_and_blocks_those_behind_it() {
         );
     }
     assert_eq!(a.stats().retries, 3);
-    a.shutdown().await;
+    a.shutdown().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -199,7 +199,7 @@ async fn a_task_that_keeps_failing_becomes_a_dead_letter() {
     assert!(dead.3.contains("attempt 3"), "{}", dead.3);
     assert_eq!(a.take_dead_letters(), [(1, 1)]);
     assert_eq!(a.stats().dead_letters, 1);
-    a.shutdown().await;
+    a.shutdown().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -230,7 +230,7 @@ async fn results_map_onto_outcomes_as_in_the_original() {
         sleep(ms(10)).await;
     }
     assert_eq!(*seen.lock().unwrap(), [(0, 1), (0, 2), (1, 1), (1, 2)]);
-    a.shutdown().await;
+    a.shutdown().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -268,8 +268,8 @@ async fn a_bounded_queue_gives_back_pressure() {
         assert!(b.stats().queued <= 4);
     }
     assert!(Instant::now() - t0 >= ms(15), "submissions never waited");
-    a.shutdown().await;
-    b.shutdown().await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -349,7 +349,7 @@ async fn a_panicking_task_is_reported_and_retried() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(a.last_finished(), Some(7));
-    a.shutdown().await;
+    a.shutdown().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -378,5 +378,5 @@ async fn a_task_without_its_key_field_is_refused() {
     );
     assert!(err.to_string().contains("no key"), "{err}");
     assert_eq!(a.stats().queued, 0);
-    a.shutdown().await;
+    a.shutdown().await.unwrap();
 }

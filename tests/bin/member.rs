@@ -303,7 +303,7 @@ async fn run(args: Args) -> Result<(), String> {
     };
     let at_signal = managed.state();
     let epoch = managed.epoch();
-    managed.shutdown().await;
+    managed.shutdown().await.unwrap();
     // The stream ends once the member has stopped: every event is logged before `exit`.
     let _ = logger.await;
     log.line(
@@ -382,7 +382,8 @@ fn log_event(log: &Log, event: &Event) {
             log.line("synchronize", Some(*epoch), Some(&id.to_string()), "")
         }
         Event::Error(e) => log.line("error", None, None, &e.to_string()),
-        Event::Info(text) => log.line("info", None, None, text),
+        Event::Connected => log.line("info", None, None, "connected"),
+        Event::Released { epoch } => log.line("info", Some(*epoch), None, "released"),
         Event::Panic(text) => log.line("panic", None, None, text),
         Event::DeadLetter {
             key,

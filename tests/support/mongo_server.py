@@ -4,16 +4,54 @@
 mockupdb (MongoDB's wire-protocol test library) parses OP_MSG requests and
 encodes replies; every command is then executed against ONE in-process
 mongomock client while holding ONE global lock, so each command is atomic
-(as a single-document write is in MongoDB).  The server presents itself as a
-standalone mongod 6.0 (maxWireVersion 17) without sessions: no
-logicalSessionTimeoutMinutes, so the driver sends no lsid and does not retry
-writes (retryable reads still apply, as against a real standalone).
+(as a single-document write is in MongoDB).
 
-Usage: python mongo_server.py [--port N] [--verbose]
+Usage: python mongo_server.py [--port N] [--replset N [--set-name NAME]]
+           [--node-offset I=MS]... [--hello-offset APPNAME=MS]... [--verbose]
 
-Binds 127.0.0.1 (port 0 = any free port), prints exactly one line `PORT <n>`
-on stdout once it accepts connections, and serves until stdin reaches EOF or
-SIGTERM/SIGINT arrives.  --verbose logs every command to stderr.
+Binds 127.0.0.1 (port 0 = any free port), prints exactly one line on stdout
+once it accepts connections, `PORT <n>` (standalone) or `PORT <p0> <p1> ...`
+(replica set, one port per member, member 0 first), and serves until stdin
+reaches EOF or SIGTERM/SIGINT arrives.  --verbose logs every command to stderr.
+
+Deployments:
+- standalone (default): a mongod 6.0 (maxWireVersion 17) without sessions: no
+  logicalSessionTimeoutMinutes, so the driver sends no lsid and does not retry
+  writes (retryable reads still apply, as against a real standalone).
+- replica set (--replset N): N members on N ports, all serving the ONE data set
+  under the one lock (replication is instant).  hello answers like a member of
+  set NAME (default "rs0"): setName, hosts, me, primary, isWritablePrimary,
+  secondary, setVersion, electionId (only on the primary, grows with every
+  election), topologyVersion (every member's counter grows whenever the primary
+  changes) and logicalSessionTimeoutMinutes, so the driver uses sessions and
+  retryable writes (lsid, txnNumber and $clusterTime are accepted and ignored;
+  read and write concerns are ignored: every write is instantly majority
+  committed).  An awaitable hello (topologyVersion + maxAwaitTimeMS, sent by
+  the driver's streaming monitor) waits until that member's topologyVersion
+  changes or maxAwaitTimeMS passes, then replies (never moreToCome).  Member 0
+  starts as primary.  A member that is not primary answers writes with
+  NotWritablePrimary (10107, label RetryableWriteError on a retryable write,
+  i.e. one with txnNumber) and reads without secondaryOk (no $readPreference
+  other than primary) with NotPrimaryNoSecondaryOk (13435).
+
+Clocks: every server-side "now" is node_now(node): this process's wall clock
+(libfaketime applies) plus the member's offset (--node-offset I=MS).  It stamps
+$currentDate (Date and Timestamp) in the writes a member applies, and its hello
+and serverStatus localTime.  A per-appName offset (--hello-offset APPNAME=MS)
+is added to localTime only, for the connections whose handshake named that
+appName: a mongos whose clock runs ahead of the data node's that stamps
+$currentDate.
+
+Test commands (on the admin db; offsets may be negative, 0 removes one):
+- {failoverTestHelloOffset: "<appName>", offsetMs: MS}
+- {failoverTestNodeOffset: I, offsetMs: MS}
+- {failoverTestStepDown: 1, newPrimary: I, electionDelayMs: MS} (replica set;
+  any member): the primary steps down now and member I (default: the one after
+  the old primary) is elected after electionDelayMs (default 0), with no primary
+  in between.
+- {replSetStepDown: secs} (replica set, on the primary, as in MongoDB): steps
+  down and the next member (index + 1, wrapping) is elected at once; secs is
+  checked but not enforced.
 
 Test-mode fail point (`configureFailPoint` on the admin db, as mongod with
 enableTestCommands=1): only `failCommand` is implemented, with modes "off",
@@ -21,12 +59,11 @@ enableTestCommands=1): only `failCommand` is implemented, with modes "off",
 failCommands, appName, blockConnection/blockTimeMS, closeConnection,
 errorCode, errorLabels and writeConcernError.  Other fail point names are
 accepted as no-ops (ok: 1).  hello/isMaster and configureFailPoint are never
-failed.
+failed.  Fail points are global: they apply to every member.
 
-Not supported: sessions/transactions, getMore on real cursors (every reply
-holds the whole result with cursor id 0, so results must fit in 16 MB), TTL
-expiry, collation, arrayFilters, `$$NOW` in pipeline updates (mongomock
-ignores it).
+Not supported: transactions, getMore on real cursors (every reply holds the
+whole result with cursor id 0, so results must fit in 16 MB), TTL expiry,
+collation, arrayFilters, `$$NOW` in pipeline updates (mongomock ignores it).
 """
 import argparse
 import datetime
@@ -44,10 +81,14 @@ os.environ.setdefault("MONGODB", "6.0.0")  # mongomock emulates this version
 import mockupdb  # noqa: E402
 import mongomock  # noqa: E402
 from bson.int64 import Int64  # noqa: E402
+from bson.objectid import ObjectId  # noqa: E402
+from bson.timestamp import Timestamp  # noqa: E402
 from mongomock import collection as mm_collection  # noqa: E402
 from mongomock import filtering  # noqa: E402
+from mongomock import helpers as mm_helpers  # noqa: E402
 
-LOCK = threading.Lock()  # one global lock: every command (and fail point state)
+LOCK = threading.Lock()  # one global lock: every command, fail point and role change
+TOPOLOGY_CHANGED = threading.Condition(LOCK)  # notified when the primary changes
 CLIENT = mongomock.MongoClient()
 STARTED = time.time()
 VERBOSE = False
@@ -57,6 +98,29 @@ OPCOUNTERS = dict.fromkeys(("insert", "query", "update", "delete", "getmore", "c
 CONNECTIONS = {"current": 0, "totalCreated": 0}
 FAILPOINT = None  # active failCommand: {"mode": ..., "data": ..., "left": n}
 NEVER_FAILED = {"hello", "isMaster", "configureFailPoint"}
+
+
+class Node:
+    """One member (the only one when standalone): its clock and topologyVersion."""
+
+    def __init__(self, index):
+        self.index = index
+        self.offset_ms = 0  # added to this process's wall clock: node_now(self)
+        self.host = None  # "127.0.0.1:<port>" once bound
+        self.process_id = ObjectId()
+        self.counter = 0  # topologyVersion.counter
+
+
+NODES = []  # [Node]: one when standalone
+REPLSET = None  # replica set: {"name", "primary": index or None, "term", "election"}
+HELLO_OFFSETS = {}  # appName -> ms added to hello localTime on its connections
+CLOCK_NODE = None  # the member whose command runs (set under LOCK): it stamps $currentDate
+# Commands a member that is not primary refuses (writes) or serves only with
+# secondaryOk (reads), as a real replica set member does.
+WRITE_COMMANDS = {"insert", "update", "delete", "findAndModify", "create", "createIndexes",
+                  "dropIndexes", "drop", "dropDatabase"}
+READ_COMMANDS = {"find", "count", "aggregate", "distinct", "listCollections", "listIndexes",
+                 "listDatabases"}
 
 CODE_NAMES = {
     1: "InternalError", 2: "BadValue", 6: "HostUnreachable", 7: "HostNotFound",
@@ -68,7 +132,7 @@ CODE_NAMES = {
     238: "NotImplemented", 262: "ExceededTimeLimit", 10107: "NotWritablePrimary",
     11000: "DuplicateKey", 11600: "InterruptedAtShutdown",
     11602: "InterruptedDueToReplStateChange", 13435: "NotPrimaryNoSecondaryOk",
-    13436: "NotPrimaryOrSecondary",
+    13436: "NotPrimaryOrSecondary", 76: "NoReplicationEnabled",
 }
 
 
@@ -85,8 +149,17 @@ def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
 
-def now():
-    return datetime.datetime.now(datetime.timezone.utc)
+def node_now(node):
+    """The one source of "now" on the server: the wall clock plus node's offset."""
+    offset = datetime.timedelta(milliseconds=node.offset_ms if node else 0)
+    return datetime.datetime.now(datetime.timezone.utc) + offset
+
+
+def conn_now(conn):
+    """localTime as hello/serverStatus report it on this connection: its member's
+    clock plus the hello offset of the connection's appName (a mongos's clock)."""
+    offset = HELLO_OFFSETS.get(conn.get("app_name"), 0)
+    return node_now(conn["node"]) + datetime.timedelta(milliseconds=offset)
 
 
 def error_reply(code, errmsg):
@@ -137,6 +210,24 @@ def _inc_keeping_int64(doc, field, value):
 mm_collection._updaters["$inc"] = _inc_keeping_int64
 
 
+# --- mongomock patch: $currentDate (and TTL) read node_now(CLOCK_NODE) ---------
+def _mongomock_utcnow():
+    return node_now(CLOCK_NODE).replace(tzinfo=None)  # mongomock keeps naive UTC
+
+
+_LAST_TIMESTAMP = [0, 0]  # seconds, increment of the last {$type: "timestamp"}
+
+
+def _mongomock_timestamp():
+    secs = int(node_now(CLOCK_NODE).timestamp())
+    _LAST_TIMESTAMP[:] = [secs, _LAST_TIMESTAMP[1] + 1 if _LAST_TIMESTAMP[0] == secs else 1]
+    return Timestamp(secs, _LAST_TIMESTAMP[1])
+
+
+mongomock.utcnow = _mongomock_utcnow  # called as mongomock.utcnow() by the updaters
+mm_helpers.get_current_timestamp = _mongomock_timestamp
+
+
 # --- helpers -----------------------------------------------------------------
 def sort_spec(sort):
     """MongoDB sort document -> pymongo-style list, minus $natural/$meta keys."""
@@ -183,12 +274,171 @@ def cmd_hello(db, cmd, conn):
     app = (cmd.get("client") or {}).get("application") or {}
     if "name" in app:
         conn["app_name"] = app["name"]
-    return {
+    if REPLSET is not None:
+        await_topology_change(cmd, conn["node"])
+    reply = {
         "helloOk": True, "ismaster": True, "isWritablePrimary": True,
         "maxBsonObjectSize": MAX_BSON, "maxMessageSizeBytes": 48000000,
-        "maxWriteBatchSize": 100000, "localTime": now(), "connectionId": conn["id"],
+        "maxWriteBatchSize": 100000, "localTime": conn_now(conn), "connectionId": conn["id"],
         "minWireVersion": 0, "maxWireVersion": 17, "readOnly": False, "ok": 1.0,
     }
+    if REPLSET is not None:
+        reply.update(member_hello(conn["node"]))
+    return reply
+
+
+# --- replica set ----------------------------------------------------------------
+def topology_version(node):
+    return {"processId": node.process_id, "counter": Int64(node.counter)}
+
+
+def member_hello(node):
+    """The replica-set fields of node's hello reply."""
+    primary = REPLSET["primary"]
+    is_primary = primary == node.index
+    fields = {
+        "setName": REPLSET["name"], "setVersion": 1, "hosts": [n.host for n in NODES],
+        "me": node.host, "ismaster": is_primary, "isWritablePrimary": is_primary,
+        "secondary": not is_primary, "topologyVersion": topology_version(node),
+        "logicalSessionTimeoutMinutes": 30,
+    }
+    if primary is not None:
+        fields["primary"] = NODES[primary].host
+    if is_primary:  # as mongod: ObjectId("7fffffff" + term)
+        fields["electionId"] = ObjectId("7fffffff%016x" % REPLSET["term"])
+    return fields
+
+
+def await_topology_change(cmd, node):
+    """Awaitable hello: while node's topologyVersion is the one the client sent,
+    wait (releasing LOCK) for a change, at most maxAwaitTimeMS."""
+    known, max_wait = cmd.get("topologyVersion"), cmd.get("maxAwaitTimeMS")
+    if not isinstance(known, dict) or max_wait is None:
+        return
+    if known.get("processId") != node.process_id or known.get("counter") != node.counter:
+        return  # the client is behind: answer at once
+    counter = node.counter
+    TOPOLOGY_CHANGED.wait_for(lambda: node.counter != counter, timeout=max(0, max_wait) / 1000)
+
+
+def set_primary(index):
+    """Make member `index` primary (None: no primary).  Called with LOCK held."""
+    REPLSET["primary"] = index
+    if index is not None:
+        REPLSET["term"] += 1
+    for node in NODES:  # every member's hello changes: its role or the primary it names
+        node.counter += 1
+    TOPOLOGY_CHANGED.notify_all()
+    print("replica set: primary is now %s (term %d)" % (index, REPLSET["term"]),
+          file=sys.stderr, flush=True)
+
+
+def step_down(new_primary, delay_ms=0):
+    """The primary steps down; new_primary is elected after delay_ms.  LOCK held."""
+    token = object()  # a later step-down cancels this election
+    REPLSET["election"] = token
+    if delay_ms <= 0:
+        set_primary(new_primary)
+        return
+    set_primary(None)
+
+    def elect():
+        with LOCK:
+            if REPLSET["election"] is token:
+                set_primary(new_primary)
+
+    timer = threading.Timer(delay_ms / 1000.0, elect)
+    timer.daemon = True
+    timer.start()
+
+
+def refusal(name, cmd, node):
+    """The error a member that is not primary answers name with, or None."""
+    if REPLSET is None or REPLSET["primary"] == node.index:
+        return None
+    if name in WRITE_COMMANDS:
+        reply = error_reply(10107, "not primary")
+        if "txnNumber" in cmd and cmd.get("autocommit") is not False:
+            reply["errorLabels"] = ["RetryableWriteError"]  # a retryable write
+    elif name in READ_COMMANDS and (cmd.get("$readPreference") or {}).get("mode",
+                                                                         "primary") == "primary":
+        reply = error_reply(13435, "not primary and secondaryOk=false")
+    else:
+        return None
+    reply["topologyVersion"] = topology_version(node)
+    return reply
+
+
+def number_arg(cmd, key, default=None):
+    """cmd[key] (or default) as a number of milliseconds (within 30 years)."""
+    value = cmd.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not abs(value) <= 1e12:
+        raise CommandError(2, "%s must be a number of milliseconds (at most 1e12 either way),"
+                              " not %r" % (key, value))
+    return value
+
+
+def node_arg(cmd, key):
+    value = cmd.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or value not in range(len(NODES)):
+        raise CommandError(2, "%s must be a member index from 0 to %d, not %r"
+                           % (key, len(NODES) - 1, value))
+    return int(value)
+
+
+def require_admin(db, name):
+    if db.name != "admin":
+        raise CommandError(13, "%s may only be run against the admin database." % name)
+
+
+def require_replset(name):
+    if REPLSET is None:
+        raise CommandError(76, "%s: not running with --replset" % name)
+
+
+def cmd_test_hello_offset(db, cmd, conn):
+    require_admin(db, "failoverTestHelloOffset")
+    app = cmd["failoverTestHelloOffset"]
+    if not isinstance(app, str) or not app:
+        raise CommandError(2, "failoverTestHelloOffset takes the appName (a non-empty string)"
+                              " whose hello localTime to shift, not %r" % (app,))
+    offset = number_arg(cmd, "offsetMs")
+    if offset:
+        HELLO_OFFSETS[app] = offset
+    else:
+        HELLO_OFFSETS.pop(app, None)
+    return {"ok": 1.0}
+
+
+def cmd_test_node_offset(db, cmd, conn):
+    require_admin(db, "failoverTestNodeOffset")
+    NODES[node_arg(cmd, "failoverTestNodeOffset")].offset_ms = number_arg(cmd, "offsetMs")
+    return {"ok": 1.0}
+
+
+def cmd_test_step_down(db, cmd, conn):
+    require_admin(db, "failoverTestStepDown")
+    require_replset("failoverTestStepDown")
+    old = REPLSET["primary"]
+    new = node_arg(cmd, "newPrimary") if "newPrimary" in cmd else \
+        (0 if old is None else (old + 1) % len(NODES))
+    step_down(new, number_arg(cmd, "electionDelayMs", 0))
+    return {"ok": 1.0}
+
+
+def cmd_repl_set_step_down(db, cmd, conn):
+    require_admin(db, "replSetStepDown")
+    require_replset("replSetStepDown")
+    secs = cmd["replSetStepDown"]
+    if isinstance(secs, bool) or not isinstance(secs, (int, float)):
+        raise CommandError(2, "replSetStepDown takes the number of seconds to step down for,"
+                              " not %r" % (secs,))
+    node = conn["node"]
+    if REPLSET["primary"] != node.index:
+        raise CommandError(10107, "not primary so can't step down")
+    step_down((node.index + 1) % len(NODES))
+    return {"ok": 1.0}
 
 
 def cmd_build_info(db, cmd, conn):
@@ -200,7 +450,7 @@ def cmd_server_status(db, cmd, conn):
     return {
         "host": "127.0.0.1", "version": "6.0.0", "process": "mongod", "pid": Int64(os.getpid()),
         "uptime": float(int(time.time() - STARTED)),
-        "uptimeMillis": Int64(int((time.time() - STARTED) * 1000)), "localTime": now(),
+        "uptimeMillis": Int64(int((time.time() - STARTED) * 1000)), "localTime": conn_now(conn),
         "opcounters": {k: Int64(v) for k, v in OPCOUNTERS.items()},
         "connections": {"current": CONNECTIONS["current"], "available": 1000,
                         "totalCreated": Int64(CONNECTIONS["totalCreated"])},
@@ -453,7 +703,9 @@ COMMANDS = {
     "createIndexes": cmd_create_indexes, "listIndexes": cmd_list_indexes,
     "dropIndexes": cmd_drop_indexes, "drop": cmd_drop, "dropDatabase": cmd_drop_database,
     "listCollections": cmd_list_collections, "listDatabases": cmd_list_databases,
-    "configureFailPoint": cmd_configure_fail_point,
+    "configureFailPoint": cmd_configure_fail_point, "replSetStepDown": cmd_repl_set_step_down,
+    "failoverTestHelloOffset": cmd_test_hello_offset,
+    "failoverTestNodeOffset": cmd_test_node_offset, "failoverTestStepDown": cmd_test_step_down,
 }
 CANONICAL = {name.lower(): name for name in COMMANDS}  # findandmodify -> findAndModify
 COUNTED_ELSEWHERE = {"insert", "update", "delete", "find", "getMore", "findAndModify"}
@@ -490,6 +742,7 @@ def take_fail_point(name, conn):
 
 def handle(request, conn):
     """Run one request; reply, or hang up.  Returns False to close the connection."""
+    global CLOCK_NODE
     cmd = request.doc
     raw_name = request.command_name
     name = CANONICAL.get(raw_name.lower(), raw_name)
@@ -507,17 +760,21 @@ def handle(request, conn):
             reply["errorLabels"] = fp["errorLabels"]
     else:
         with LOCK:
+            CLOCK_NODE = conn["node"]
             handler = COMMANDS.get(name)
             if name not in COUNTED_ELSEWHERE:
                 OPCOUNTERS["command"] += 1
+            refused = refusal(name, cmd, conn["node"])
             if handler is None:
                 reply = error_reply(59, "no such command: '%s'" % raw_name)
+            elif refused:
+                reply = refused
             else:
                 db = CLIENT[cmd.get("$db", "test")]
                 try:
                     reply = handler(db, cmd, conn)
                 except Exception as exc:  # noqa: BLE001 - reported to the client
-                    if VERBOSE:
+                    if VERBOSE and not isinstance(exc, CommandError):
                         traceback.print_exc()
                     reply = error_reply(*exception_to_error(exc))
         if fp and "writeConcernError" in fp and reply.get("ok"):
@@ -533,14 +790,17 @@ class Server(mockupdb.MockupDB):
     """mockupdb's accept loop, with our own per-connection loop.
 
     mockupdb's loop holds its server-wide lock while handling a request and
-    has no per-connection state; ours remembers the connection id and the
-    appName from the handshake, and lets blockConnection sleep without a lock.
+    has no per-connection state; ours remembers the connection id, the
+    appName from the handshake and the member (Node) this server plays, and
+    lets blockConnection and awaitable hellos wait without the lock.
     """
 
     _ids = itertools.count(1)
 
+    node = None  # the member this server plays
+
     def _server_loop(self, client, client_addr):
-        conn = {"id": next(self._ids), "app_name": None}
+        conn = {"id": next(self._ids), "app_name": None, "node": self.node}
         with LOCK:
             CONNECTIONS["current"] += 1
             CONNECTIONS["totalCreated"] += 1
@@ -559,18 +819,55 @@ class Server(mockupdb.MockupDB):
             client.close()
 
 
+def offset_option(parser, option, value, key_type):
+    """KEY=MS of a repeatable offset option -> (key, ms); a bad one exits with usage."""
+    key, sep, ms = value.rpartition("=")
+    try:
+        if not sep or not key:
+            raise ValueError(value)
+        return key_type(key), int(ms)
+    except ValueError:
+        parser.error("%s takes %s=MS (an integer number of milliseconds), not %r"
+                     % (option, "I" if key_type is int else "APPNAME", value))
+
+
 def main():
-    global VERBOSE
+    global VERBOSE, REPLSET
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port", type=int, default=0,
+                        help="first port (members get consecutive ones); 0: any free ports")
+    parser.add_argument("--replset", type=int, default=0, metavar="N",
+                        help="play a replica set of N members (default: a standalone)")
+    parser.add_argument("--set-name", default="rs0", help="the replica set's name")
+    parser.add_argument("--node-offset", action="append", default=[], metavar="I=MS",
+                        help="member I's clock runs MS ms ahead (negative: behind)")
+    parser.add_argument("--hello-offset", action="append", default=[], metavar="APPNAME=MS",
+                        help="hello localTime on APPNAME's connections is MS ms ahead")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
     VERBOSE = args.verbose
+    if args.replset < 0:
+        parser.error("--replset takes the number of members (1 or more)")
+    NODES.extend(Node(i) for i in range(max(1, args.replset)))
+    for value in args.node_offset:
+        index, ms = offset_option(parser, "--node-offset", value, int)
+        if not 0 <= index < len(NODES):
+            parser.error("--node-offset %s: no member %d (members: 0 to %d)"
+                         % (value, index, len(NODES) - 1))
+        NODES[index].offset_ms = ms
+    for value in args.hello_offset:
+        app, ms = offset_option(parser, "--hello-offset", value, str)
+        HELLO_OFFSETS[app] = ms
+    if args.replset:
+        REPLSET = {"name": args.set_name, "primary": 0, "term": 1, "election": None}
 
-    server = Server(port=args.port, verbose=False, request_timeout=int(1e6))
-    server._address = ("127.0.0.1", args.port)
-    port = server.run()
-    print("PORT %d" % port, flush=True)
+    for node in NODES:
+        port = args.port + node.index if args.port else 0
+        server = Server(port=port, verbose=False, request_timeout=int(1e6))
+        server.node = node
+        server._address = ("127.0.0.1", port)
+        node.host = "127.0.0.1:%d" % server.run()
+    print("PORT " + " ".join(n.host.rpartition(":")[2] for n in NODES), flush=True)
 
     # os._exit: skip mockupdb's atexit hook, which joins every thread.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -3,32 +3,57 @@
 //! so that a new master resumes after the last task the old one published.
 //!
 //! Guarantees:
-//! * Tasks run on the master only, one at a time, in submission order; a task
-//!   starts only after the worker has confirmed, by this process's monotonic
-//!   clock, that the lease is valid (see the worker's notes on instant tasks).
-//! * After each finished task the master records its key; the key travels with
-//!   the next renewal (no database write per task). Standbys drop their tasks up to
-//!   and including that key.
-//! * After a crash, the tasks finished after the last published key run again on
-//!   the new master; nothing is lost while one member still holds a task. A
-//!   graceful [`Managed::shutdown`] finishes the running task and publishes its key
-//!   in the release, so a hand-over repeats nothing.
+//! * Tasks run on the master only, one at a time, in submission order; each task
+//!   starts only after a check, on `CLOCK_BOOTTIME`, that the lease is valid.
+//! * The work runs on a thread of its own (driving the application's runtime), so
+//!   work that blocks its thread (synchronous I/O, CPU work) cannot starve the
+//!   election's renewals. Keep [`Hooks`] quick and non-blocking: they run on the
+//!   runtime beside the election.
+//! * The `on_master` hook of an epoch has returned before the epoch's first task
+//!   starts (the worker waits for it at most one lease).
+//! * After each finished task the master records it in its *run*; the run travels
+//!   with the next renewal (no database write per task). Standbys drop the tasks
+//!   they can place in the run, and keep everything else (see below).
+//! * Nothing is lost while one member that holds a task is alive: a standby fed
+//!   from another point than the master (joined late, restarted), or whose keys
+//!   repeat over time, keeps what it cannot place and runs it if it leads. Keys must
+//!   be unique among the tasks in one queue at one time.
+//! * After a crash, the tasks finished after the last published run repeat on the
+//!   new master. A graceful [`Managed::shutdown`] finishes the running task (for at
+//!   most [`Options::shutdown_timeout`]) and publishes the run in the release, so a
+//!   hand-over repeats nothing.
+//! * Dead letters (a task that failed `max_attempts` times) go to the application
+//!   on the master that gave up on them ([`Event::DeadLetter`](crate::Event::DeadLetter),
+//!   [`Managed::take_dead_letters`]) and leave every queue with the run. If that
+//!   master crashes before it published the run, the standbys still hold the task
+//!   and the next master tries it again.
+//!
+//! # Placing the master's run on a standby
+//!
+//! The master publishes its run of the epoch: the first key, the number of tasks,
+//! the last key. A standby drops tasks only from the run's first key on (found in
+//! its queue, or among the tasks it finished itself before it stepped down), as
+//! many as the run counts, and only once the last of them is the published last
+//! key; a standby whose feed lags counts the arriving tasks into the run. A member
+//! that cannot place the last run gives better-fed members one lease of head start
+//! before taking an expired lease, and reports
+//! [`Event::ResumePointUnknown`](crate::Event::ResumePointUnknown) if it leads anyway.
 
 mod queue;
 mod work;
 mod worker;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use queue::QueueStats;
 pub use work::{key_field, work_fn, IntoOutcome, Outcome, Work, WorkContext};
 
-use crate::error::Result;
-use crate::event::{lock, EventSink, Events, Hooks};
+use crate::error::{Error, Result};
+#[allow(unused_imports)] // for the docs
+use crate::event::Hooks as _;
+use crate::event::{lock, panic_message, Event, EventSink, Events, Hooks};
 use crate::member::Member;
 use crate::options::Options;
 use crate::state::State;
@@ -45,13 +70,13 @@ pub trait Subsystem: Work + Hooks {
 /// A member of a managed subsystem: the election plus the work queue.
 ///
 /// Dropping it without [`shutdown`](Managed::shutdown) stops it like a crash.
+#[must_use = "a managed member stops (like a crash) when its handle is dropped"]
 pub struct Managed<W: Work> {
     member: Member,
     work: Arc<W>,
     queue: Arc<Queue<W>>,
-    stop: watch::Sender<bool>,
-    stopping: Arc<AtomicBool>,
-    worker: Mutex<Option<JoinHandle<()>>>,
+    /// Reports how the worker's thread ended (`Err`: it panicked).
+    worker: Mutex<Option<JoinHandle<std::result::Result<(), String>>>>,
 }
 
 impl<W: Work> std::fmt::Debug for Managed<W> {
@@ -81,7 +106,7 @@ impl<W: Work> Managed<W> {
     /// }
     /// cluster.member().wait_for_master().await?;
     /// # while cluster.stats().queued > 0 { tokio::time::sleep(std::time::Duration::from_millis(5)).await }
-    /// cluster.shutdown().await;
+    /// cluster.shutdown().await?;
     /// # Ok(()) }
     /// ```
     pub async fn start(name: &str, options: Options, work: W) -> Result<Self> {
@@ -117,50 +142,116 @@ impl<W: Work> Managed<W> {
         let queue = Arc::new(Queue::<W>::new(options.queue_capacity, events.clone()));
         let backoff = options.retry;
         let max_attempts = options.max_attempts;
-        let member = Member::launch_with(name, options, hooks, queue.clone(), events).await?;
-        let (stop, stop_rx) = watch::channel(false);
-        let stopping = Arc::new(AtomicBool::new(false));
+        let hook_wait = options.effective_lease();
+        let member = Member::launch(name, options, hooks, queue.clone(), events).await?;
+        let shared = member.shared().clone();
         let worker = Worker {
-            stopping: stopping.clone(),
             work: work.clone(),
             queue: queue.clone(),
-            shared: member.shared().clone(),
+            shared: shared.clone(),
             backoff,
             max_attempts,
+            hook_wait,
         };
-        let worker = tokio::spawn(worker.run(stop_rx));
+        // On a multi-thread runtime the worker drives the runtime from a thread of
+        // its own, so that work that blocks its thread cannot starve the election.
+        // A current-thread runtime has one thread for everything (and Tokio's
+        // paused test clock only sees that thread): the worker is a task there.
+        let runtime = tokio::runtime::Handle::current();
+        let (done, finished) = tokio::sync::oneshot::channel();
+        if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+            let task = tokio::spawn(worker.run());
+            tokio::spawn(async move {
+                let ended = task.await.map_err(|e| match e.try_into_panic() {
+                    Ok(payload) => panic_message(payload),
+                    Err(_) => "the worker was cancelled".to_owned(),
+                });
+                let _ = done.send(ended);
+            });
+        } else {
+            let spawned = std::thread::Builder::new()
+                .name(format!("failover-worker:{name}"))
+                .spawn(move || {
+                    let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        runtime.block_on(worker.run())
+                    }));
+                    let _ = done.send(ended.map_err(panic_message));
+                });
+            if let Err(e) = spawned {
+                member.abort();
+                return Err(Error::invalid(
+                    "worker",
+                    format!("cannot start the worker's thread: {e}"),
+                ));
+            }
+        }
+        Self::watch(member, work, queue, shared, finished)
+    }
+
+    /// Watches the worker: if it dies, the member cannot go on and hands the lease
+    /// over.
+    fn watch(
+        member: Member,
+        work: Arc<W>,
+        queue: Arc<Queue<W>>,
+        shared: Arc<crate::shared::Shared>,
+        finished: tokio::sync::oneshot::Receiver<std::result::Result<(), String>>,
+    ) -> Result<Self> {
+        // If the worker dies, the member cannot go on: it hands the lease over.
+        let watcher = tokio::spawn(async move {
+            let ended = finished
+                .await
+                .unwrap_or_else(|_| Err("the worker's thread ended without a word".to_owned()));
+            if let Err(message) = &ended {
+                tracing::error!(target: "failover::managed", member = %shared.member_id, %message,
+                    "the worker panicked; this member stops and hands its lease over");
+                shared
+                    .events
+                    .emit(Event::Panic(format!("worker panicked: {message}")));
+                shared.stopping.cancel();
+            }
+            ended
+        });
         Ok(Managed {
             member,
             work,
             queue,
-            stop,
-            stopping,
-            worker: Mutex::new(Some(worker)),
+            worker: Mutex::new(Some(watcher)),
         })
     }
 
     /// Adds a task to this member's queue. Feed every member the same tasks in the
     /// same order: the master works them, the standbys keep them until the master
-    /// publishes that they are done.
+    /// publishes that it ran them.
     ///
     /// With a bounded queue ([`Options::queue_capacity`]) this waits for room, or
-    /// fails with [`Error::QueueFull`](crate::Error::QueueFull).
+    /// fails with [`Error::QueueFull`](crate::Error::QueueFull). Cancel-safe: a
+    /// cancelled call has not queued the task.
     ///
-    /// A task whose key is BSON `null` (a missing key field, or a key with no
-    /// BSON form) is refused with [`Error::Serialization`](crate::Error::Serialization):
-    /// it could not be told apart from other tasks when the master publishes it.
+    /// # Errors
+    /// [`Error::Shutdown`] once the member is stopping;
+    /// [`Error::Serialization`](crate::Error::Serialization) for a task whose key
+    /// has no BSON form (such as a `u64` above `i64::MAX`) or is BSON `null` (a
+    /// missing key field): it could not be told apart from other tasks when the
+    /// master publishes it; [`Error::QueueFull`](crate::Error::QueueFull).
     pub async fn submit_work(&self, task: W::Task) -> Result<()> {
+        if self.member.shared().stopping.is_cancelled() {
+            return Err(Error::Shutdown);
+        }
         let key = self.work.key(&task);
-        if (&key as &dyn std::any::Any)
-            .downcast_ref::<bson::Bson>()
-            .is_some_and(|k| matches!(k, bson::Bson::Null))
-        {
-            return Err(crate::error::Error::serialization(
+        let bkey = bson::to_bson(&key).map_err(|e| {
+            Error::serialization(
+                "task key",
+                format!("{e}; give keys a type with a BSON form (integers up to i64::MAX, strings, object ids)"),
+            )
+        })?;
+        if matches!(bkey, bson::Bson::Null) {
+            return Err(Error::serialization(
                 "task key",
                 "the task has no key (the key field is missing, null, or has no BSON form)",
             ));
         }
-        self.queue.submit(key, task).await
+        self.queue.submit(key, bkey, task).await
     }
 
     /// The election side: state, epoch, events.
@@ -204,25 +295,38 @@ impl<W: Work> Managed<W> {
         self.queue.take_dead_letters()
     }
 
-    /// Stops the way a crash would: no task is finished or started, nothing is
+    /// Stops the way a crash would: the running task is dropped, nothing is
     /// published, the lease is not handed over. Dropping it does the same.
     pub fn abort(&self) {
-        if let Some(worker) = lock(&self.worker).take() {
-            worker.abort();
-        }
         self.member.abort();
     }
 
-    /// Stops gracefully: lets the running task finish, starts no other, then
-    /// publishes the last finished key and hands the lease over in one write.
-    pub async fn shutdown(&self) {
-        self.stopping.store(true, Ordering::Release);
-        self.stop.send_replace(true);
+    /// Stops gracefully: starts no other task, lets the running one finish (for at
+    /// most [`Options::shutdown_timeout`], then drops it), then publishes the run
+    /// and hands the lease over in one write. Idempotent and cancel-safe (the stop
+    /// goes on if this future is dropped).
+    ///
+    /// # Errors
+    /// [`Error::Panic`](crate::Error::Panic) if the worker, the election or the
+    /// hooks panicked.
+    pub async fn shutdown(&self) -> Result<()> {
+        let election = self.member.shutdown().await;
         let worker = lock(&self.worker).take();
-        if let Some(worker) = worker {
-            let _ = worker.await;
-        }
-        self.member.shutdown().await;
+        let worker = match worker {
+            Some(w) => match w.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(message)) => Err(Error::Panic {
+                    place: "worker",
+                    message,
+                }),
+                Err(e) => Err(Error::Panic {
+                    place: "worker",
+                    message: e.to_string(),
+                }),
+            },
+            None => Ok(()),
+        };
+        worker.and(election)
     }
 }
 

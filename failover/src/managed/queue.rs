@@ -1,6 +1,32 @@
-//! The managed work queue: FIFO, pruned by the master's synchronize ids.
+//! The managed work queue: FIFO on every member, pruned on the standbys by the
+//! master's published run.
+//!
+//! # What the master publishes
+//!
+//! Every task that leaves the master's queue in its epoch (done, or moved out as a
+//! dead letter) belongs to the epoch's *run*. With each renewal the master
+//! publishes the run: its epoch, its first key, its length, and its last key (the
+//! synchronize id).
+//!
+//! # How a standby prunes
+//!
+//! A standby drops a task only when it can place it in the run:
+//! * it finds the run's first key in its queue (or among the keys it finished
+//!   itself as master, when it stepped down and another member resumed after it):
+//!   the *anchor*; from there the run's tasks are its next tasks, counted;
+//! * the counted run must end with the published last key. If the standby's feed
+//!   lags, the tasks it has are set aside and the next ones to arrive are counted
+//!   into the run as they come; only when the last one matches are they dropped. A
+//!   mismatch puts every task set aside back, in order.
+//!
+//! So a standby that was fed from another point than the master (it joined late,
+//! or restarted), or whose keys repeat, never drops a task that the master did not
+//! run: it keeps it, and runs it if it leads later (a repeat, never a loss).
+//! A member whose queue cannot place the last run gives better-fed members a head
+//! start of one lease before it takes an expired lease, and reports
+//! [`Event::ResumePointUnknown`] if it leads anyway.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bson::Bson;
@@ -9,18 +35,25 @@ use tokio::sync::Notify;
 use super::work::Work;
 use crate::error::{Error, Result};
 use crate::event::{lock, Event, EventSink};
-use crate::member::SyncPort;
+use crate::lease::{Published, Run};
 use crate::options::QueueFull;
+use crate::shared::SyncPort;
 
-/// A queued task with its key and how often it was tried.
+/// How many keys a member remembers of the tasks it finished itself in its last
+/// epoch, to place the next master's run after a step-down.
+const OWN_TAIL: usize = 4096;
+
+/// A queued task with its key (typed and as BSON) and how often it was tried.
 pub(crate) struct Entry<W: Work> {
     pub key: W::Key,
+    pub bkey: Bson,
     pub task: W::Task,
     pub attempts: u32,
 }
 
 /// Counters of a managed queue, as [`Managed::stats`](crate::Managed::stats) reports them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueueStats {
     /// Tasks waiting or being worked on.
     pub queued: usize,
@@ -30,7 +63,7 @@ pub struct QueueStats {
     pub retries: u64,
     /// Tasks moved out as dead letters.
     pub dead_letters: u64,
-    /// Tasks dropped because the master published that they were done.
+    /// Tasks dropped because the master published that it ran them.
     pub pruned: u64,
 }
 
@@ -44,13 +77,42 @@ pub(crate) struct Queue<W: Work> {
     events: Arc<EventSink>,
 }
 
+/// The master's own run in its epoch.
+struct OwnRun {
+    epoch: u64,
+    first: Bson,
+    count: u64,
+    last: Bson,
+}
+
+/// A standby's progress in placing the run of one epoch.
+struct Follow {
+    epoch: u64,
+    /// Where in `tasks` the run continues, once anchored.
+    anchor: Option<usize>,
+    /// Run tasks accounted for: pruned, set aside, or finished by this member.
+    matched: u64,
+    /// The published length and last key.
+    count: u64,
+    last: Bson,
+    /// A mismatch was found: no more pruning for this epoch.
+    broken: bool,
+}
+
 struct Inner<W: Work> {
     tasks: VecDeque<Entry<W>>,
     /// Taken by the worker, not yet finished.
     in_flight: usize,
-    /// A key the master published that this member has not been fed yet: when it
-    /// arrives, it and everything before it are dropped.
-    pending_prune: Option<W::Key>,
+    /// As master: this epoch's run.
+    run: Option<OwnRun>,
+    /// Epochs this member led: their runs need no pruning here.
+    own_epochs: HashSet<u64>,
+    /// Keys this member finished in its latest epoch (at most [`OWN_TAIL`]).
+    own_tail: VecDeque<Bson>,
+    /// As standby: placing the current master's run.
+    follow: Option<Follow>,
+    /// The tasks of `follow` set aside until its last key is seen.
+    aside: Vec<Entry<W>>,
     /// The last finished key: this member's own work as master, or the master's.
     last_done: Option<W::Key>,
     dead: Vec<(W::Key, W::Task)>,
@@ -63,7 +125,11 @@ impl<W: Work> Queue<W> {
             inner: Mutex::new(Inner {
                 tasks: VecDeque::new(),
                 in_flight: 0,
-                pending_prune: None,
+                run: None,
+                own_epochs: HashSet::new(),
+                own_tail: VecDeque::new(),
+                follow: None,
+                aside: Vec::new(),
                 last_done: None,
                 dead: Vec::new(),
                 stats: QueueStats::default(),
@@ -76,9 +142,10 @@ impl<W: Work> Queue<W> {
     }
 
     /// Appends a task, waiting for room or refusing it when the queue is full.
-    pub async fn submit(&self, key: W::Key, task: W::Task) -> Result<()> {
+    pub async fn submit(&self, key: W::Key, bkey: Bson, task: W::Task) -> Result<()> {
         let mut entry = Entry {
             key,
+            bkey,
             task,
             attempts: 0,
         };
@@ -103,23 +170,31 @@ impl<W: Work> Queue<W> {
     /// `QueueFull::Wait`) or refuses it.
     fn try_push(&self, entry: Entry<W>) -> Result<Option<Entry<W>>> {
         let mut inner = lock(&self.inner);
-        if inner.pending_prune.as_ref() == Some(&entry.key) {
-            // The master already finished this task and all before it.
-            let dropped = inner.tasks.len() as u64 + 1;
-            inner.tasks.clear();
-            inner.stats.pruned += dropped;
-            inner.pending_prune = None;
-            drop(inner);
-            self.space.notify_waiters();
-            return Ok(None);
-        }
         if let Some((capacity, when_full)) = self.capacity {
-            if inner.tasks.len() + inner.in_flight >= capacity {
+            if inner.tasks.len() + inner.in_flight + inner.aside.len() >= capacity {
                 return match when_full {
                     QueueFull::Reject => Err(Error::QueueFull { capacity }),
                     QueueFull::Wait => Ok(Some(entry)),
                 };
             }
+        }
+        let owed = inner
+            .follow
+            .as_ref()
+            .is_some_and(|f| !f.broken && f.anchor.is_some() && f.matched < f.count);
+        if owed {
+            // The master's run goes on past what we had: this task is part of it.
+            let f = inner.follow.as_mut().expect("checked above");
+            f.matched += 1;
+            let complete = f.matched == f.count;
+            let matches = entry.bkey == f.last;
+            inner.aside.push(entry);
+            if complete {
+                inner.settle(matches);
+                drop(inner);
+                self.space.notify_waiters();
+            }
+            return Ok(None);
         }
         inner.tasks.push_back(entry);
         drop(inner);
@@ -127,66 +202,79 @@ impl<W: Work> Queue<W> {
         Ok(None)
     }
 
-    /// Moves up to `max` tasks into the worker's `batch`.
-    pub fn take(&self, batch: &mut VecDeque<Entry<W>>, max: usize) {
+    /// Moves the next task to the worker.
+    pub fn take(&self) -> Option<Entry<W>> {
         let mut inner = lock(&self.inner);
-        let n = inner.tasks.len().min(max);
-        batch.extend(inner.tasks.drain(..n));
-        inner.in_flight += n;
+        let entry = inner.tasks.pop_front()?;
+        inner.in_flight += 1;
+        // The anchor of a run being placed moves with the head.
+        if let Some(a) = inner.follow.as_mut().and_then(|f| f.anchor.as_mut()) {
+            *a = a.saturating_sub(1);
+        }
+        Some(entry)
     }
 
-    /// Puts unfinished tasks back at the head, in order.
-    pub fn restore(&self, batch: &mut VecDeque<Entry<W>>) {
-        if batch.is_empty() {
-            return;
-        }
+    /// Puts an unfinished task back at the head.
+    pub fn restore(&self, entry: Entry<W>) {
         let mut inner = lock(&self.inner);
-        inner.in_flight = inner.in_flight.saturating_sub(batch.len());
-        while let Some(e) = batch.pop_back() {
-            inner.tasks.push_front(e);
-        }
-    }
-
-    /// Records the worker's progress: `done` finished tasks (the last with key
-    /// `last`) and `retries` attempts that asked for a retry.
-    pub fn record(&self, done: usize, last: Option<W::Key>, retries: u64) {
-        if done == 0 && retries == 0 {
-            return;
-        }
-        let mut inner = lock(&self.inner);
-        inner.in_flight = inner.in_flight.saturating_sub(done);
-        inner.stats.finished += done as u64;
-        inner.stats.retries += retries;
-        if last.is_some() {
-            inner.last_done = last;
-        }
-        drop(inner);
-        if done > 0 && self.capacity.is_some() {
-            self.space.notify_waiters();
+        inner.in_flight = inner.in_flight.saturating_sub(1);
+        inner.tasks.push_front(entry);
+        if let Some(a) = inner.follow.as_mut().and_then(|f| f.anchor.as_mut()) {
+            *a += 1;
         }
     }
 
-    /// Moves a task out of the queue for good, handing it to the application.
-    pub fn dead_letter(&self, entry: Entry<W>, reason: String) {
-        let task = bson::to_bson(&entry.task)
-            .unwrap_or_else(|e| Bson::String(format!("<task not serializable: {e}>")));
-        let key = bson::to_bson(&entry.key).unwrap_or(Bson::Null);
-        tracing::warn!(target: "failover::managed", %key, attempts = entry.attempts, %reason, "dead letter");
-        {
-            let mut inner = lock(&self.inner);
-            inner.in_flight = inner.in_flight.saturating_sub(1);
-            inner.stats.dead_letters += 1;
-            inner.dead.push((entry.key, entry.task));
+    /// The worker finished a task of `epoch` (done, or dead-lettered when
+    /// `dead_letter` is given): it joins the epoch's run.
+    pub fn finish(&self, epoch: u64, entry: Entry<W>, dead_letter: Option<String>) {
+        let mut inner = lock(&self.inner);
+        inner.in_flight = inner.in_flight.saturating_sub(1);
+        match &mut inner.run {
+            Some(run) if run.epoch == epoch => {
+                run.count += 1;
+                run.last = entry.bkey.clone();
+            }
+            _ => {
+                inner.run = Some(OwnRun {
+                    epoch,
+                    first: entry.bkey.clone(),
+                    count: 1,
+                    last: entry.bkey.clone(),
+                });
+            }
         }
-        self.events.emit(Event::DeadLetter {
-            key,
-            task,
-            attempts: entry.attempts,
-            reason,
-        });
+        if inner.own_tail.len() == OWN_TAIL {
+            inner.own_tail.pop_front();
+        }
+        inner.own_tail.push_back(entry.bkey.clone());
+        match dead_letter {
+            None => {
+                inner.stats.finished += 1;
+                inner.last_done = Some(entry.key);
+            }
+            Some(reason) => {
+                let task = bson::to_bson(&entry.task)
+                    .unwrap_or_else(|e| Bson::String(format!("<task not serializable: {e}>")));
+                tracing::warn!(target: "failover::managed", key = %entry.bkey, attempts = entry.attempts, %reason, "dead letter");
+                inner.stats.dead_letters += 1;
+                inner.dead.push((entry.key, entry.task));
+                drop(inner);
+                self.events.emit(Event::DeadLetter {
+                    key: entry.bkey,
+                    task,
+                    attempts: entry.attempts,
+                    reason,
+                });
+            }
+        }
         if self.capacity.is_some() {
             self.space.notify_waiters();
         }
+    }
+
+    /// Counts an attempt that asked for a retry.
+    pub fn retried(&self) {
+        lock(&self.inner).stats.retries += 1;
     }
 
     pub fn take_dead_letters(&self) -> Vec<(W::Key, W::Task)> {
@@ -196,7 +284,7 @@ impl<W: Work> Queue<W> {
     pub fn stats(&self) -> QueueStats {
         let inner = lock(&self.inner);
         QueueStats {
-            queued: inner.tasks.len() + inner.in_flight,
+            queued: inner.tasks.len() + inner.in_flight + inner.aside.len(),
             ..inner.stats.clone()
         }
     }
@@ -205,7 +293,7 @@ impl<W: Work> Queue<W> {
         lock(&self.inner).last_done.clone()
     }
 
-    /// The keys waiting, in order (for tests and diagnostics).
+    /// The keys waiting, in order (not the one being worked on, nor those set aside).
     pub fn keys(&self) -> Vec<W::Key> {
         lock(&self.inner)
             .tasks
@@ -213,45 +301,171 @@ impl<W: Work> Queue<W> {
             .map(|e| e.key.clone())
             .collect()
     }
+}
 
-    /// Drops everything up to and including `key`; remembers a key not yet queued.
-    pub fn prune(&self, key: W::Key) {
-        let mut inner = lock(&self.inner);
-        match inner.tasks.iter().position(|e| e.key == key) {
-            Some(pos) => {
-                inner.tasks.drain(..=pos);
-                inner.stats.pruned += pos as u64 + 1;
-                inner.pending_prune = None;
+impl<W: Work> Inner<W> {
+    /// The last counted task of the run arrived: drop the tasks set aside if it is
+    /// the published last one, else put them back.
+    fn settle(&mut self, matches: bool) {
+        let Some(f) = self.follow.as_mut() else {
+            return;
+        };
+        let aside = std::mem::take(&mut self.aside);
+        if matches {
+            self.stats.pruned += aside.len() as u64;
+            if let Some(last) = aside.last() {
+                self.last_done = Some(last.key.clone());
             }
-            None => {
-                // Already pruned (a repeated or older id), or not fed to us yet:
-                // remember it and decide when (if) it arrives.
-                inner.pending_prune = Some(key.clone());
+        } else {
+            tracing::warn!(target: "failover::managed", epoch = f.epoch,
+                "the master's run does not line up with this member's queue; keeping every task");
+            f.broken = true;
+            let at = f.anchor.unwrap_or(self.tasks.len()).min(self.tasks.len());
+            for (i, e) in aside.into_iter().enumerate() {
+                self.tasks.insert(at + i, e);
             }
         }
-        inner.last_done = Some(key);
-        drop(inner);
-        if self.capacity.is_some() {
-            self.space.notify_waiters();
+    }
+
+    /// Puts back every task set aside (not proven run).
+    fn unsettle(&mut self) {
+        if self.aside.is_empty() {
+            return;
         }
+        let at = self
+            .follow
+            .as_ref()
+            .and_then(|f| f.anchor)
+            .unwrap_or(0)
+            .min(self.tasks.len());
+        for (i, e) in std::mem::take(&mut self.aside).into_iter().enumerate() {
+            self.tasks.insert(at + i, e);
+        }
+    }
+
+    /// Places the master's published run (see the module docs).
+    fn apply(&mut self, run_epoch: u64, first: &Bson, count: u64, last: &Bson) -> u64 {
+        if self.own_epochs.contains(&run_epoch) {
+            return 0; // our own run: its tasks left our queue as we ran them
+        }
+        if self.follow.as_ref().is_none_or(|f| f.epoch != run_epoch) {
+            self.unsettle();
+            self.follow = Some(Follow {
+                epoch: run_epoch,
+                anchor: None,
+                matched: 0,
+                count: 0,
+                last: Bson::Null,
+                broken: false,
+            });
+        }
+        let own_tail = &self.own_tail;
+        let tasks = &mut self.tasks;
+        let f = self.follow.as_mut().expect("set above");
+        if f.broken || count <= f.count {
+            return 0;
+        }
+        f.count = count;
+        f.last = last.clone();
+        if f.anchor.is_none() {
+            if let Some(i) = tasks.iter().position(|e| &e.bkey == first) {
+                f.anchor = Some(i);
+            } else if let Some(k) = own_tail.iter().position(|k| k == first) {
+                // We ran the start of this run ourselves before we stepped down.
+                f.anchor = Some(0);
+                f.matched = (own_tail.len() - k) as u64;
+            } else {
+                return 0; // cannot place it: keep everything
+            }
+        }
+        let Some(anchor) = f.anchor else { return 0 };
+        let need = f.count.saturating_sub(f.matched) as usize;
+        let have = tasks.len().saturating_sub(anchor);
+        let take = need.min(have);
+        if take == 0 {
+            return 0;
+        }
+        let moved: Vec<Entry<W>> = tasks.drain(anchor..anchor + take).collect();
+        f.matched += take as u64;
+        let complete = f.matched == f.count;
+        let matches = moved.last().is_some_and(|e| &e.bkey == last);
+        self.aside.extend(moved);
+        if complete {
+            let before = self.stats.pruned;
+            self.settle(matches);
+            return self.stats.pruned - before;
+        }
+        0
+    }
+
+    /// Whether this member can place the run `published` names (or needs not).
+    fn knows(&self, published: Option<&Published>) -> bool {
+        let Some(run) = published.and_then(|p| p.run.as_ref()) else {
+            return true;
+        };
+        if self.own_epochs.contains(&run.epoch) {
+            return true;
+        }
+        self.follow.as_ref().is_some_and(|f| {
+            f.epoch == run.epoch && !f.broken && f.anchor.is_some() && f.matched >= run.count
+        })
     }
 }
 
 impl<W: Work> SyncPort for Queue<W> {
-    fn outgoing(&self) -> Option<Bson> {
-        let key = self.last_done()?;
-        bson::to_bson(&key).ok()
+    fn outgoing(&self) -> Option<Published> {
+        let inner = lock(&self.inner);
+        let run = inner.run.as_ref()?;
+        Some(Published {
+            id: run.last.clone(),
+            run: Some(Run {
+                epoch: run.epoch,
+                first: run.first.clone(),
+                count: run.count,
+            }),
+        })
     }
 
-    fn incoming(&self, id: &Bson) {
-        match bson::from_bson::<W::Key>(id.clone()) {
-            Ok(key) => self.prune(key),
-            Err(e) => {
-                let error = Error::serialization("synchronize id into the task key type", e);
-                tracing::error!(target: "failover::managed", %id, %error, "cannot prune");
-                self.events.emit(Event::Error(error));
+    fn incoming(&self, _lease_epoch: u64, published: &Published) {
+        let Some(run) = &published.run else { return };
+        let pruned = {
+            let mut inner = lock(&self.inner);
+            inner.apply(run.epoch, &run.first, run.count, &published.id)
+        };
+        if pruned > 0 && self.capacity.is_some() {
+            self.space.notify_waiters();
+        }
+    }
+
+    fn became_master(&self, epoch: u64, inherited: Option<&Published>) {
+        let mut inner = lock(&self.inner);
+        if let Some(p) = inherited {
+            if let Some(run) = &p.run {
+                inner.apply(run.epoch, &run.first, run.count, &p.id);
             }
         }
+        let known = inner.knows(inherited);
+        // Tasks set aside are not proven run: work them.
+        inner.unsettle();
+        inner.follow = None;
+        inner.own_epochs.insert(epoch);
+        inner.own_tail.clear();
+        drop(inner);
+        self.ready.notify_one();
+        if !known {
+            if let Some(p) = inherited {
+                tracing::warn!(target: "failover::managed", epoch, last = %p.id,
+                    "this member's queue does not contain where the previous master stopped; working it from the head");
+                self.events.emit(Event::ResumePointUnknown {
+                    epoch,
+                    last_published: p.id.clone(),
+                });
+            }
+        }
+    }
+
+    fn should_defer(&self, published: Option<&Published>) -> bool {
+        !lock(&self.inner).knows(published)
     }
 }
 
@@ -279,57 +493,103 @@ mod tests {
 
     async fn fill(q: &Queue<Numbers>, tasks: impl IntoIterator<Item = u32>) {
         for t in tasks {
-            q.submit(t, t).await.unwrap();
+            q.submit(t, Bson::Int64(i64::from(t)), t).await.unwrap();
+        }
+    }
+
+    fn run(epoch: u64, first: u32, count: u64, last: u32) -> Published {
+        Published {
+            id: Bson::Int64(i64::from(last)),
+            run: Some(Run {
+                epoch,
+                first: Bson::Int64(i64::from(first)),
+                count,
+            }),
         }
     }
 
     #[tokio::test]
-    async fn pruning_drops_up_to_and_including_the_key() {
+    async fn a_placed_run_is_dropped() {
         let q = queue(None);
         fill(&q, 1..=10).await;
-        q.prune(3);
+        q.incoming(1, &run(1, 1, 3, 3));
         assert_eq!(q.keys(), (4..=10).collect::<Vec<_>>());
-        assert_eq!(q.last_done(), Some(3));
-        assert_eq!(q.stats().pruned, 3);
-    }
-
-    #[tokio::test]
-    async fn repeated_and_older_keys_change_nothing() {
-        let q = queue(None);
-        fill(&q, 1..=10).await;
-        q.prune(5);
-        q.prune(5);
-        q.prune(2);
+        q.incoming(1, &run(1, 1, 5, 5));
         assert_eq!(q.keys(), (6..=10).collect::<Vec<_>>());
-        // Neither 5 nor 2 arrives again, so nothing else is dropped.
-        fill(&q, 11..=12).await;
-        assert_eq!(q.keys(), (6..=12).collect::<Vec<_>>());
+        // Repeated and older publications change nothing.
+        q.incoming(1, &run(1, 1, 5, 5));
+        q.incoming(1, &run(1, 1, 4, 4));
+        assert_eq!(q.keys(), (6..=10).collect::<Vec<_>>());
+        assert_eq!(q.stats().pruned, 5);
+        assert_eq!(q.last_done(), Some(5));
     }
 
     #[tokio::test]
-    async fn a_key_not_yet_fed_prunes_when_it_arrives() {
+    async fn a_lagging_feed_is_counted_into_the_run_as_it_arrives() {
         let q = queue(None);
         fill(&q, 1..=3).await;
-        q.prune(5); // the master is ahead of what this member was fed
-        assert_eq!(
-            q.keys(),
-            [1, 2, 3],
-            "nothing is dropped before the key is known"
-        );
+        q.incoming(1, &run(1, 1, 5, 5)); // the master is ahead of what we were fed
+        assert!(q.keys().is_empty(), "1 to 3 are set aside");
+        assert_eq!(q.stats().queued, 3, "set aside, not dropped");
         fill(&q, [4, 5, 6]).await;
-        assert_eq!(q.keys(), [6], "5 and everything before it were done");
+        assert_eq!(q.keys(), [6]);
         assert_eq!(q.stats().pruned, 5);
     }
 
     #[tokio::test]
-    async fn out_of_order_keys_prune_what_they_name() {
+    async fn a_run_that_does_not_line_up_drops_nothing() {
         let q = queue(None);
-        fill(&q, 1..=10).await;
-        q.prune(7);
-        q.prune(4); // older: already gone, remembered in case it arrives
-        assert_eq!(q.keys(), [8, 9, 10]);
-        q.prune(9);
-        assert_eq!(q.keys(), [10]);
+        fill(&q, 1..=3).await;
+        q.incoming(1, &run(1, 1, 5, 5));
+        fill(&q, [4, 9, 6]).await; // the fifth task is 9, not 5
+        assert_eq!(q.keys(), [1, 2, 3, 4, 9, 6]);
+        assert_eq!(q.stats().pruned, 0);
+    }
+
+    #[tokio::test]
+    async fn a_run_that_starts_elsewhere_drops_nothing_before_it() {
+        // A late joiner led: its run starts at 6.
+        let q = queue(None);
+        fill(&q, 3..=7).await;
+        q.incoming(2, &run(2, 6, 1, 6));
+        assert_eq!(q.keys(), [3, 4, 5, 7]);
+        // It cannot place a run whose start it never had: it keeps everything.
+        let late = queue(None);
+        fill(&late, [6, 7]).await;
+        late.incoming(1, &run(1, 1, 2, 2));
+        assert_eq!(late.keys(), [6, 7]);
+        assert!(late.should_defer(Some(&run(1, 1, 2, 2))));
+    }
+
+    #[tokio::test]
+    async fn our_own_run_is_never_pruned_again_and_repeated_keys_survive() {
+        let q = queue(None);
+        fill(&q, 1..=3).await;
+        q.became_master(1, None);
+        for _ in 0..3 {
+            let e = q.take().unwrap();
+            q.finish(1, e, None);
+        }
+        let published = q.outgoing().unwrap();
+        // We step down and re-take our own lease: our own run is inherited.
+        q.became_master(2, Some(&published));
+        fill(&q, [4, 5, 3, 7]).await;
+        assert_eq!(q.keys(), [4, 5, 3, 7]);
+    }
+
+    #[tokio::test]
+    async fn a_run_resumed_after_our_own_finished_tasks_is_placed() {
+        // We ran 1..=5 as master of epoch 1 but published only 3; another member
+        // resumed at 4 and ran 4..=7.
+        let q = queue(None);
+        fill(&q, 1..=9).await;
+        q.became_master(1, None);
+        for _ in 0..5 {
+            let e = q.take().unwrap();
+            q.finish(1, e, None);
+        }
+        q.incoming(2, &run(2, 4, 4, 7));
+        assert_eq!(q.keys(), [8, 9]);
     }
 
     #[tokio::test]
@@ -337,36 +597,18 @@ mod tests {
         let q = queue(Some((2, QueueFull::Reject)));
         fill(&q, [1, 2]).await;
         assert_eq!(
-            q.submit(3, 3).await.unwrap_err(),
-            Error::QueueFull { capacity: 2 }
+            q.submit(3, Bson::Int64(3), 3).await,
+            Err(Error::QueueFull { capacity: 2 })
         );
-
-        let q = Arc::new(queue(Some((2, QueueFull::Wait))));
-        fill(&q, [1, 2]).await;
-        let waiting = tokio::spawn({
-            let q = q.clone();
-            async move { q.submit(3, 3).await }
-        });
+        let q = Arc::new(queue(Some((1, QueueFull::Wait))));
+        fill(&q, [1]).await;
+        let q2 = q.clone();
+        let waiting = tokio::spawn(async move { q2.submit(2, Bson::Int64(2), 2).await });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
-        let mut batch = VecDeque::new();
-        q.take(&mut batch, 1);
-        q.record(1, Some(1), 0);
+        let e = q.take().unwrap();
+        q.finish(1, e, None);
         waiting.await.unwrap().unwrap();
-        assert_eq!(q.keys(), [2, 3]);
-    }
-
-    #[tokio::test]
-    async fn restored_tasks_go_back_to_the_head_in_order() {
-        let q = queue(None);
-        fill(&q, 1..=5).await;
-        let mut batch = VecDeque::new();
-        q.take(&mut batch, 3);
-        assert_eq!(q.stats().queued, 5);
-        batch.pop_front();
-        q.record(1, Some(1), 0);
-        q.restore(&mut batch);
-        assert_eq!(q.keys(), [2, 3, 4, 5]);
-        assert_eq!(q.stats().queued, 4);
+        assert_eq!(q.keys(), [2]);
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::member::Shared;
+use crate::shared::Shared;
 
 /// The work of a managed subsystem: how to key a task and how to do it.
 ///
@@ -116,6 +116,7 @@ pub struct WorkContext {
     pub(crate) epoch: u64,
     pub(crate) attempt: u32,
     pub(crate) shared: Arc<Shared>,
+    pub(crate) token: tokio_util::sync::CancellationToken,
 }
 
 impl Debug for WorkContext {
@@ -154,12 +155,25 @@ impl WorkContext {
             if !self.is_master() {
                 return;
             }
-            let until = self.shared.valid_until();
+            let until = self.shared.clock.timer(self.shared.valid_until());
             tokio::select! {
                 changed = status.changed() => if changed.is_err() { return },
                 _ = tokio::time::sleep_until(until) => {}
+                _ = self.token.cancelled() => return,
             }
         }
+    }
+
+    /// Resolves when the term this task runs under ends: the master's deadline
+    /// passed without a renewal (before any standby may take over), the lease was
+    /// lost, or the member is stopping. Cancel-safe.
+    pub async fn cancelled(&self) {
+        self.token.cancelled().await
+    }
+
+    /// The term's cancellation token, to hand to code that takes one.
+    pub fn cancellation_token(&self) -> tokio_util::sync::CancellationToken {
+        self.token.clone()
     }
 }
 

@@ -1,27 +1,18 @@
-//! The master's work loop: one task at a time, in order, only while the lease is
-//! valid.
+//! The master's work loop: one task at a time, in order, each started only after a
+//! check of the lease on the lease clock. It runs on a thread of its own, so that
+//! work that blocks its thread cannot starve the election's renewals.
 
-use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
-use tokio::sync::watch;
-
-use super::queue::{Entry, Queue};
+use super::queue::Queue;
 use super::work::{Outcome, Work, WorkContext};
 use crate::event::{panic_message, Event};
-use crate::member::Shared;
 use crate::options::Backoff;
-
-/// Tasks moved from the queue to the worker at a time.
-const BATCH: usize = 256;
-/// Tasks that complete on their first poll may run this many in a row between two
-/// readings of the clock (a few nanoseconds each); any task that waits, retries or
-/// fails is followed by a reading.
-const INSTANT_RUN: u32 = 64;
+use crate::shared::Shared;
 
 pub(crate) struct Worker<W: Work> {
     pub work: Arc<W>,
@@ -29,26 +20,18 @@ pub(crate) struct Worker<W: Work> {
     pub shared: Arc<Shared>,
     pub backoff: Backoff,
     pub max_attempts: Option<u32>,
-    /// Set by a graceful shutdown: start no other task.
-    pub stopping: Arc<AtomicBool>,
-}
-
-/// Finished tasks not yet recorded in the queue (recorded in bulk for speed).
-struct Progress<K> {
-    done: usize,
-    retries: u64,
-    last: Option<K>,
+    /// How long the first task of an epoch waits for the `on_master` hook.
+    pub hook_wait: Duration,
 }
 
 impl<W: Work> Worker<W> {
-    /// Works whenever this member is master, until `stop` turns true.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    /// Works whenever this member is master, until the member stops.
+    pub async fn run(self) {
         let mut status = self.shared.watch();
-        let mut batch = VecDeque::new();
         loop {
             // Wait for a mastership.
             let epoch = loop {
-                if *stop.borrow() {
+                if self.shared.stopping.is_cancelled() {
                     return;
                 }
                 if let Some(epoch) = self.shared.acting_epoch() {
@@ -56,133 +39,124 @@ impl<W: Work> Worker<W> {
                 }
                 tokio::select! {
                     _ = status.changed() => {}
-                    _ = stop.changed() => {}
+                    _ = self.shared.stopping.cancelled() => return,
                 }
             };
+            self.wait_for_hook(epoch).await;
             tracing::info!(target: "failover::managed", member = %self.shared.member_id, epoch, "working the queue");
-            self.work_epoch(epoch, &mut batch, &mut stop, &mut status)
-                .await;
-            self.queue.restore(&mut batch);
+            self.work_epoch(epoch).await;
             tracing::info!(target: "failover::managed", member = %self.shared.member_id, epoch,
                 stats = ?self.queue.stats(), "stopped working the queue");
-            if *stop.borrow() {
-                return;
+            // Do not spin on an epoch that is still published but no longer valid.
+            while self.shared.acting_epoch() == Some(epoch) && !self.shared.stopping.is_cancelled()
+            {
+                tokio::select! {
+                    _ = status.changed() => {}
+                    _ = self.shared.stopping.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                }
             }
         }
     }
 
-    async fn work_epoch(
-        &self,
-        epoch: u64,
-        batch: &mut VecDeque<Entry<W>>,
-        stop: &mut watch::Receiver<bool>,
-        status: &mut watch::Receiver<crate::member::Status>,
-    ) {
-        let mut progress = Progress {
-            done: 0,
-            retries: 0,
-            last: None,
-        };
-        let mut unchecked = INSTANT_RUN; // read the clock before the first task
-                                         // One context per mastership; only the attempt changes from task to task.
-        let mut ctx = WorkContext {
-            epoch,
-            attempt: 0,
-            shared: self.shared.clone(),
+    /// The `on_master` hook of `epoch` returns before the epoch's first task starts
+    /// (waiting at most `hook_wait`).
+    async fn wait_for_hook(&self, epoch: u64) {
+        let mut hooked = self.shared.hooked.subscribe();
+        let waited = tokio::time::timeout(self.hook_wait, hooked.wait_for(|e| *e >= epoch)).await;
+        if waited.is_err() {
+            tracing::warn!(target: "failover::managed", member = %self.shared.member_id, epoch,
+                wait = ?self.hook_wait, "the on_master hook did not return in time; starting the work anyway");
+        }
+    }
+
+    async fn work_epoch(&self, epoch: u64) {
+        let Some(token) = self.shared.term(epoch) else {
+            return;
         };
         loop {
-            if self.stopping.load(Ordering::Acquire) {
-                break;
+            // The guard first, then the checks: a shutdown either sees the guard
+            // and waits for the task, or is seen here.
+            let guard = self.shared.guard();
+            if self.shared.stopping.is_cancelled() || !self.shared.holds(epoch) {
+                return;
             }
-            if batch.is_empty() {
-                self.record(&mut progress);
-                self.queue.take(batch, BATCH);
-                if batch.is_empty() {
-                    if !self.shared.holds(epoch) {
-                        break;
-                    }
-                    tokio::select! {
-                        _ = self.queue.ready.notified() => {}
-                        _ = status.changed() => {}
-                        _ = stop.changed() => {}
-                        _ = tokio::time::sleep_until(self.shared.valid_until()) => {}
-                    }
-                    unchecked = INSTANT_RUN;
-                    continue;
+            let Some(mut entry) = self.queue.take() else {
+                drop(guard);
+                let until = self.shared.clock.timer(self.shared.valid_until());
+                tokio::select! {
+                    _ = self.queue.ready.notified() => {}
+                    _ = token.cancelled() => {}
+                    _ = self.shared.stopping.cancelled() => {}
+                    _ = tokio::time::sleep_until(until) => {}
                 }
-            }
-            if unchecked >= INSTANT_RUN {
-                self.record(&mut progress);
-                if !self.shared.holds(epoch) {
-                    break;
-                }
-                unchecked = 0;
-            }
-            let Some(mut entry) = batch.pop_front() else {
                 continue;
             };
+            if !self.shared.holds(epoch) {
+                self.queue.restore(entry);
+                return;
+            }
             entry.attempts += 1;
-            ctx.attempt = entry.attempts;
-            let (outcome, waited) = run_task(self.work.work(&entry.task, &ctx)).await;
-            unchecked = if waited { INSTANT_RUN } else { unchecked + 1 };
+            let ctx = WorkContext {
+                epoch,
+                attempt: entry.attempts,
+                shared: self.shared.clone(),
+                token: token.clone(),
+            };
+            let outcome = tokio::select! {
+                biased;
+                _ = self.shared.kill.cancelled() => None,
+                outcome = run_task(|| self.work.work(&entry.task, &ctx)) => Some(outcome),
+            };
+            let Some(outcome) = outcome else {
+                // Dropped by an abort: the task is not done.
+                self.queue.restore(entry);
+                return;
+            };
             let outcome = outcome.unwrap_or_else(|message| {
-                tracing::error!(target: "failover::managed", key = ?entry.key, %message, "task panicked");
-                let text = format!("work panicked on task {:?}: {message}", entry.key);
+                tracing::error!(target: "failover::managed", key = %entry.bkey, %message, "task panicked");
+                let text = format!("work panicked on task {}: {message}", entry.bkey);
                 self.shared.events.emit(Event::Panic(text));
                 Outcome::Retry(format!("panicked: {message}"))
             });
             match outcome {
-                Outcome::Done => {
-                    progress.done += 1;
-                    progress.last = Some(entry.key);
-                }
+                Outcome::Done => self.queue.finish(epoch, entry, None),
                 Outcome::Retry(reason)
                     if self.max_attempts.is_none_or(|max| entry.attempts < max) =>
                 {
-                    unchecked = INSTANT_RUN;
-                    progress.retries += 1;
-                    self.record(&mut progress);
+                    self.queue.retried();
                     let delay = self.backoff.delay(entry.attempts);
-                    tracing::debug!(target: "failover::managed", key = ?entry.key, attempt = entry.attempts, ?delay, %reason, "retry");
-                    batch.push_front(entry);
+                    tracing::debug!(target: "failover::managed", key = %entry.bkey, attempt = entry.attempts, ?delay, %reason, "retry");
+                    self.queue.restore(entry);
+                    drop(guard);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = stop.changed() => {}
-                        _ = ctx.lost() => {}
+                        _ = self.shared.stopping.cancelled() => {}
+                        _ = token.cancelled() => {}
                     }
                 }
                 Outcome::Retry(reason) | Outcome::Failed(reason) => {
-                    unchecked = INSTANT_RUN;
-                    self.record(&mut progress);
-                    self.queue.dead_letter(entry, reason);
+                    self.queue.finish(epoch, entry, Some(reason))
                 }
             }
         }
-        self.record(&mut progress);
-    }
-
-    fn record(&self, progress: &mut Progress<W::Key>) {
-        self.queue
-            .record(progress.done, progress.last.take(), progress.retries);
-        progress.done = 0;
-        progress.retries = 0;
     }
 }
 
-/// Runs a task to completion, catching a panic; says whether it ever waited.
-async fn run_task<F: Future>(fut: F) -> (Result<F::Output, String>, bool) {
+/// Runs a task to completion, catching a panic in building its future as well as
+/// in polling it.
+async fn run_task<F: Future>(make: impl FnOnce() -> F) -> Result<F::Output, String> {
+    let fut = match catch_unwind(AssertUnwindSafe(make)) {
+        Ok(fut) => fut,
+        Err(payload) => return Err(panic_message(payload)),
+    };
     let mut fut = std::pin::pin!(fut);
-    let mut waited = false;
-    let result = poll_fn(
+    poll_fn(
         |cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
             Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-            Ok(Poll::Pending) => {
-                waited = true;
-                Poll::Pending
-            }
+            Ok(Poll::Pending) => Poll::Pending,
             Err(payload) => Poll::Ready(Err(panic_message(payload))),
         },
     )
-    .await;
-    (result, waited)
+    .await
 }

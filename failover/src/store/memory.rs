@@ -5,13 +5,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bson::Bson;
 use tokio::time::Instant;
 
-use super::Claim;
+use super::{Claim, LeaseStore};
 use crate::error::{Error, Result};
 use crate::event::lock;
-use crate::lease::{ClockSample, Lease};
+use crate::lease::{rules, Lease, Published};
 
 /// Leases kept in this process: the original's `nodb`, but with the real election
 /// among all members given the same store (clones share it).
@@ -27,7 +26,7 @@ use crate::lease::{ClockSample, Lease};
 /// let a = Member::start("billing", Options::new().in_memory(&store).member_id("a")).await?;
 /// a.wait_for_master().await?;
 /// assert_eq!(store.holder("billing"), Some(("a".to_owned(), 1)));
-/// a.shutdown().await;
+/// a.shutdown().await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Default)]
@@ -63,6 +62,8 @@ impl MemoryStore {
 
     /// Cuts the member with this id off the store (`true`) or reconnects it: while
     /// cut off, every operation of that member fails like a lost connection.
+    /// With the `test-util` feature.
+    #[cfg(feature = "test-util")]
     pub fn set_unreachable(&self, member_id: &str, unreachable: bool) {
         lock(&self.inner.faults)
             .entry(member_id.to_owned())
@@ -72,6 +73,8 @@ impl MemoryStore {
 
     /// Delays every answer to the member with this id by `delay` (the operation
     /// itself takes effect at once, as a command whose reply is slow).
+    /// With the `test-util` feature.
+    #[cfg(feature = "test-util")]
     pub fn set_delay(&self, member_id: &str, delay: Duration) {
         lock(&self.inner.faults)
             .entry(member_id.to_owned())
@@ -127,6 +130,7 @@ impl MemoryConn {
                     self.member_id
                 ),
                 code: None,
+                source: None,
             });
         }
         let now = self.store.now_ms();
@@ -136,30 +140,28 @@ impl MemoryConn {
         }
         result
     }
+}
 
-    pub async fn clock(&self) -> Result<ClockSample> {
-        self.run("read server clock", |_, now| {
-            Ok(ClockSample {
-                server_ms: now,
-                local: Instant::now(),
-                error: Duration::ZERO,
-            })
-        })
-        .await
+impl LeaseStore for MemoryConn {
+    async fn stamp(&self, _name: &str, _claim: &Claim) -> Result<i64> {
+        self.run("read the lease clock", |_, now| Ok(now)).await
     }
 
-    pub async fn read(&self, name: &str) -> Result<Option<Lease>> {
+    async fn read(&self, name: &str) -> Result<Option<Lease>> {
         self.run("read lease", |leases, _| Ok(leases.get(name).cloned()))
             .await
     }
 
-    pub async fn acquire(
+    async fn acquire(
         &self,
         name: &str,
         seen: Option<u64>,
         claim: &Claim,
         lease_ms: u64,
+        _fresh_epoch: u64,
     ) -> Result<Option<Lease>> {
+        // Its leases live as long as the process and cannot be deleted, so epochs
+        // simply start at 1.
         self.run("take lease", |leases, now| {
             let current = leases.get(name);
             if current.map(|l| l.version) != seen {
@@ -168,12 +170,14 @@ impl MemoryConn {
             let lease = Lease {
                 holder: Some(claim.member_id.clone()),
                 token: Some(claim.token),
-                epoch: current.map_or(0, |l| l.epoch) + 1,
+                epoch: current.map_or(1, |l| rules::next_epoch(l.epoch)),
                 version: current.map_or(0, |l| l.version) + 1,
                 lease_ms,
                 renewed_at_ms: now,
                 released: false,
                 sync: current.and_then(|l| l.sync.clone()),
+                run: current.and_then(|l| l.run.clone()),
+                step_down: false,
             };
             leases.insert(name.to_owned(), lease.clone());
             Ok(Some(lease))
@@ -181,19 +185,20 @@ impl MemoryConn {
         .await
     }
 
-    pub async fn renew(
+    async fn renew(
         &self,
         name: &str,
         claim: &Claim,
         epoch: u64,
-        sync: Option<Bson>,
+        published: Option<Published>,
     ) -> Result<Option<Lease>> {
         self.run("renew lease", |leases, now| {
             Ok(mine(leases, name, claim, epoch).map(|lease| {
                 lease.version += 1;
                 lease.renewed_at_ms = now;
-                if sync.is_some() {
-                    lease.sync = sync;
+                if let Some(p) = published {
+                    lease.sync = Some(p.id);
+                    lease.run = p.run;
                 }
                 lease.clone()
             }))
@@ -201,12 +206,12 @@ impl MemoryConn {
         .await
     }
 
-    pub async fn release(
+    async fn release(
         &self,
         name: &str,
         claim: &Claim,
         epoch: u64,
-        sync: Option<Bson>,
+        published: Option<Published>,
     ) -> Result<bool> {
         self.run("release lease", |leases, now| {
             Ok(mine(leases, name, claim, epoch)
@@ -214,8 +219,10 @@ impl MemoryConn {
                     lease.version += 1;
                     lease.renewed_at_ms = now;
                     lease.released = true;
-                    if sync.is_some() {
-                        lease.sync = sync;
+                    lease.step_down = false;
+                    if let Some(p) = published {
+                        lease.sync = Some(p.id);
+                        lease.run = p.run;
                     }
                 })
                 .is_some())

@@ -6,14 +6,14 @@
 use bson::{doc, Bson, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{
-    ClientOptions, CollectionOptions, ReadConcern, ReturnDocument, WriteConcern,
+    ClientOptions, CollectionOptions, ReadConcern, ReadPreference, ReturnDocument,
+    SelectionCriteria, WriteConcern,
 };
 use mongodb::{Client, Collection, Database};
-use tokio::time::Instant;
 
-use super::Claim;
+use super::{Claim, LeaseStore};
 use crate::error::{Error, Result};
-use crate::lease::{ClockSample, Lease};
+use crate::lease::{Lease, Published};
 use crate::options::{redact_uri, scrub, Backend, Options};
 
 /// MongoDB's duplicate-key error code.
@@ -68,36 +68,42 @@ impl MongoStore {
             CollectionOptions::builder()
                 .write_concern(WriteConcern::majority())
                 .read_concern(ReadConcern::majority())
+                // Never a secondary's stale copy, whatever the client's default.
+                .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
                 .build(),
         );
         Ok(MongoStore { db, leases, uri })
     }
+}
 
-    pub async fn clock(&self) -> Result<ClockSample> {
-        let sent = Instant::now();
-        let reply = self
-            .db
-            .run_command(doc! { "hello": 1 })
+impl LeaseStore for MongoStore {
+    async fn stamp(&self, name: &str, claim: &Claim) -> Result<i64> {
+        // The clock document lives in the lease collection, so the node that
+        // applies this write is the node that stamps the lease.
+        let doc = self
+            .leases
+            .find_one_and_update(
+                doc! { "_id": { "clock": name, "member": &claim.member_id } },
+                doc! { "$currentDate": { "now": true } },
+            )
+            .upsert(true)
+            .return_document(ReturnDocument::After)
             .await
-            .map_err(|e| driver_error("read server clock", &e, &self.uri))?;
-        let received = Instant::now();
-        let Ok(local_time) = reply.get_datetime("localTime") else {
-            return Err(Error::Database {
-                operation: "read server clock",
-                message: "the server's hello reply has no `localTime`".to_owned(),
+            .map_err(|e| driver_error("read the lease clock", &e, &self.uri))?;
+        match doc.as_ref().map(|d| d.get("now")) {
+            Some(Some(Bson::DateTime(now))) => Ok(now.timestamp_millis()),
+            other => Err(Error::Database {
+                operation: "read the lease clock",
+                message: format!(
+                    "the server answered `$currentDate` with {other:?} instead of a date"
+                ),
                 code: None,
-            });
-        };
-        let half = (received - sent) / 2;
-        Ok(ClockSample {
-            server_ms: local_time.timestamp_millis(),
-            local: sent + half,
-            // localTime has millisecond precision.
-            error: half + std::time::Duration::from_millis(1),
-        })
+                source: None,
+            }),
+        }
     }
 
-    pub async fn read(&self, name: &str) -> Result<Option<Lease>> {
+    async fn read(&self, name: &str) -> Result<Option<Lease>> {
         let doc = self
             .leases
             .find_one(doc! { "_id": name })
@@ -106,28 +112,47 @@ impl MongoStore {
         doc.map(|d| Lease::from_document(name, &d)).transpose()
     }
 
-    pub async fn acquire(
+    async fn acquire(
         &self,
         name: &str,
         seen: Option<u64>,
         claim: &Claim,
         lease_ms: u64,
+        fresh_epoch: u64,
     ) -> Result<Option<Lease>> {
-        let filter = match seen {
-            Some(version) => doc! { "_id": name, "version": version as i64 },
-            None => doc! { "_id": name, "version": { "$exists": false } },
+        let set = doc! {
+            "holder": &claim.member_id, "token": claim.token, "lease_ms": lease_ms as i64,
+            "released": false, "step_down": false,
         };
-        let update = doc! {
-            "$set": { "holder": &claim.member_id, "token": claim.token, "lease_ms": lease_ms as i64, "released": false },
-            "$inc": { "epoch": 1_i64, "version": 1_i64 },
-            "$currentDate": { "renewed_at": true },
+        let result = match seen {
+            Some(version) => {
+                let update = doc! {
+                    "$set": set,
+                    "$inc": { "epoch": 1_i64, "version": 1_i64 },
+                    "$currentDate": { "renewed_at": true },
+                };
+                self.leases
+                    .find_one_and_update(doc! { "_id": name, "version": version as i64 }, update)
+                    .return_document(ReturnDocument::After)
+                    .await
+            }
+            None => {
+                // A document created anew starts its epoch at the lease clock's
+                // time, above any epoch of a deleted predecessor.
+                let mut set = set;
+                set.insert("epoch", fresh_epoch.min(i64::MAX as u64) as i64);
+                set.insert("version", 1_i64);
+                let update = doc! { "$set": set, "$currentDate": { "renewed_at": true } };
+                self.leases
+                    .find_one_and_update(
+                        doc! { "_id": name, "version": { "$exists": false } },
+                        update,
+                    )
+                    .upsert(true)
+                    .return_document(ReturnDocument::After)
+                    .await
+            }
         };
-        let result = self
-            .leases
-            .find_one_and_update(filter, update)
-            .upsert(seen.is_none())
-            .return_document(ReturnDocument::After)
-            .await;
         match result {
             Ok(doc) => self.ours(name, doc, claim),
             Err(e) if error_code(&e) == Some(DUPLICATE_KEY) => Ok(None),
@@ -135,19 +160,19 @@ impl MongoStore {
         }
     }
 
-    pub async fn renew(
+    async fn renew(
         &self,
         name: &str,
         claim: &Claim,
         epoch: u64,
-        sync: Option<Bson>,
+        published: Option<Published>,
     ) -> Result<Option<Lease>> {
         let mut update = doc! {
             "$inc": { "version": 1_i64 },
             "$currentDate": { "renewed_at": true },
         };
-        if let Some(sync) = sync {
-            update.insert("$set", doc! { "sync": sync });
+        if let Some(p) = published {
+            update.insert("$set", publish(p));
         }
         let doc = self
             .leases
@@ -158,16 +183,16 @@ impl MongoStore {
         self.ours(name, doc, claim)
     }
 
-    pub async fn release(
+    async fn release(
         &self,
         name: &str,
         claim: &Claim,
         epoch: u64,
-        sync: Option<Bson>,
+        published: Option<Published>,
     ) -> Result<bool> {
-        let mut set = doc! { "released": true };
-        if let Some(sync) = sync {
-            set.insert("sync", sync);
+        let mut set = doc! { "released": true, "step_down": false };
+        if let Some(p) = published {
+            set.extend(publish(p));
         }
         let update = doc! { "$set": set, "$inc": { "version": 1_i64 }, "$currentDate": { "renewed_at": true } };
         let result = self
@@ -177,6 +202,38 @@ impl MongoStore {
             .map_err(|e| driver_error("release lease", &e, &self.uri))?;
         Ok(result.matched_count == 1)
     }
+}
+
+impl MongoStore {
+    /// Fails unless the deployment answers a `ping` within `timeout`.
+    pub async fn ping(&self, timeout: std::time::Duration) -> Result<()> {
+        match tokio::time::timeout(timeout, self.db.run_command(doc! { "ping": 1 })).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(driver_error("connect", &e, &self.uri)),
+            Err(_) => Err(Error::Timeout {
+                operation: "connect (raise `connect_timeout` if the database is slow to reach)",
+                after: timeout,
+            }),
+        }
+    }
+
+    /// The lease document as stored, unparsed (for the repair).
+    pub async fn raw(&self, name: &str) -> Result<Option<Document>> {
+        self.leases
+            .find_one(doc! { "_id": name })
+            .await
+            .map_err(|e| driver_error("read lease", &e, &self.uri))
+    }
+
+    /// Replaces `old` (matched field by field) with `new`; `false` if it changed.
+    pub async fn replace_exact(&self, old: &Document, new: Document) -> Result<bool> {
+        let result = self
+            .leases
+            .replace_one(old.clone(), new)
+            .await
+            .map_err(|e| driver_error("repair lease", &e, &self.uri))?;
+        Ok(result.matched_count == 1)
+    }
 
     /// Parses a returned document and checks that it names us (a server that
     /// ignored part of the filter must not make two masters).
@@ -184,6 +241,14 @@ impl MongoStore {
         let Some(doc) = doc else { return Ok(None) };
         let lease = Lease::from_document(name, &doc)?;
         Ok((lease.token == Some(claim.token)).then_some(lease))
+    }
+}
+
+/// The fields that publish the master's progress.
+fn publish(p: Published) -> Document {
+    doc! {
+        "sync": p.id,
+        "run": p.run.map_or(Bson::Null, |r| Bson::Document(r.to_document())),
     }
 }
 
@@ -202,7 +267,8 @@ pub(crate) fn error_code(e: &mongodb::error::Error) -> Option<i32> {
     }
 }
 
-/// A driver error as ours, with the password of `uri` scrubbed from the message.
+/// A driver error as ours, with the password of `uri` scrubbed from the message and
+/// the driver's error kept as the source.
 pub(crate) fn driver_error(operation: &'static str, e: &mongodb::error::Error, uri: &str) -> Error {
     // The error kind's text, without the labels and the raw server reply that the
     // driver's full `Display` appends.
@@ -213,9 +279,11 @@ pub(crate) fn driver_error(operation: &'static str, e: &mongodb::error::Error, u
         }
         kind => kind.to_string(),
     };
+    let message = scrub(&message, uri);
     Error::Database {
         operation,
-        message: scrub(&message, uri),
+        message: message.clone(),
         code: error_code(e),
+        source: Some(crate::error::DriverError::new(e.clone(), message)),
     }
 }

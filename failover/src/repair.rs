@@ -1,0 +1,77 @@
+//! Rewrites a lease document that `failover` cannot read, keeping its epoch.
+
+use bson::{doc, Bson};
+
+use crate::error::{Error, Result};
+use crate::lease::{rules, Lease};
+use crate::options::{validate_name, Backend, Options};
+use crate::store::{Claim, LeaseStore, MongoStore};
+
+/// Repairs the lease document of subsystem `name`: when members report
+/// [`Error::MalformedLease`] (somebody edited the document by hand, or another
+/// program wrote it), this replaces it with a released lease whose epoch is above
+/// both the epoch found in it (if any number can be read there) and the lease
+/// clock's time in milliseconds, so fencing tokens keep growing. Members take the
+/// repaired lease at their next check. Returns the repaired lease's epoch; a
+/// document that is already well-formed is left alone and its epoch returned.
+///
+/// Never delete a lease document instead: the epochs would start again from the
+/// clock, which is safe, but the document's history is lost.
+///
+/// # Errors
+/// [`Error::InvalidName`]/[`Error::InvalidOption`] for bad input,
+/// [`Error::Database`]/[`Error::Timeout`] when the database fails, and
+/// [`Error::InvalidOption`] for the in-memory store (whose documents cannot be
+/// malformed).
+pub async fn repair_lease(options: &Options, name: &str) -> Result<u64> {
+    validate_name(name)?;
+    options.validate()?;
+    if matches!(options.backend, Backend::Memory(_)) {
+        return Err(Error::invalid(
+            "backend",
+            "the in-memory store's leases cannot be malformed; repair a MongoDB lease",
+        ));
+    }
+    let member_id = format!("repair:{}", options.effective_member_id());
+    let store = MongoStore::connect(options, &member_id).await?;
+    store.ping(options.connect_timeout).await?;
+    let Some(raw) = store.raw(name).await? else {
+        return Err(Error::invalid(
+            "name",
+            format!("there is no lease document for subsystem {name:?} to repair"),
+        ));
+    };
+    if let Ok(lease) = Lease::from_document(name, &raw) {
+        return Ok(lease.epoch);
+    }
+    let number = |field: &str| match raw.get(field) {
+        Some(Bson::Int32(n)) => u64::try_from(*n).ok(),
+        Some(Bson::Int64(n)) => u64::try_from(*n).ok(),
+        Some(Bson::Double(d)) if *d >= 0.0 && *d < 9.0e18 => Some(*d as u64),
+        Some(Bson::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    };
+    let claim = Claim {
+        member_id,
+        token: 0,
+    };
+    let now_ms = store.stamp(name, &claim).await?;
+    let epoch = number("epoch")
+        .map_or(0, rules::next_epoch)
+        .max(rules::fresh_epoch(now_ms));
+    let version = number("version").map_or(1, rules::next_epoch);
+    let repaired = doc! {
+        "_id": name, "holder": Bson::Null, "token": Bson::Null,
+        "epoch": epoch.min(i64::MAX as u64) as i64, "version": version.min(i64::MAX as u64) as i64,
+        "lease_ms": 0_i64, "renewed_at": bson::DateTime::from_millis(now_ms), "released": true,
+        "step_down": false,
+    };
+    if !store.replace_exact(&raw, repaired).await? {
+        return Err(Error::invalid(
+            "name",
+            format!("the lease document of {name:?} changed while it was being repaired; run the repair again"),
+        ));
+    }
+    tracing::info!(target: "failover", name, epoch, "lease document repaired");
+    Ok(epoch)
+}

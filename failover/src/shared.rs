@@ -1,0 +1,236 @@
+//! What a member's parts share: the handle, the election task, the worker and the
+//! holders of a [`Leadership`](crate::Leadership). The lowest layer: it uses only
+//! the clock, the events and the state.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bson::Bson;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::LeaseClock;
+use crate::event::{lock, EventSink};
+use crate::lease::Published;
+use crate::state::State;
+
+/// What the election publishes and receives as synchronize ids. Unmanaged mode
+/// publishes what the application passed to [`Member::synchronize`](crate::Member::synchronize);
+/// managed mode publishes its run of finished tasks and prunes its queue on receipt.
+pub(crate) trait SyncPort: Send + Sync + 'static {
+    /// What the master should publish with its next renewal.
+    fn outgoing(&self) -> Option<Published>;
+    /// A standby read what the master of `epoch` published (called on every check,
+    /// so that a standby whose feed lags catches up).
+    fn incoming(&self, epoch: u64, published: &Published);
+    /// This member became master of `epoch`; the previous master last published
+    /// `inherited`.
+    fn became_master(&self, epoch: u64, inherited: Option<&Published>) {
+        let _ = (epoch, inherited);
+    }
+    /// Whether this member should give better-fed members a head start when it
+    /// takes over from a master that last published `published` (managed mode: its
+    /// queue does not know where that master stopped).
+    fn should_defer(&self, published: Option<&Published>) -> bool {
+        let _ = published;
+        false
+    }
+}
+
+/// Unmanaged mode: the application's own id.
+#[derive(Default)]
+pub(crate) struct Unmanaged {
+    pub latest: Mutex<Option<Bson>>,
+}
+
+impl SyncPort for Unmanaged {
+    fn outgoing(&self) -> Option<Published> {
+        lock(&self.latest)
+            .clone()
+            .map(|id| Published { id, run: None })
+    }
+    fn incoming(&self, _: u64, _: &Published) {}
+}
+
+/// The status the election task publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Status {
+    pub state: State,
+    /// Our epoch while master.
+    pub epoch: Option<u64>,
+}
+
+/// State shared by the handle, the election task, the worker and leaderships.
+pub(crate) struct Shared {
+    pub name: String,
+    pub member_id: String,
+    pub events: Arc<EventSink>,
+    pub sync: Arc<dyn SyncPort>,
+    /// The clock of every lease deadline.
+    pub clock: LeaseClock,
+    origin: Instant,
+    /// Nanoseconds after `origin` (lease clock) until which this member may act;
+    /// 0 = not master.
+    valid_until: AtomicU64,
+    /// The epoch of the lease `valid_until` belongs to.
+    epoch: AtomicU64,
+    status: watch::Sender<Status>,
+    /// The current term's token: cancelled when the term ends.
+    term: Mutex<Option<(u64, CancellationToken)>>,
+    /// Cancelled when the member is asked to stop (shutdown or abort).
+    pub stopping: CancellationToken,
+    /// Cancelled when running work must be dropped (abort, or a shutdown whose
+    /// grace period ran out).
+    pub kill: CancellationToken,
+    /// How many units of work hold a term now (leaderships and running tasks).
+    guards: watch::Sender<usize>,
+    /// The highest epoch whose `on_master` hook has returned.
+    pub hooked: watch::Sender<u64>,
+}
+
+impl Shared {
+    pub fn new(
+        name: String,
+        member_id: String,
+        events: Arc<EventSink>,
+        sync: Arc<dyn SyncPort>,
+        clock: LeaseClock,
+    ) -> Shared {
+        let origin = clock.now();
+        Shared {
+            name,
+            member_id,
+            events,
+            sync,
+            clock,
+            origin,
+            valid_until: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+            status: watch::channel(Status {
+                state: State::Init,
+                epoch: None,
+            })
+            .0,
+            term: Mutex::new(None),
+            stopping: CancellationToken::new(),
+            kill: CancellationToken::new(),
+            guards: watch::channel(0).0,
+            hooked: watch::channel(0).0,
+        }
+    }
+
+    /// Whether the lease is held and still valid *now*, by the lease clock
+    /// (`CLOCK_BOOTTIME`): a master that was paused or suspended past its deadline
+    /// answers `false` at once, before its election task has had a chance to run.
+    pub fn lease_valid(&self) -> bool {
+        let until = self.valid_until.load(Ordering::Acquire);
+        until != 0
+            && (self
+                .clock
+                .now()
+                .saturating_duration_since(self.origin)
+                .as_nanos() as u64)
+                < until
+    }
+
+    /// The epoch this member may act under now, if any.
+    pub fn acting_epoch(&self) -> Option<u64> {
+        loop {
+            let epoch = self.epoch.load(Ordering::Acquire);
+            let valid = self.lease_valid();
+            // A take-over of a new epoch in between: read again.
+            if self.epoch.load(Ordering::Acquire) == epoch {
+                return valid.then_some(epoch);
+            }
+        }
+    }
+
+    /// Whether this member may act under `epoch` now.
+    pub fn holds(&self, epoch: u64) -> bool {
+        self.acting_epoch() == Some(epoch)
+    }
+
+    /// The lease-clock instant until which the lease is valid (now, if none).
+    pub fn valid_until(&self) -> Instant {
+        let until = self.valid_until.load(Ordering::Acquire);
+        self.origin + std::time::Duration::from_nanos(until)
+    }
+
+    /// Publishes the lease this member may act under (`None`: stop acting). A new
+    /// epoch starts a new term; `None` ends the current one.
+    pub fn set_lease(&self, lease: Option<(u64, Instant)>) {
+        match lease {
+            None => {
+                self.valid_until.store(0, Ordering::Release);
+                if let Some((_, token)) = lock(&self.term).take() {
+                    token.cancel();
+                }
+            }
+            Some((epoch, until)) => {
+                let mut term = lock(&self.term);
+                if term.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                    if let Some((_, old)) = term.take() {
+                        old.cancel();
+                    }
+                    *term = Some((epoch, self.stopping.child_token()));
+                    // A new epoch: no reader may pair it with the old deadline.
+                    self.valid_until.store(0, Ordering::Release);
+                    self.epoch.store(epoch, Ordering::Release);
+                }
+                let nanos = (until.saturating_duration_since(self.origin).as_nanos() as u64).max(1);
+                self.valid_until.store(nanos, Ordering::Release);
+            }
+        }
+    }
+
+    /// The token of the term of `epoch`, if that term is the current one.
+    pub fn term(&self, epoch: u64) -> Option<CancellationToken> {
+        lock(&self.term)
+            .as_ref()
+            .filter(|(e, _)| *e == epoch)
+            .map(|(_, t)| t.clone())
+    }
+
+    pub fn set_status(&self, state: State, epoch: Option<u64>) {
+        self.status.send_replace(Status { state, epoch });
+    }
+
+    pub fn status(&self) -> Status {
+        *self.status.borrow()
+    }
+
+    pub fn watch(&self) -> watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    /// Counts a unit of work that holds the current term until the guard drops.
+    pub fn guard(self: &Arc<Self>) -> TermGuard {
+        self.guards.send_modify(|n| *n += 1);
+        TermGuard {
+            shared: self.clone(),
+        }
+    }
+
+    /// Waits until no unit of work holds a term.
+    pub async fn idle(&self) {
+        let mut rx = self.guards.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    /// Whether no unit of work holds a term.
+    pub fn is_idle(&self) -> bool {
+        *self.guards.borrow() == 0
+    }
+}
+
+/// Keeps the election from releasing the lease while a unit of work runs.
+pub(crate) struct TermGuard {
+    shared: Arc<Shared>,
+}
+
+impl Drop for TermGuard {
+    fn drop(&mut self) {
+        self.shared.guards.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}

@@ -1,0 +1,368 @@
+//! The safety promises under the workloads most likely to break them: work that
+//! blocks its thread, work that panics before its future exists, a shutdown while a
+//! task runs, keys that repeat, members fed from different points. In-memory store.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use failover::{work_fn, Event, Intervals, Managed, MemoryStore, Options, State, WorkContext};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Short timings: renew every 100 ms, lease 300 ms.
+fn fast(store: &MemoryStore, id: &str) -> Options {
+    Options::new()
+        .in_memory(store)
+        .member_id(id)
+        .intervals(Intervals {
+            init: Duration::ZERO,
+            master: ms(100),
+            slave: ms(100),
+            ticking: ms(100),
+            error: ms(100),
+        })
+        .lease(ms(300))
+}
+
+/// Polls `cond` every 5 ms until it holds or `limit` passes (Tokio's clock).
+async fn until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = tokio::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(ms(5)).await;
+    }
+}
+
+type Starts = Arc<Mutex<Vec<(u32, bool)>>>;
+
+/// Work that blocks its thread for `block` per task and records whether the lease
+/// was valid when each task started.
+fn blocking_work(starts: Starts, block: Duration) -> impl failover::Work<Task = u32, Key = u32> {
+    work_fn(
+        |n: &u32| *n,
+        move |n: &u32, ctx: &WorkContext| {
+            starts.lock().unwrap().push((*n, ctx.is_master()));
+            std::thread::sleep(block);
+            async { true }
+        },
+    )
+}
+
+/// Issue 8, item 1: a task starts only after the lease was confirmed valid, even
+/// when every task blocks its thread (no batching of lease checks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_task_starts_under_a_valid_lease_when_work_blocks_its_thread() {
+    let store = MemoryStore::new();
+    let starts = Starts::default();
+    let a = Managed::start(
+        "blocking",
+        fast(&store, "a"),
+        blocking_work(starts.clone(), ms(20)),
+    )
+    .await
+    .unwrap();
+    a.member().wait_for_master().await.unwrap();
+    a.submit_work(1).await.unwrap();
+    until(ms(2000), "task 1", || a.stats().finished == 1).await;
+    // Cut the master off: it can no longer renew, so its lease runs out within
+    // 300 ms while 59 tasks of 20 ms each wait.
+    store.set_unreachable("a", true);
+    for n in 2..=60 {
+        a.submit_work(n).await.unwrap();
+    }
+    tokio::time::sleep(ms(1500)).await;
+    let starts = starts.lock().unwrap().clone();
+    let without: Vec<u32> = starts.iter().filter(|s| !s.1).map(|s| s.0).collect();
+    assert!(
+        without.is_empty(),
+        "tasks started without a valid lease: {without:?} (of {} started)",
+        starts.len()
+    );
+    assert!(
+        starts.len() < 60,
+        "the master went on working after its lease ran out"
+    );
+}
+
+/// Issue 8, item 1: work that blocks its thread cannot starve the renewals: the
+/// master keeps its lease through 2 s of blocking work (multi-thread runtime, the
+/// default of `#[tokio::main]`; a single worker thread makes it the worst case).
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn blocking_work_does_not_starve_renewals() {
+    let store = MemoryStore::new();
+    let starts = Starts::default();
+    let a = Managed::start(
+        "starve",
+        fast(&store, "a"),
+        blocking_work(starts.clone(), ms(50)),
+    )
+    .await
+    .unwrap();
+    let mut events = a.events();
+    let epoch = a.member().wait_for_master().await.unwrap();
+    for n in 1..=40 {
+        a.submit_work(n).await.unwrap();
+    }
+    until(ms(10_000), "40 tasks", || a.stats().finished == 40).await;
+    assert_eq!(
+        a.epoch(),
+        Some(epoch),
+        "the master lost its lease to blocking work"
+    );
+    while let Some(event) = events.try_next() {
+        assert!(
+            !matches!(event, Event::Error(_)),
+            "the master lost its lease to blocking work: {event:?}"
+        );
+    }
+    assert!(starts.lock().unwrap().iter().all(|s| s.1));
+}
+
+/// Issue 8, item 5: a work function that panics before its future exists is caught
+/// like any panic in a task; the worker goes on with the next task.
+#[tokio::test(start_paused = true)]
+async fn work_that_panics_before_its_future_exists_is_caught() {
+    let store = MemoryStore::new();
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let d = done.clone();
+    let work = work_fn(
+        |n: &u32| *n,
+        move |n: &u32, _: &WorkContext| {
+            assert!(*n != 2, "task 2 cannot be built");
+            d.lock().unwrap().push(*n);
+            async { true }
+        },
+    );
+    let a = Managed::start("panics", fast(&store, "a").max_attempts(2), work)
+        .await
+        .unwrap();
+    let mut events = a.events();
+    for n in 1..=3 {
+        a.submit_work(n).await.unwrap();
+    }
+    until(ms(5000), "task 3", || done.lock().unwrap().contains(&3)).await;
+    assert_eq!(*done.lock().unwrap(), vec![1, 3]);
+    let mut panics = 0;
+    while let Some(event) = events.try_next() {
+        if let Event::Panic(message) = event {
+            assert!(message.contains("task 2 cannot be built"), "{message}");
+            panics += 1;
+        }
+    }
+    assert_eq!(panics, 2, "both attempts of task 2 are reported");
+    assert_eq!(a.stats().dead_letters, 1);
+    assert!(a.member().is_master());
+}
+
+/// Issue 8, item 6: the election handle of a managed member cannot release the
+/// lease while a task still runs: the next master starts after the task ended.
+#[tokio::test(start_paused = true)]
+async fn a_managed_members_election_shutdown_waits_for_the_running_task() {
+    let store = MemoryStore::new();
+    let running = Arc::new(AtomicUsize::new(0));
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let make = |id: &'static str| {
+        let (running, overlaps, runs) = (running.clone(), overlaps.clone(), runs.clone());
+        work_fn(
+            |n: &u32| *n,
+            move |n: &u32, _: &WorkContext| {
+                let (running, overlaps, runs, n) =
+                    (running.clone(), overlaps.clone(), runs.clone(), *n);
+                async move {
+                    if running.fetch_add(1, Ordering::SeqCst) > 0 {
+                        overlaps.fetch_add(1, Ordering::SeqCst);
+                    }
+                    tokio::time::sleep(ms(1000)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    runs.lock().unwrap().push((id, n));
+                    true
+                }
+            },
+        )
+    };
+    let a = Managed::start("handover", fast(&store, "a"), make("a"))
+        .await
+        .unwrap();
+    a.member().wait_for_master().await.unwrap();
+    let b = Managed::start("handover", fast(&store, "b"), make("b"))
+        .await
+        .unwrap();
+    b.member().wait_for_state(State::Slave).await.unwrap();
+    for m in [&a, &b] {
+        m.submit_work(1).await.unwrap();
+        m.submit_work(2).await.unwrap();
+    }
+    tokio::time::sleep(ms(200)).await; // task 1 runs on a
+    let _ = a.member().shutdown().await;
+    until(ms(10_000), "tasks 1 and 2", || {
+        runs.lock().unwrap().len() >= 2
+    })
+    .await;
+    tokio::time::sleep(ms(2000)).await;
+    assert_eq!(
+        overlaps.load(Ordering::SeqCst),
+        0,
+        "two members ran a task at once: {:?}",
+        runs.lock().unwrap()
+    );
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(
+        runs,
+        vec![("a", 1), ("b", 2)],
+        "a task ran twice or not at all"
+    );
+}
+
+/// Issue 8, item 7 (first repro): a member that re-takes its own lease must not
+/// treat its own published key as a pending prune that a later task with the same
+/// key (keys may repeat over time) would fire.
+#[tokio::test(start_paused = true)]
+async fn a_repeated_key_does_not_clear_the_queue_after_a_retake() {
+    let store = MemoryStore::new();
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let d = done.clone();
+    let work = work_fn(
+        |n: &(u32, u32)| n.0,
+        move |n: &(u32, u32), _: &WorkContext| {
+            let (d, n) = (d.clone(), *n);
+            async move {
+                if n.0 == 4 {
+                    tokio::time::sleep(ms(500)).await;
+                }
+                d.lock().unwrap().push(n);
+                true
+            }
+        },
+    );
+    let a = Managed::start("retake", fast(&store, "a"), work)
+        .await
+        .unwrap();
+    let mut events = a.events();
+    let first = a.member().wait_for_master().await.unwrap();
+    for n in 1..=3 {
+        a.submit_work((n, 0)).await.unwrap();
+    }
+    until(ms(2000), "tasks 1-3", || done.lock().unwrap().len() == 3).await;
+    tokio::time::sleep(ms(250)).await; // key 3 is published with a renewal
+                                       // Slow every answer past the deadline: the master steps down; then it
+                                       // re-takes its own lease.
+    store.set_delay("a", ms(400));
+    a.member().wait_for_state(State::Error).await.unwrap();
+    store.set_delay("a", Duration::ZERO);
+    loop {
+        match tokio::time::timeout(ms(10_000), events.next()).await {
+            Ok(Some(Event::Master { epoch })) if epoch > first => break,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("member stopped"),
+            Err(_) => panic!("the member did not re-take its lease"),
+        }
+    }
+    a.submit_work((4, 0)).await.unwrap();
+    tokio::time::sleep(ms(100)).await; // task 4 runs for 500 ms
+    for task in [(5, 0), (6, 0), (3, 1), (7, 0)] {
+        a.submit_work(task).await.unwrap();
+    }
+    until(ms(5000), "tasks 4-7 and the new 3", || {
+        done.lock().unwrap().len() == 8
+    })
+    .await;
+    let got: BTreeSet<(u32, u32)> = done.lock().unwrap().iter().copied().collect();
+    for task in [(4, 0), (5, 0), (6, 0), (3, 1), (7, 0)] {
+        assert!(got.contains(&task), "task {task:?} was lost: done {got:?}");
+    }
+}
+
+/// Issue 8, item 7 (second repro): a member that joined late wins the lease and
+/// publishes keys of its own feed; a standby must not drop the earlier tasks that
+/// nobody ran. Nothing is lost while a member that holds a task is alive.
+#[tokio::test(start_paused = true)]
+async fn a_late_joiner_that_wins_does_not_make_others_drop_unrun_tasks() {
+    let store = MemoryStore::new();
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let make = |id: &'static str| {
+        let d = done.clone();
+        work_fn(
+            |n: &u32| *n,
+            move |n: &u32, _: &WorkContext| {
+                let (d, n) = (d.clone(), *n);
+                async move {
+                    tokio::time::sleep(ms(if n == 3 { 1000 } else { 10 })).await;
+                    d.lock().unwrap().push((id, n));
+                    true
+                }
+            },
+        )
+    };
+    let a = Managed::start("late", fast(&store, "a"), make("a"))
+        .await
+        .unwrap();
+    a.member().wait_for_master().await.unwrap();
+    let b = Managed::start("late", fast(&store, "b"), make("b"))
+        .await
+        .unwrap();
+    b.member().wait_for_state(State::Slave).await.unwrap();
+    for n in 1..=5 {
+        a.submit_work(n).await.unwrap();
+    }
+    for n in 1..=7 {
+        b.submit_work(n).await.unwrap();
+    }
+    // A finishes 1 and 2 and publishes 2; B prunes them.
+    until(ms(2000), "b pruned 1 and 2", || {
+        b.queued_keys().first() == Some(&3)
+    })
+    .await;
+    // C starts late and is fed only 6 and 7.
+    let c = Managed::start("late", fast(&store, "c"), make("c"))
+        .await
+        .unwrap();
+    c.member().wait_for_state(State::Slave).await.unwrap();
+    c.submit_work(6).await.unwrap();
+    c.submit_work(7).await.unwrap();
+    // A crashes while running 3; B is cut off during the take-over.
+    store.set_unreachable("b", true);
+    a.abort();
+    until(ms(10_000), "c took over", || c.member().is_master()).await;
+    until(ms(5000), "c ran 6 and 7", || c.stats().queued == 0).await;
+    tokio::time::sleep(ms(500)).await; // c publishes 7
+    store.set_unreachable("b", false);
+    tokio::time::sleep(ms(1000)).await; // b follows c and reads its progress
+    let kept = b.queued_keys();
+    for n in [3, 4, 5] {
+        assert!(
+            kept.contains(&n),
+            "b dropped task {n}, which nobody ran: b holds {kept:?}"
+        );
+    }
+    // C hands over: B runs what it held.
+    let _ = c.shutdown().await;
+    until(ms(10_000), "b ran 3, 4, 5", || {
+        let d = done.lock().unwrap();
+        [3, 4, 5]
+            .iter()
+            .all(|n| d.iter().any(|(who, m)| *who == "b" && m == n))
+    })
+    .await;
+}
+
+/// Issue 8, item 8: a key without a BSON form is refused at submit, not silently
+/// never published.
+#[tokio::test(start_paused = true)]
+async fn a_key_without_a_bson_form_is_refused_at_submit() {
+    let store = MemoryStore::new();
+    let work = work_fn(|n: &u64| *n, |_: &u64, _: &WorkContext| async { true });
+    let a = Managed::start("keys", fast(&store, "a"), work)
+        .await
+        .unwrap();
+    let err = a.submit_work(1 << 63).await.unwrap_err().to_string();
+    assert!(err.contains("key"), "{err}");
+    a.submit_work(5).await.unwrap();
+}

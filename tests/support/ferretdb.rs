@@ -1,0 +1,476 @@
+//! FerretDB as a second test server, and the choice of servers for the wire-level
+//! suites (declared from `tests/support/mod.rs`, which re-exports the public items).
+//!
+//! # FerretDB
+//! [`ferretdb_uri`] builds `tests/support/ferretdb/` (a small Go program that embeds
+//! FerretDB 1.24 with its SQLite handler, pinned in its `go.mod`/`go.sum`) into the
+//! cargo target directory on first use, then starts one server per test process on a
+//! free loopback port with a fresh data directory under the system's temporary
+//! directory. The server exits, and deletes that directory, when the test process
+//! exits (it watches its stdin). The build needs the Go toolchain (`go` on `PATH`);
+//! the first one fetches the pinned modules through Go's module proxy into the
+//! default module cache, later ones download nothing. Set
+//! `FAILOVER_FERRETDB_LOG=<file>` to have the server log every message to that file.
+//!
+//! # Choosing servers
+//! `FAILOVER_TEST_SERVER` is a comma-separated list of `mock` (the bundled
+//! `mongo_server.py`), `ferretdb` and `uri` (the deployment in `MONGODB_URI`). When it
+//! is unset or empty: `mock,ferretdb`, or `uri` alone when `MONGODB_URI` is set.
+//! [`server_tests!`](crate::support::server_tests) turns each test body into one test
+//! per server kind, `NAME::mock`, `NAME::ferretdb` and `NAME::uri`:
+//! - a selected kind runs the body against that server, and the test fails if the
+//!   server cannot be built or started (it never passes without running);
+//! - the `uri` tests are `#[ignore]`d at compile time, because `MONGODB_URI` is unset
+//!   in the usual run: with a real deployment, set `MONGODB_URI` and run
+//!   `cargo test -- --include-ignored`;
+//! - the stable test harness cannot ignore a test at run time, so a `mock` or
+//!   `ferretdb` test that `FAILOVER_TEST_SERVER` deselects returns at once and says so
+//!   on the process's stderr (`... ignored at run time: ...`); the summary counts it as
+//!   passed. It fails instead when the selection holds `uri` but the run does not
+//!   include ignored tests, since then nothing at all would run.
+
+use std::collections::VecDeque;
+use std::env;
+use std::fmt;
+use std::fs;
+use std::future::Future;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{target_dir, TEST_DB};
+
+/// Where the Go program lives, relative to the package root.
+const GO_DIR: &str = "tests/support/ferretdb";
+
+/// The files whose contents decide the binary; their hash names the build.
+const GO_FILES: &[&str] = &["go.mod", "go.sum", "main.go"];
+
+/// Go build tags: only the SQLite back-end is needed.
+const GO_TAGS: &str = "ferretdb_no_postgresql";
+
+/// How long the server may take to print its `PORT` line once built.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A kind of server the wire-level suites can run against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Server {
+    /// The bundled wire-compatible emulation, `tests/support/mongo_server.py`.
+    Mock,
+    /// FerretDB 1.24 on SQLite, built from `tests/support/ferretdb/`.
+    FerretDb,
+    /// The deployment in the `MONGODB_URI` environment variable.
+    Uri,
+}
+
+impl Server {
+    /// Every kind, in the order the tests are generated.
+    pub const ALL: [Server; 3] = [Server::Mock, Server::FerretDb, Server::Uri];
+
+    /// The kind's name in `FAILOVER_TEST_SERVER` and in test names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Server::Mock => "mock",
+            Server::FerretDb => "ferretdb",
+            Server::Uri => "uri",
+        }
+    }
+}
+
+impl fmt::Display for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// True when `MONGODB_URI` is set and non-empty.
+fn uri_is_set() -> bool {
+    env::var("MONGODB_URI").is_ok_and(|uri| !uri.is_empty())
+}
+
+/// Parses a `FAILOVER_TEST_SERVER` value: a comma-separated list of kinds.
+///
+/// # Errors
+/// A message naming the unknown entry and the accepted ones.
+pub fn parse_servers(list: &str) -> Result<Vec<Server>, String> {
+    let mut servers = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some(kind) = Server::ALL
+            .into_iter()
+            .find(|k| k.name().eq_ignore_ascii_case(entry))
+        else {
+            return Err(format!(
+                "FAILOVER_TEST_SERVER={list:?}: unknown server kind {entry:?}; \
+                 write a comma-separated list of mock, ferretdb and uri"
+            ));
+        };
+        if !servers.contains(&kind) {
+            servers.push(kind);
+        }
+    }
+    Ok(servers)
+}
+
+/// The server kinds selected by `FAILOVER_TEST_SERVER` (see the module docs).
+///
+/// # Panics
+/// If `FAILOVER_TEST_SERVER` names an unknown kind.
+pub fn servers() -> Vec<Server> {
+    let list = env::var("FAILOVER_TEST_SERVER").unwrap_or_default();
+    let servers = parse_servers(&list).unwrap_or_else(|e| panic!("{e}"));
+    if !servers.is_empty() {
+        servers
+    } else if uri_is_set() {
+        vec![Server::Uri]
+    } else {
+        vec![Server::Mock, Server::FerretDb]
+    }
+}
+
+/// The connection string of a server of kind `kind`, starting it first (once per
+/// test process) for `Mock` and `FerretDb`.
+///
+/// # Panics
+/// If the server cannot be built or started (the message says why and includes
+/// the server's stderr), or for `Uri` if `MONGODB_URI` is not set.
+pub fn uri_of(kind: Server) -> String {
+    match kind {
+        Server::Mock => super::SERVER.get_or_init(super::start_server).uri.clone(),
+        Server::FerretDb => ferretdb_uri(),
+        Server::Uri => match env::var("MONGODB_URI") {
+            Ok(uri) if !uri.is_empty() => uri,
+            _ => panic!(
+                "the `uri` server kind needs MONGODB_URI (a MongoDB connection string); \
+                 set it, or select mock/ferretdb with FAILOVER_TEST_SERVER"
+            ),
+        },
+    }
+}
+
+/// Which kind of server `uri` belongs to: `Mock` or `FerretDb` when it is the
+/// connection string of the one this process started, otherwise `Uri`.
+pub fn kind_of(uri: &str) -> Server {
+    if super::SERVER.get().is_some_and(|s| s.uri == uri) {
+        Server::Mock
+    } else if matches!(FERRETDB.get(), Some(Ok(s)) if s.uri == uri) {
+        Server::FerretDb
+    } else {
+        Server::Uri
+    }
+}
+
+/// Writes `line` to the process's stderr, past the test harness's output capture.
+fn say(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{line}");
+}
+
+/// True when the test binary was asked to run `#[ignore]`d tests too.
+fn runs_ignored_tests() -> bool {
+    env::args().any(|a| a == "--ignored" || a == "--include-ignored")
+}
+
+/// Runs one generated test: `body` against a server of kind `kind`, if selected.
+/// Used by [`server_tests!`](crate::support::server_tests).
+///
+/// # Panics
+/// If the server cannot be started, if the body panics, or if this kind is
+/// deselected while the selection's `uri` tests are being skipped as ignored.
+pub async fn run_on<F, Fut>(test: &str, kind: Server, body: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let selected = servers();
+    if !selected.contains(&kind) {
+        assert!(
+            !selected.contains(&Server::Uri) || runs_ignored_tests(),
+            "{test}::{kind}: the server selection ({}) holds `uri`, whose tests are \
+             #[ignore]d by default; run `cargo test -- --include-ignored` so that they run",
+            names(&selected)
+        );
+        say(&format!(
+            "{test}::{kind} ignored at run time: the selected servers are {} \
+             (FAILOVER_TEST_SERVER, or its default) (counted as passed)",
+            names(&selected)
+        ));
+        return;
+    }
+    let uri = uri_of(kind);
+    body(uri).await;
+}
+
+fn names(servers: &[Server]) -> String {
+    servers
+        .iter()
+        .map(|s| s.name())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Expands each `async fn NAME(uri: String) { ... }` into a module `NAME` with one
+/// test per server kind: `NAME::mock`, `NAME::ferretdb`, `NAME::uri` (see the docs of
+/// `tests/support/ferretdb.rs` for selection). Each function must carry a
+/// `#[tokio::test]` attribute (with any arguments), which every generated test
+/// gets; doc comments may precede it and further attributes follow it.
+///
+/// ```ignore
+/// support::server_tests! {
+///     /// What it checks.
+///     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+///     async fn one_master(uri: String) {
+///         // ... connect to `uri` ...
+///     }
+/// }
+/// ```
+#[allow(unused_macros)] // every test binary compiles this module; not all use it
+macro_rules! server_tests {
+    ($(
+        $(#[doc = $doc:expr])*
+        #[tokio::test $( ( $($targs:tt)* ) )?]
+        $(#[$attr:meta])*
+        async fn $name:ident ($uri:ident : String) $body:block
+    )*) => {$(
+        $(#[doc = $doc])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn server_test_body($uri: String) $body
+
+            #[tokio::test $( ( $($targs)* ) )?]
+            $(#[$attr])*
+            async fn mock() {
+                $crate::support::run_on(
+                    stringify!($name), $crate::support::Server::Mock, server_test_body,
+                ).await;
+            }
+
+            #[tokio::test $( ( $($targs)* ) )?]
+            $(#[$attr])*
+            async fn ferretdb() {
+                $crate::support::run_on(
+                    stringify!($name), $crate::support::Server::FerretDb, server_test_body,
+                ).await;
+            }
+
+            #[tokio::test $( ( $($targs)* ) )?]
+            #[ignore = "runs against MONGODB_URI: set it and run with --include-ignored"]
+            $(#[$attr])*
+            async fn uri() {
+                $crate::support::run_on(
+                    stringify!($name), $crate::support::Server::Uri, server_test_body,
+                ).await;
+            }
+        }
+    )*};
+}
+pub(crate) use server_tests;
+
+// ---------------------------------------------------------------------------
+// FerretDB: build and start
+// ---------------------------------------------------------------------------
+
+/// The running FerretDB: `Child` is held for the life of the process; its piped
+/// stdin stays open until the process exits, and the server exits on EOF.
+struct FerretDb {
+    uri: String,
+    _child: Child,
+}
+
+/// The server, or why it could not be started (so that every test of the process
+/// reports the same failure instead of building again).
+static FERRETDB: OnceLock<Result<FerretDb, String>> = OnceLock::new();
+
+/// The connection string of this process's FerretDB, building and starting it on
+/// first use: `mongodb://127.0.0.1:<port>/failover_test`.
+///
+/// # Panics
+/// If the Go program cannot be built or the server does not start; the message says
+/// why, with the compiler's or the server's output.
+pub fn ferretdb_uri() -> String {
+    match FERRETDB.get_or_init(start_ferretdb) {
+        Ok(server) => server.uri.clone(),
+        Err(why) => panic!("FerretDB test server: {why}"),
+    }
+}
+
+/// Hash of the Go sources and build settings (FNV-1a: stable across Rust versions).
+fn source_hash(dir: &Path) -> Result<u64, String> {
+    let mut bytes = GO_TAGS.as_bytes().to_vec();
+    for file in GO_FILES {
+        let path = dir.join(file);
+        let content =
+            fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        bytes.extend_from_slice(file.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(&content);
+        bytes.push(0);
+    }
+    Ok(bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    }))
+}
+
+/// Returns the FerretDB binary, building it first if this version of the sources
+/// has not been built in this target directory.
+///
+/// The binary's directory name carries the hash of the sources; it is built under
+/// a temporary name and renamed into place, which is atomic: when several test
+/// binaries race, one rename wins and the others use the winner's. The build is
+/// `-mod=readonly`: it uses exactly the pinned modules and never edits go.mod/go.sum.
+pub fn ferretdb_binary() -> Result<PathBuf, String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(GO_DIR);
+    let hash = source_hash(&src)?;
+    let target = target_dir();
+    let dir = target.join(format!("failover-ferretdb-{hash:016x}"));
+    let binary = dir.join("ferretdb");
+    if binary.is_file() {
+        return Ok(binary);
+    }
+
+    fs::create_dir_all(&target).map_err(|e| format!("cannot create {}: {e}", target.display()))?;
+    let tmp = target.join(format!(
+        "failover-ferretdb-tmp-{}-{}",
+        std::process::id(),
+        unique()
+    ));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let started = Instant::now();
+    let out = Command::new("go")
+        .args([
+            "build",
+            "-mod=readonly",
+            "-trimpath",
+            "-buildvcs=false",
+            "-tags",
+            GO_TAGS,
+            "-o",
+        ])
+        .arg(tmp.join("ferretdb"))
+        .arg(".")
+        .current_dir(&src)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            format!(
+                "cannot run `go build` in {} ({e}); the FerretDB tests need the Go \
+                 toolchain on PATH (or deselect them: FAILOVER_TEST_SERVER=mock)",
+                src.display()
+            )
+        })?;
+    if !out.status.success() {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(format!(
+            "`go build -mod=readonly -trimpath -buildvcs=false -tags {GO_TAGS}` in {} failed ({}):\n{}{}",
+            src.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    say(&format!(
+        "built FerretDB into {} in {:.1?}",
+        dir.display(),
+        started.elapsed()
+    ));
+    if fs::rename(&tmp, &dir).is_err() {
+        let _ = fs::remove_dir_all(&tmp); // lost the race: use the winner's
+        if !binary.is_file() {
+            return Err(format!(
+                "cannot move {} to {}",
+                tmp.display(),
+                dir.display()
+            ));
+        }
+    }
+    Ok(binary)
+}
+
+/// A number unique within this process, for temporary names.
+fn unique() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Builds (if needed) and starts FerretDB, and waits for its `PORT` line.
+fn start_ferretdb() -> Result<FerretDb, String> {
+    let binary = ferretdb_binary()?;
+    let data = env::temp_dir().join(format!(
+        "failover-ferretdb-data-{}-{}",
+        std::process::id(),
+        unique()
+    ));
+    let _ = fs::remove_dir_all(&data);
+    fs::create_dir_all(&data).map_err(|e| format!("cannot create {}: {e}", data.display()))?;
+    let mut cmd = Command::new(&binary);
+    cmd.args(["-listen", "127.0.0.1:0", "-remove-data-on-exit", "-data"])
+        .arg(&data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let log_file = env::var_os("FAILOVER_FERRETDB_LOG").filter(|f| !f.is_empty());
+    if let Some(file) = &log_file {
+        let log = fs::File::create(file)
+            .map_err(|e| format!("cannot create FAILOVER_FERRETDB_LOG {file:?}: {e}"))?;
+        cmd.arg("-verbose").stderr(log);
+    } else {
+        cmd.stderr(Stdio::piped());
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        let _ = fs::remove_dir_all(&data);
+        format!("cannot start {}: {e}", binary.display())
+    })?;
+
+    // Keep the last lines of stderr for the error message; keep draining stdout
+    // and stderr so that the server never blocks on a full pipe.
+    let stderr_tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
+    if let Some(stderr) = child.stderr.take() {
+        let tail = Arc::clone(&stderr_tail);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+                if tail.len() == 200 {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        });
+    }
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = tx.send(lines.next());
+        lines.for_each(drop);
+    });
+
+    let port = match rx.recv_timeout(STARTUP_TIMEOUT) {
+        Ok(Some(Ok(line))) => line
+            .strip_prefix("PORT ")
+            .and_then(|p| p.trim().parse::<u16>().ok()),
+        _ => None,
+    };
+    let Some(port) = port else {
+        let _ = child.kill(); // no effect if it has exited already
+        let status = child
+            .wait()
+            .map_or_else(|e| e.to_string(), |s| s.to_string());
+        let _ = fs::remove_dir_all(&data);
+        thread::sleep(Duration::from_millis(200)); // let the stderr thread finish
+        let tail = stderr_tail.lock().unwrap_or_else(|p| p.into_inner());
+        let stderr = tail.iter().cloned().collect::<Vec<_>>().join("\n");
+        return Err(format!(
+            "{} printed no `PORT <n>` line within {STARTUP_TIMEOUT:?} ({status}).\nIts stderr:\n{stderr}",
+            binary.display()
+        ));
+    };
+    Ok(FerretDb {
+        uri: format!("mongodb://127.0.0.1:{port}/{TEST_DB}"),
+        _child: child,
+    })
+}
