@@ -78,6 +78,7 @@ impl Bench {
             tasks,
             task_ms: TASK_MS,
             fence: false,
+            blocking: false,
             faketime: None,
             log: self.dir.join(format!("{collection}-{id}.log")),
         }

@@ -77,7 +77,21 @@ const TASK_MS: u64 = 5;
 /// whole run and what is left is drained at the end.
 const TASKS_PER_SEC: u64 = 130;
 /// The members, and the wall-clock skew each runs with (libfaketime), in ms.
-const MEMBERS: [(&str, i64); 5] = [("m0", 0), ("m1", 0), ("m2", 0), ("m3", 5000), ("m4", -5000)];
+const MEMBERS: [(&str, i64); 6] = [
+    ("m0", 0),
+    ("m1", 0),
+    ("m2", 0),
+    ("m3", 5000),
+    ("m4", -5000),
+    ("m5", 0),
+];
+/// The member whose work blocks its thread (`failover-member --blocking`).
+const BLOCKING: &str = "m5";
+/// The member that reads the server's clock through a "mongos" whose `hello`
+/// clock runs ahead of the node that stamps the lease by more than a lease (the
+/// test server offsets `localTime` for its connections). The protocol must not
+/// care: it judges expiry on the stamping node's clock.
+const MONGOS: &str = "m1";
 /// How far a member's logged wall clock may be from its intended skew.
 const SKEW_TOLERANCE_MS: i64 = 1000;
 
@@ -766,6 +780,7 @@ fn spec(dir: &std::path::Path, collection: &str, i: usize, tasks: u64) -> Spec {
         tasks,
         task_ms: TASK_MS,
         fence: false,
+        blocking: id == BLOCKING,
         faketime: (skew != 0).then(|| format!("{:+}s", skew / 1000)),
         log: dir.join(format!("{id}.log")),
     }
@@ -774,6 +789,9 @@ fn spec(dir: &std::path::Path, collection: &str, i: usize, tasks: u64) -> Spec {
 /// The run: processes, logs, the database, and what was done.
 struct Chaos {
     uri: String,
+    /// The replica set of a replica-set run (primary changes are one of the actions).
+    replica_set: Option<support::ReplicaSet>,
+    step_downs: usize,
     rt: tokio::runtime::Runtime,
     client: mongodb::Client,
     leases: mongodb::Collection<Document>,
@@ -895,8 +913,21 @@ fn env_u64(name: &str) -> Option<u64> {
 
 #[test]
 fn chaos() {
+    run_chaos(None, env_u64("FAILOVER_CHAOS_SECS").unwrap_or(45));
+}
+
+/// The same on a three-member replica set whose members' clocks differ by up to
+/// 30 ms (a tenth of the margin is the assumption the protocol states), with
+/// primary step-downs among the actions.
+#[test]
+fn chaos_replica_set() {
+    // Always on the bundled test server: it plays the replica set.
+    let rs = support::start_replica_set(&[0, 30, -30]);
+    run_chaos(Some(rs), env_u64("FAILOVER_CHAOS_RS_SECS").unwrap_or(30));
+}
+
+fn run_chaos(replica_set: Option<support::ReplicaSet>, secs: u64) {
     members::require_libfaketime();
-    let secs = env_u64("FAILOVER_CHAOS_SECS").unwrap_or(45);
     let seed = env_u64("FAILOVER_CHAOS_SEED").unwrap_or_else(Rng::seed_from_clock);
     let mut rng = Rng::new(seed);
     let tasks = secs * TASKS_PER_SEC;
@@ -905,7 +936,10 @@ fn chaos() {
         "chaos: {secs} s, seed {seed} (FAILOVER_CHAOS_SEED={seed} replays the choices), logs in {}",
         dir.display()
     );
-    let uri = support::mongodb_uri();
+    let uri = match &replica_set {
+        Some(rs) => rs.uri.clone(),
+        None => support::mongodb_uri(),
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -922,8 +956,18 @@ fn chaos() {
     let specs: Vec<Spec> = (0..MEMBERS.len())
         .map(|i| spec(&dir, &collection, i, tasks))
         .collect();
+    if support::using_test_server() {
+        let offset = (TIMINGS.lease() + 1000) as i64;
+        rt.block_on(support::set_hello_offset(
+            &client,
+            &format!("failover:{MONGOS}"),
+            offset,
+        ));
+    }
     let mut c = Chaos {
         uri,
+        replica_set,
+        step_downs: 0,
         rt,
         client,
         leases,
@@ -1004,6 +1048,15 @@ fn chaos() {
                 std::thread::sleep(Duration::from_millis(rng.range(lease, 3 * lease)));
                 c.rt.block_on(support::clear_fail_points(&c.client));
                 c.act(check::Kind::FaultOff, m);
+            }
+            // A primary change of the replica set (replica-set runs only).
+            80..=89 if c.replica_set.is_some() => {
+                what = "a primary change";
+                let rs = c.replica_set.as_ref().unwrap();
+                let now = c.rt.block_on(rs.primary()).unwrap_or(0);
+                let next = (now + 1 + rng.range(0, 1) as usize) % 3;
+                c.rt.block_on(rs.step_down(next));
+                c.step_downs += 1;
             }
             // SIGTERM the master or another member, restart it.
             _ => {
@@ -1090,7 +1143,7 @@ fn chaos() {
         .sum();
     println!(
         "chaos summary: duration={:.1}s (+{:.1}s drain) members={} events={} failovers={} (epochs; {} held by the skewed members) \
-         faults={:?} kills={} pauses={} graceful_stops={} restarts={} tasks={} task_runs={} duplicates={} epoch_ends={:?} violations={}",
+         faults={:?} kills={} pauses={} graceful_stops={} restarts={} step_downs={} tasks={} task_runs={} duplicates={} epoch_ends={:?} violations={}",
         chaos_time.as_secs_f64(),
         drain_time.as_secs_f64(),
         MEMBERS.len(),
@@ -1102,6 +1155,7 @@ fn chaos() {
         c.pauses,
         c.graceful,
         c.restarts,
+        c.step_downs,
         tasks,
         report.task_runs,
         report.duplicates,

@@ -355,6 +355,38 @@ async fn updates_that_would_break_the_fence_are_refused() {
         raw(&coll, "a").await.unwrap(),
         doc! { "_id": "a", "_fence": 1_i64, "n": 1 }
     );
+    // Fields that cannot hold the fence, and epochs MongoDB cannot store.
+    for field in ["", "a.b", "$f", "_id", TOMBSTONE_FIELD] {
+        let bad = FencedCollection::new(coll.clone()).field(field);
+        let err = bad
+            .upsert_one(1, doc! { "_id": "a" }, doc! { "$set": { "n": 2 } })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::InvalidOption {
+                    option: "field",
+                    ..
+                }
+            ),
+            "{field:?}: {err:?}"
+        );
+    }
+    let err = f
+        .delete_one(u64::MAX, doc! { "_id": "a" })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::InvalidOption {
+                option: "epoch",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     // With a field of its own, `_fence` is an ordinary field.
     let own = FencedCollection::new(coll.clone()).field("epoch");
     let d = own

@@ -1,6 +1,8 @@
 //! The expansion of `#[failover::subsystem]` depends on nothing in the caller's
 //! scope: no prelude, no imports, and local items named like the ones it uses do
-//! not get in its way.
+//! not get in its way. The crate's path, renamed, is written once, on the struct.
+
+extern crate failover as fo;
 
 mod subsystem {
     #![no_implicit_prelude]
@@ -25,6 +27,8 @@ mod subsystem {
     pub mod failover {}
     pub mod serde {}
     pub mod bson {}
+    pub mod __failover {}
+    pub mod __private {}
 
     #[derive(::serde::Serialize)]
     pub struct Job {
@@ -117,6 +121,30 @@ mod subsystem {
     }
 
     subsystem_of!(FromMacro, "from-macro", "id", &Job, bool);
+
+    /// Declared in one module and implemented in another, which imports it; the
+    /// crate renamed, and its path given once, on the struct.
+    pub mod declared {
+        #[::fo::subsystem(name = "hygiene-split", key = "group", crate = "::fo")]
+        pub struct Split;
+    }
+
+    pub mod implemented {
+        use super::declared::Split;
+
+        #[::fo::subsystem]
+        impl Split {
+            #[fo::work]
+            async fn run(&self, job: &super::Job) {
+                let _ = job.id;
+            }
+
+            #[fo::on_master]
+            fn leading(&self, epoch: u64) {
+                let _ = epoch;
+            }
+        }
+    }
 }
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -145,6 +173,12 @@ fn keys_come_from_the_named_field_and_the_key_function() {
     assert_eq!(
         <subsystem::FromMacro as failover::Subsystem>::NAME,
         "from-macro"
+    );
+    let split = subsystem::declared::Split;
+    assert_eq!(split.key(&job), Bson::String("g".into()));
+    assert_eq!(
+        <subsystem::declared::Split as fo::Subsystem>::NAME,
+        "hygiene-split"
     );
 }
 

@@ -1,7 +1,8 @@
 //! Code generation.
 //!
-//! Every path is absolute, through the hidden module `failover::__private`, so the
-//! expansion needs no imports. Where the compiler may find a mistake (a key field
+//! Every path goes through the hidden module `failover::__private`, by an absolute
+//! path or by an alias the expansion declares itself (see below), so the expansion
+//! needs no imports. Where the compiler may find a mistake (a key field
 //! that does not exist, a return type that is no outcome, a hook parameter of the
 //! wrong type, a future that is not `Send`), the generated tokens are located at
 //! the user's token (see [`at`]), so that the error is reported there.

@@ -55,6 +55,8 @@
 //!   from inserting a second document.
 //! * An update must consist of update operators (`$set`, `$inc`, ...), and may not
 //!   touch the fence field or `_deleted` itself.
+//! * **Cancellation**: dropping a write's future leaves the write applied or not,
+//!   as with any MongoDB command; the document is never left half-written.
 
 use bson::{doc, Bson, Document};
 use mongodb::options::{ReturnDocument, UpdateModifications};
@@ -103,7 +105,8 @@ impl FencedCollection {
         }
     }
 
-    /// Keeps the epoch in `field` instead (a top-level field name).
+    /// Keeps the epoch in `field` instead: a top-level field name, not `_id` or
+    /// `_deleted`, without `.` and not starting with `$` (checked by every write).
     #[must_use]
     pub fn field(mut self, field: impl Into<String>) -> Self {
         self.field = field.into();
@@ -145,16 +148,17 @@ impl FencedCollection {
     /// * [`Error::StaleEpoch`] when a newer epoch has written or deleted the
     ///   document: this member is no longer master.
     /// * [`Error::InvalidOption`] when `update` is not made of update operators, or
-    ///   touches the fence field or `_deleted`.
-    /// * [`Error::Database`] when the database fails, or when concurrent writers
-    ///   kept changing the document.
+    ///   touches the fence field or `_deleted`; when `epoch` is above `i64::MAX`;
+    ///   when the [`field`](Self::field) is no plain field name.
+    /// * [`Error::Database`] when the database fails, when concurrent writers
+    ///   kept changing the document, or when its fence field holds no epoch.
     pub async fn update_one(
         &self,
         epoch: u64,
         filter: Document,
         update: Document,
     ) -> Result<Option<Document>> {
-        let epoch_value = epoch_bson(epoch)?;
+        let epoch_value = self.epoch_value(epoch)?;
         let update = self.fenced_update(update, &epoch_value)?;
         for _ in 0..ATTEMPTS {
             let result = self
@@ -193,17 +197,20 @@ impl FencedCollection {
     /// * [`Error::StaleEpoch`] when a newer epoch has written or deleted the
     ///   document.
     /// * [`Error::InvalidOption`] when `filter` does not name the `_id`, or `update`
-    ///   is not made of update operators or touches the fence field or `_deleted`.
+    ///   is not made of update operators or touches the fence field or `_deleted`;
+    ///   when `epoch` is above `i64::MAX`; when the [`field`](Self::field) is no
+    ///   plain field name.
     /// * [`Error::Database`] with code 11000 (duplicate key) when a live document with
     ///   this `_id` exists but does not match the rest of `filter`; otherwise when
-    ///   the database fails, or concurrent writers kept changing the document.
+    ///   the database fails, when concurrent writers kept changing the document, or
+    ///   when its fence field holds no epoch.
     pub async fn upsert_one(
         &self,
         epoch: u64,
         filter: Document,
         update: Document,
     ) -> Result<Document> {
-        let epoch_value = epoch_bson(epoch)?;
+        let epoch_value = self.epoch_value(epoch)?;
         let Some(id) = id_of(&filter) else {
             // TODO(lead): variant (InvalidArgument { argument: "filter", reason })
             return Err(Error::invalid(
@@ -292,10 +299,12 @@ impl FencedCollection {
     ///
     /// * [`Error::StaleEpoch`] when a newer epoch has written or deleted the
     ///   document.
-    /// * [`Error::Database`] when the database fails, or concurrent writers kept
-    ///   changing the document.
+    /// * [`Error::InvalidOption`] when `epoch` is above `i64::MAX`, or the
+    ///   [`field`](Self::field) is no plain field name.
+    /// * [`Error::Database`] when the database fails, when concurrent writers kept
+    ///   changing the document, or when its fence field holds no epoch.
     pub async fn delete_one(&self, epoch: u64, filter: Document) -> Result<Option<Document>> {
-        let epoch_value = epoch_bson(epoch)?;
+        let epoch_value = self.epoch_value(epoch)?;
         let tombstone = doc! { &self.field: epoch_value.clone(), TOMBSTONE_FIELD: true };
         for _ in 0..ATTEMPTS {
             let deleted = self
@@ -353,6 +362,28 @@ impl FencedCollection {
             }
         }
         Err(busy("fenced delete"))
+    }
+
+    /// `epoch` as MongoDB stores it, once the fence field is known to be usable.
+    fn epoch_value(&self, epoch: u64) -> Result<Bson> {
+        let field = self.field.as_str();
+        if field.is_empty()
+            || field.starts_with('$')
+            || field.contains('.')
+            || field == "_id"
+            || field == TOMBSTONE_FIELD
+        {
+            // TODO(lead): variant (InvalidArgument { argument: "field", reason })
+            return Err(Error::invalid(
+                "field",
+                format!(
+                    "{field:?} cannot hold the fence: give a top-level field name that is \
+                     not `_id` or `{TOMBSTONE_FIELD}`, has no `.` and does not start with `$`, \
+                     like \"{DEFAULT_FENCE_FIELD}\""
+                ),
+            ));
+        }
+        epoch_bson(epoch)
     }
 
     /// `filter`, for documents whose fence is at most `epoch` or unset, and that

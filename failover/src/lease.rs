@@ -14,7 +14,7 @@
 //! | `renewed_at` | the time of the last write, stamped by the database node that applied it (`$currentDate`) |
 //! | `released` | the holder handed the lease over; anybody may take it at once |
 //! | `sync` | the master's synchronize id (managed mode: the key of the last task it finished) |
-//! | `run` | managed mode: `{first, count}`, the first key and the length of the master's run of finished tasks in this epoch |
+//! | `run` | managed mode: `{epoch, first, count, origin, before}`: the epoch, first key and length of the master's run of finished tasks, and the chain of earlier runs it follows without a gap (its first key, and how many tasks it ran) |
 //! | `step_down` | set by an operator: the master hands over at its next renewal |
 //!
 //! Beside them live small *clock documents*, `_id: {clock: <subsystem>, member: <member id>}`,
@@ -121,6 +121,12 @@ pub(crate) struct Run {
     pub epoch: u64,
     pub first: Bson,
     pub count: u64,
+    /// The chain this run ends: runs of earlier epochs that this one follows
+    /// without a gap (each master resumed right after the previous one's last
+    /// task). `origin` is the chain's first key, `before` how many tasks the chain
+    /// ran before this run's `first` (0: the chain starts here).
+    pub origin: Bson,
+    pub before: u64,
 }
 
 impl Run {
@@ -129,6 +135,8 @@ impl Run {
             "epoch": self.epoch.min(i64::MAX as u64) as i64,
             "first": self.first.clone(),
             "count": self.count.min(i64::MAX as u64) as i64,
+            "origin": self.origin.clone(),
+            "before": self.before.min(i64::MAX as u64) as i64,
         }
     }
 }
@@ -220,10 +228,18 @@ impl Lease {
                         "field `run.{field}` must be a non-negative integer, found {other:?}"
                     ))),
                 };
+                // Absent: no chain is claimed.
+                let before = if r.contains_key("before") {
+                    int("before")?
+                } else {
+                    0
+                };
                 Some(Run {
                     epoch: int("epoch")?,
+                    origin: r.get("origin").cloned().unwrap_or_else(|| first.clone()),
                     first,
                     count: int("count")?,
+                    before,
                 })
             }
             Some(other) => {

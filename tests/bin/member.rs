@@ -4,12 +4,14 @@
 //! ```text
 //! failover-member --name jobs --id m1 --collection chaos --log m1.log \
 //!     [--master-ms 2000] [--slave-ms 2500] [--lease-ms 3000] [--ticking-ms 2000] \
-//!     [--error-ms 5000] [--tasks N] [--task-ms 5] [--fence]
+//!     [--error-ms 5000] [--tasks N] [--task-ms 5] [--fence] [--blocking]
 //! ```
 //!
 //! It connects to `MONGODB_URI` (required), feeds itself the tasks `0..N` in order
 //! (every member of a test is fed the same tasks) and works them as master: a task
-//! checks `ctx.is_master()`, logs `task-start`, sleeps `--task-ms`, with `--fence`
+//! checks `ctx.is_master()`, logs `task-start`, sleeps `--task-ms` (with
+//! `--blocking`, blocking its thread with `std::thread::sleep`, as synchronous work
+//! does; the member then runs on a multi-thread runtime), with `--fence`
 //! increments `{_id: "ledger"}` in `<collection>_ledger` through a
 //! [`FencedCollection`] under its epoch, and logs `task-done`.
 //!
@@ -121,11 +123,12 @@ struct Args {
     task_ms: u64,
     log: PathBuf,
     fence: bool,
+    blocking: bool,
 }
 
 const USAGE: &str = "usage: failover-member --name NAME --id ID --collection COLL --log FILE \
 [--master-ms MS] [--slave-ms MS] [--lease-ms MS] [--ticking-ms MS] [--error-ms MS] \
-[--tasks N] [--task-ms MS] [--fence]   (MONGODB_URI must be set)";
+[--tasks N] [--task-ms MS] [--fence] [--blocking]   (MONGODB_URI must be set)";
 
 fn parse_args() -> Result<Args, String> {
     let defaults = Intervals::default();
@@ -142,11 +145,16 @@ fn parse_args() -> Result<Args, String> {
         task_ms: 5,
         log: PathBuf::new(),
         fence: false,
+        blocking: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--fence" {
             a.fence = true;
+            continue;
+        }
+        if flag == "--blocking" {
+            a.blocking = true;
             continue;
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -197,12 +205,20 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    // One thread: the election, the worker and the event log share it, and the
-    // event stream is subscribed before the election task can run (see `run`).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a Tokio runtime");
+    // One thread, unless the work blocks its thread: then a multi-thread runtime,
+    // on which the worker gets a thread of its own. The first event subscriber
+    // gets the events from the start either way.
+    let runtime = if args.blocking {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+    .expect("a Tokio runtime");
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -272,12 +288,13 @@ async fn run(args: Args) -> Result<(), String> {
     }
 
     let task_ms = args.task_ms;
+    let blocking = args.blocking;
     let work_log = log.clone();
     let work = work_fn(
         |n: &i64| *n,
         move |n: &i64, ctx: &WorkContext| {
             let (n, ctx, log, ledger) = (*n, ctx.clone(), work_log.clone(), ledger.clone());
-            async move { task(n, &ctx, &log, ledger.as_ref(), task_ms).await }
+            async move { task(n, &ctx, &log, ledger.as_ref(), task_ms, blocking).await }
         },
     );
     let managed = Managed::start(&args.name, options, work)
@@ -325,6 +342,7 @@ async fn task(
     log: &Log,
     ledger: Option<&FencedCollection>,
     task_ms: u64,
+    blocking: bool,
 ) -> Outcome {
     let key = n.to_string();
     // Stamp first, then check: the line's instant is one at which the lease was held.
@@ -339,7 +357,11 @@ async fn task(
         Some(&key),
         &format!("attempt={}", ctx.attempt()),
     );
-    tokio::time::sleep(Duration::from_millis(task_ms)).await;
+    if blocking {
+        std::thread::sleep(Duration::from_millis(task_ms));
+    } else {
+        tokio::time::sleep(Duration::from_millis(task_ms)).await;
+    }
     if let Some(ledger) = ledger {
         // No second lease check here on purpose: a pause between the check above and
         // this write is what the fence is for.
@@ -383,7 +405,12 @@ fn log_event(log: &Log, event: &Event) {
         }
         Event::Error(e) => log.line("error", None, None, &e.to_string()),
         Event::Connected => log.line("info", None, None, "connected"),
-        Event::Released { epoch } => log.line("info", Some(*epoch), None, "released"),
+        Event::Released { epoch } => log.line(
+            "info",
+            None,
+            None,
+            &format!("released the lease of epoch {epoch}"),
+        ),
         Event::Panic(text) => log.line("panic", None, None, text),
         Event::DeadLetter {
             key,

@@ -103,6 +103,8 @@ pub struct Spec {
     pub tasks: u64,
     pub task_ms: u64,
     pub fence: bool,
+    /// The work blocks its thread (`--blocking`).
+    pub blocking: bool,
     /// `FAKETIME` for libfaketime (e.g. `+5s`); the monotonic clock is left alone.
     pub faketime: Option<String>,
     pub log: PathBuf,
@@ -129,6 +131,9 @@ impl Spec {
         }
         if self.fence {
             cmd.arg("--fence");
+        }
+        if self.blocking {
+            cmd.arg("--blocking");
         }
         if let Some(offset) = &self.faketime {
             require_libfaketime();

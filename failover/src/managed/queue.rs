@@ -80,6 +80,9 @@ pub(crate) struct Queue<W: Work> {
 /// The master's own run in its epoch.
 struct OwnRun {
     epoch: u64,
+    /// The chain it ends: its first key and its tasks before this run.
+    origin: Option<Bson>,
+    before: u64,
     first: Bson,
     count: u64,
     last: Bson,
@@ -88,6 +91,9 @@ struct OwnRun {
 /// A standby's progress in placing the run of one epoch.
 struct Follow {
     epoch: u64,
+    /// The run's chain: its first key, and the run's position in it.
+    origin: Bson,
+    before: u64,
     /// Where in `tasks` the run continues, once anchored.
     anchor: Option<usize>,
     /// Run tasks accounted for: pruned, set aside, or finished by this member.
@@ -105,6 +111,8 @@ struct Inner<W: Work> {
     in_flight: usize,
     /// As master: this epoch's run.
     run: Option<OwnRun>,
+    /// As master: the chain this epoch's run continues, if any (origin, before).
+    chain: Option<(Bson, u64)>,
     /// Epochs this member led: their runs need no pruning here.
     own_epochs: HashSet<u64>,
     /// Keys this member finished in its latest epoch (at most [`OWN_TAIL`]).
@@ -126,6 +134,7 @@ impl<W: Work> Queue<W> {
                 tasks: VecDeque::new(),
                 in_flight: 0,
                 run: None,
+                chain: None,
                 own_epochs: HashSet::new(),
                 own_tail: VecDeque::new(),
                 follow: None,
@@ -235,8 +244,14 @@ impl<W: Work> Queue<W> {
                 run.last = entry.bkey.clone();
             }
             _ => {
+                let (origin, before) = match inner.chain.take() {
+                    Some((origin, before)) => (Some(origin), before),
+                    None => (None, 0),
+                };
                 inner.run = Some(OwnRun {
                     epoch,
+                    origin,
+                    before,
                     first: entry.bkey.clone(),
                     count: 1,
                     last: entry.bkey.clone(),
@@ -344,14 +359,33 @@ impl<W: Work> Inner<W> {
     }
 
     /// Places the master's published run (see the module docs).
-    fn apply(&mut self, run_epoch: u64, first: &Bson, count: u64, last: &Bson) -> u64 {
+    fn apply(&mut self, run: &Run, last: &Bson) -> u64 {
+        let (run_epoch, first, count) = (run.epoch, &run.first, run.count);
         if self.own_epochs.contains(&run_epoch) {
             return 0; // our own run: its tasks left our queue as we ran them
         }
+        let mut pruned = 0;
         if self.follow.as_ref().is_none_or(|f| f.epoch != run_epoch) {
+            // Where we were in the chain: the tasks set aside go back first.
+            let hint = match (&self.follow, &self.run) {
+                (Some(f), _) => f.anchor.and_then(|anchor| {
+                    let pos = (f.before + f.matched).checked_sub(self.aside.len() as u64)?;
+                    (!f.broken).then(|| (anchor, pos, f.origin.clone()))
+                }),
+                // We led last: our queue's head follows our own run.
+                (None, Some(own)) => Some((
+                    0,
+                    own.before + own.count,
+                    own.origin.clone().unwrap_or_else(|| own.first.clone()),
+                )),
+                (None, None) => None,
+            };
             self.unsettle();
+            pruned += self.drop_chain(run, hint);
             self.follow = Some(Follow {
                 epoch: run_epoch,
+                origin: run.origin.clone(),
+                before: run.before,
                 anchor: None,
                 matched: 0,
                 count: 0,
@@ -378,12 +412,14 @@ impl<W: Work> Inner<W> {
                 return 0; // cannot place it: keep everything
             }
         }
-        let Some(anchor) = f.anchor else { return 0 };
+        let Some(anchor) = f.anchor else {
+            return pruned;
+        };
         let need = f.count.saturating_sub(f.matched) as usize;
         let have = tasks.len().saturating_sub(anchor);
         let take = need.min(have);
         if take == 0 {
-            return 0;
+            return pruned;
         }
         let moved: Vec<Entry<W>> = tasks.drain(anchor..anchor + take).collect();
         f.matched += take as u64;
@@ -393,9 +429,55 @@ impl<W: Work> Inner<W> {
         if complete {
             let before = self.stats.pruned;
             self.settle(matches);
-            return self.stats.pruned - before;
+            return pruned + self.stats.pruned - before;
         }
-        0
+        pruned
+    }
+
+    /// A new epoch's run that ends a chain of gapless runs: if this member's queue
+    /// holds the chain's first key, followed after exactly the chain's earlier
+    /// tasks by this run's first key, those earlier tasks were run (by the chain's
+    /// earlier epochs): drop them, and place this run right there. This is how a
+    /// member that restarted (fed from the start) or missed the last publications
+    /// of an epoch catches up. Returns how many were dropped.
+    fn drop_chain(&mut self, run: &Run, hint: Option<(usize, u64, Bson)>) -> u64 {
+        if run.before == 0 {
+            return 0;
+        }
+        let lines_up = |tasks: &VecDeque<Entry<W>>, start: usize, skip: u64| {
+            let at = start.checked_add(usize::try_from(skip).ok()?)?;
+            tasks
+                .get(at)
+                .filter(|e| e.bkey == run.first)
+                .map(|_| (start, at))
+        };
+        // Where we were in the same chain, or where the chain starts.
+        let found = hint
+            .filter(|(_, pos, origin)| *origin == run.origin && *pos <= run.before)
+            .and_then(|(anchor, pos, _)| lines_up(&self.tasks, anchor, run.before - pos))
+            .or_else(|| {
+                let o = self.tasks.iter().position(|e| e.bkey == run.origin)?;
+                lines_up(&self.tasks, o, run.before)
+            });
+        let Some((start, at)) = found else {
+            return 0; // does not line up: keep everything
+        };
+        let dropped: Vec<Entry<W>> = self.tasks.drain(start..at).collect();
+        if let Some(last) = dropped.last() {
+            self.last_done = Some(last.key.clone());
+        }
+        self.stats.pruned += dropped.len() as u64;
+        self.follow = Some(Follow {
+            epoch: run.epoch,
+            origin: run.origin.clone(),
+            before: run.before,
+            anchor: Some(start),
+            matched: 0,
+            count: 0,
+            last: Bson::Null,
+            broken: false,
+        });
+        dropped.len() as u64
     }
 
     /// Whether this member can place the run `published` names (or needs not).
@@ -422,6 +504,8 @@ impl<W: Work> SyncPort for Queue<W> {
                 epoch: run.epoch,
                 first: run.first.clone(),
                 count: run.count,
+                origin: run.origin.clone().unwrap_or_else(|| run.first.clone()),
+                before: run.before,
             }),
         })
     }
@@ -430,7 +514,7 @@ impl<W: Work> SyncPort for Queue<W> {
         let Some(run) = &published.run else { return };
         let pruned = {
             let mut inner = lock(&self.inner);
-            inner.apply(run.epoch, &run.first, run.count, &published.id)
+            inner.apply(run, &published.id)
         };
         if pruned > 0 && self.capacity.is_some() {
             self.space.notify_waiters();
@@ -441,10 +525,22 @@ impl<W: Work> SyncPort for Queue<W> {
         let mut inner = lock(&self.inner);
         if let Some(p) = inherited {
             if let Some(run) = &p.run {
-                inner.apply(run.epoch, &run.first, run.count, &p.id);
+                inner.apply(run, &p.id);
             }
         }
         let known = inner.knows(inherited);
+        // This epoch's run continues the chain if this member resumes right after
+        // the inherited run: it placed it whole and keeps no task in front of it.
+        let inherited_run = inherited.and_then(|p| p.run.as_ref());
+        let head = inner.follow.as_ref().and_then(|f| f.anchor);
+        let own = inherited_run.is_some_and(|r| inner.own_epochs.contains(&r.epoch));
+        let resumes = own || (known && head == Some(0) && inner.aside.is_empty());
+        inner.chain = match inherited_run {
+            Some(run) if resumes => {
+                Some((run.origin.clone(), run.before.saturating_add(run.count)))
+            }
+            _ => None,
+        };
         // Tasks set aside are not proven run: work them.
         inner.unsettle();
         inner.follow = None;
@@ -498,12 +594,26 @@ mod tests {
     }
 
     fn run(epoch: u64, first: u32, count: u64, last: u32) -> Published {
+        chained(epoch, first, 0, first, count, last)
+    }
+
+    /// A run whose chain starts at `origin` with `before` tasks before `first`.
+    fn chained(
+        epoch: u64,
+        origin: u32,
+        before: u64,
+        first: u32,
+        count: u64,
+        last: u32,
+    ) -> Published {
         Published {
             id: Bson::Int64(i64::from(last)),
             run: Some(Run {
                 epoch,
                 first: Bson::Int64(i64::from(first)),
                 count,
+                origin: Bson::Int64(i64::from(origin)),
+                before,
             }),
         }
     }
@@ -590,6 +700,59 @@ mod tests {
         }
         q.incoming(2, &run(2, 4, 4, 7));
         assert_eq!(q.keys(), [8, 9]);
+    }
+
+    #[tokio::test]
+    async fn a_chained_run_drops_the_chains_earlier_tasks() {
+        // Epoch 1 ran 1..=7; we saw only its publication up to 3. Epoch 2 resumed
+        // right after 7: its chain starts at 1 with 7 tasks before its first, 8.
+        let q = queue(None);
+        fill(&q, 1..=10).await;
+        q.incoming(1, &run(1, 1, 3, 3));
+        assert_eq!(q.keys(), (4..=10).collect::<Vec<_>>());
+        q.incoming(2, &chained(2, 1, 7, 8, 1, 8));
+        assert_eq!(q.keys(), [9, 10]);
+        // A member that restarted, fed from the start, catches up the same way.
+        let fresh = queue(None);
+        fill(&fresh, 1..=10).await;
+        fresh.incoming(2, &chained(2, 1, 7, 8, 1, 8));
+        assert_eq!(fresh.keys(), [9, 10]);
+        // An unchained next run drops nothing before its first task, and a chain
+        // that does not line up drops nothing.
+        let q = queue(None);
+        fill(&q, 1..=10).await;
+        q.incoming(1, &run(1, 1, 3, 3));
+        q.incoming(2, &run(2, 8, 1, 8));
+        assert_eq!(q.keys(), [4, 5, 6, 7, 9, 10]);
+        let q = queue(None);
+        fill(&q, 1..=10).await;
+        q.incoming(2, &chained(2, 1, 6, 8, 1, 8));
+        assert_eq!(q.keys(), [1, 2, 3, 4, 5, 6, 7, 9, 10]);
+    }
+
+    #[tokio::test]
+    async fn a_master_that_resumes_right_after_the_inherited_run_chains_it() {
+        let q = queue(None);
+        fill(&q, 1..=6).await;
+        q.became_master(2, Some(&run(1, 1, 2, 2)));
+        let e = q.take().unwrap();
+        q.finish(2, e, None);
+        let r = q.outgoing().unwrap().run.unwrap();
+        assert_eq!(
+            (r.origin, r.before, r.first),
+            (Bson::Int64(1), 2, Bson::Int64(3))
+        );
+        // A member with a task in front of the inherited run starts a new chain.
+        let q = queue(None);
+        fill(&q, [0, 1, 2, 3]).await;
+        q.became_master(2, Some(&run(1, 1, 2, 2)));
+        let e = q.take().unwrap();
+        q.finish(2, e, None);
+        let r = q.outgoing().unwrap().run.unwrap();
+        assert_eq!(
+            (r.origin, r.before, r.first),
+            (Bson::Int64(0), 0, Bson::Int64(0))
+        );
     }
 
     #[tokio::test]
