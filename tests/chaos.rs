@@ -844,7 +844,8 @@ impl Chaos {
     fn master_since(&self, since: i64) -> Option<usize> {
         let lease = self.rt.block_on(async {
             self.leases
-                .find_one(doc! { "_id": "chaos" })
+                .find_one(doc! { "_id.lease": "chaos" })
+                .sort(doc! { "_id.v": -1 })
                 .await
                 .ok()
                 .flatten()

@@ -108,9 +108,6 @@ fn describe(e: &mongodb::error::Error) -> String {
 enum Outcome {
     /// The write returned (or matched) a document naming this member.
     Won,
-    /// As `Won`, but right after, the stored document named another member: the
-    /// write was overwritten by a concurrent one (a lost update).
-    WonThenOverwritten,
     /// No document matched (`null` from findAndModify, or nothing matched).
     Lost,
     /// Duplicate key 11000 (the upsert race's expected loss), with the message.
@@ -158,10 +155,6 @@ fn summary(outcomes: &[Outcome]) -> (Vec<usize>, BTreeMap<String, usize>) {
             Outcome::Won => {
                 winners.push(i);
                 continue;
-            }
-            Outcome::WonThenOverwritten => {
-                winners.push(i);
-                "won, then overwritten (lost update)".to_owned()
             }
             Outcome::Lost => "no document".to_owned(),
             Outcome::Duplicate(msg) => format!("duplicate key: {msg}"),
@@ -215,8 +208,13 @@ fn outcome_of(me: usize, result: mongodb::error::Result<Option<Document>>) -> Ou
 
 /// Runs `ROUNDS` rounds of a race and asserts exactly one winner in each; the
 /// failure message lists every round.
-async fn rounds<S, SFut, F, Fut>(uri: &str, test: &str, setup: S, op: F)
-where
+async fn rounds<S, SFut, F, Fut>(
+    uri: &str,
+    test: &str,
+    stored_id: fn(&str) -> Bson,
+    setup: S,
+    op: F,
+) where
     S: Fn(Collection<Document>, String) -> SFut,
     SFut: std::future::Future<Output = ()>,
     F: Fn(usize, Collection<Document>, String) -> Fut + Send + Sync + Clone + 'static,
@@ -233,7 +231,9 @@ where
         let op = op.clone();
         let outcomes = race(&clients, test, move |i, c| op(i, c, id.clone())).await;
         let (winners, others) = summary(&outcomes);
-        let stored = c.find_one(doc! { "_id": format!("{test}-{round}") }).await;
+        let stored = c
+            .find_one(doc! { "_id": stored_id(&format!("{test}-{round}")) })
+            .await;
         let holder = stored
             .as_ref()
             .ok()
@@ -281,33 +281,38 @@ fn the_server_selection_is_parsed_and_unknown_kinds_are_refused() {
 
 support::server_tests! {
     /// 50 members take over the same expired lease at once with the protocol's
-    /// conditional findAndModify (`{_id, version: v}`, `new: true`): exactly one wins
-    /// each round, and the stored document is the winner's with version v + 1.
+    /// write (see `failover::store::mongo`): each inserts the next version,
+    /// `{_id: {lease, v: 42}, version: {$exists: false}}` with upsert: exactly one
+    /// wins each round, the others get duplicate key 11000, and the stored version
+    /// is the winner's.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn fifty_members_take_over_one_expired_lease(uri: String) {
         let test = "race_take_over";
         rounds(
             &uri,
             test,
+            |id| Bson::Document(doc! { "lease": id, "v": 42_i64 }),
             |c, id| async move {
-                c.insert_one(expired_lease(&id)).await.unwrap();
+                let mut old = expired_lease(&id);
+                old.insert("_id", doc! { "lease": &id, "v": 41_i64 });
+                c.insert_one(old).await.unwrap();
             },
             |me, c, id| async move {
-                let (mut filter, update) = take_over(me, Some(41));
-                filter.insert("_id", id);
+                let (_, update) = take_over(me, None);
+                let filter = doc! { "_id": { "lease": &id, "v": 42_i64 }, "version": { "$exists": false } };
+                let mut set = update.get_document("$set").unwrap().clone();
+                set.insert("version", 42_i64); // the marker the filter tests
+                set.insert("epoch", 8_i64);
+                let update = doc! { "$set": set, "$currentDate": { "renewed_at": true } };
                 let result = c
                     .find_one_and_update(filter, update)
+                    .upsert(true)
                     .return_document(ReturnDocument::After)
                     .await;
-                let outcome = outcome_of(me, result);
-                if let Outcome::Won = outcome {
-                    // The winner's write must be the one that stuck.
-                    let stored = c.find_one(doc! { "version": 42_i64, "holder": format!("m{me}") }).await;
-                    if !matches!(stored, Ok(Some(_))) {
-                        return Outcome::WonThenOverwritten;
-                    }
+                match outcome_of(me, result) {
+                    Outcome::Failed(Some(11000), msg) => Outcome::Duplicate(msg),
+                    other => other,
                 }
-                outcome
             },
         )
         .await;
@@ -322,6 +327,7 @@ support::server_tests! {
         rounds(
             &uri,
             test,
+            |id| Bson::String(id.to_owned()),
             |_, _| async {},
             |me, c, id| async move {
                 let (mut filter, update) = take_over(me, None);
@@ -340,32 +346,80 @@ support::server_tests! {
         .await;
     }
 
-    /// 50 members race a conditional `update` (as the release uses it: filter on
-    /// `_id`, token, epoch, released): exactly one matches each round.
+    /// The library itself: 50 members start at once on a subsystem without a lease
+    /// (the race for the first version), then the master crashes and the 49 others
+    /// race its expired lease; each time exactly one leads, and the epoch grows by one.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn fifty_members_race_one_conditional_update(uri: String) {
-        let test = "race_update";
-        rounds(
-            &uri,
-            test,
-            |c, id| async move {
-                c.insert_one(expired_lease(&id)).await.unwrap();
-            },
-            |me, c, id| async move {
-                let filter = doc! { "_id": id, "token": 1_i64, "epoch": 7_i64, "released": false };
-                let update = doc! {
-                    "$set": { "released": true, "holder": format!("m{me}") },
-                    "$inc": { "version": 1_i64 },
-                    "$currentDate": { "renewed_at": true },
-                };
-                match c.update_one(filter, update).await {
-                    Ok(r) if r.matched_count == 1 => Outcome::Won,
-                    Ok(_) => Outcome::Lost,
-                    Err(e) => Outcome::Failed(code(&e), describe(&e)),
+    async fn fifty_members_elect_one_master_and_one_successor(uri: String) {
+        use failover::{Intervals, Member, Options};
+        let collection = format!("race_members_{}", std::process::id());
+        let options = |i: usize| {
+            Options::new()
+                .connect_string(&uri)
+                .collection(&collection)
+                .member_id(format!("m{i}"))
+                .intervals(Intervals {
+                    init: Duration::ZERO,
+                    master: Duration::from_millis(300),
+                    slave: Duration::from_millis(200),
+                    ticking: Duration::from_millis(2000),
+                    error: Duration::from_millis(300),
+                })
+                .lease(Duration::from_millis(600))
+        };
+        // Every member starts on a task of its own, after one barrier.
+        let barrier = Arc::new(Barrier::new(MEMBERS));
+        let starts: Vec<_> = (0..MEMBERS)
+            .map(|i| {
+                let (options, barrier) = (options(i), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    Member::start("race", options).await.expect("a member starts")
+                })
+            })
+            .collect();
+        let mut members: Vec<Option<Member>> = Vec::new();
+        for start in starts {
+            members.push(Some(start.await.unwrap()));
+        }
+        let leaders = |members: &[Option<Member>]| -> Vec<(usize, u64)> {
+            members
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| m.as_ref().and_then(|m| m.epoch().map(|e| (i, e))))
+                .collect()
+        };
+        let mut epoch = None;
+        for round in 0..2 {
+            // Wait for a leader, then watch for two leases: never two at once.
+            let end = tokio::time::Instant::now() + Duration::from_secs(15);
+            let first = loop {
+                let l = leaders(&members);
+                assert!(l.len() <= 1, "round {round}: several masters at once: {l:?}");
+                if let [one] = l[..] {
+                    break one;
                 }
-            },
-        )
-        .await;
+                assert!(tokio::time::Instant::now() < end, "round {round}: no master within 15 s");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            let watch = tokio::time::Instant::now() + Duration::from_millis(1200);
+            while tokio::time::Instant::now() < watch {
+                let l = leaders(&members);
+                assert!(l.len() <= 1, "round {round}: several masters at once: {l:?}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if let Some(previous) = epoch {
+                assert_eq!(first.1, previous + 1, "round {round}: the epoch did not grow by one");
+            }
+            epoch = Some(first.1);
+            // Crash the master: the others race its expired lease.
+            if let Some(m) = members[first.0].take() {
+                m.abort();
+            }
+        }
+        for m in members.into_iter().flatten() {
+            m.shutdown().await.unwrap();
+        }
     }
 
     /// Every operation the protocol needs works, with the semantics it relies on.
@@ -572,5 +626,42 @@ support::server_tests! {
             "the optional features on {kind:?} differ from the table in tests/race.rs:\n{}",
             mismatches.join("\n")
         );
+    }
+}
+
+/// A probe of the server, not of `failover`: does a conditional `update` (a filter
+/// on fields besides `_id`) have exactly one winner among 50? The mock and MongoDB:
+/// yes. FerretDB 1.24.2 on SQLite: no (2 to 36 of 50 per round), which is why the
+/// lease protocol relies only on the uniqueness of `_id`. It fails on FerretDB, by
+/// design; run it on demand:
+/// `FAILOVER_TEST_SERVER=mock,ferretdb cargo test --test race probe -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a probe of the server's conditional updates (fails on FerretDB); run with --ignored"]
+async fn probe_conditional_updates_have_one_winner() {
+    for server in support::servers() {
+        let uri = support::uri_of(server);
+        let test = "race_update";
+        rounds(
+            &uri,
+            test,
+            |id| Bson::String(id.to_owned()),
+            |c, id| async move {
+                c.insert_one(expired_lease(&id)).await.unwrap();
+            },
+            |me, c, id| async move {
+                let filter = doc! { "_id": id, "token": 1_i64, "epoch": 7_i64, "released": false };
+                let update = doc! {
+                    "$set": { "released": true, "holder": format!("m{me}") },
+                    "$inc": { "version": 1_i64 },
+                    "$currentDate": { "renewed_at": true },
+                };
+                match c.update_one(filter, update).await {
+                    Ok(r) if r.matched_count == 1 => Outcome::Won,
+                    Ok(_) => Outcome::Lost,
+                    Err(e) => Outcome::Failed(code(&e), describe(&e)),
+                }
+            },
+        )
+        .await;
     }
 }

@@ -114,7 +114,9 @@ async fn a_malformed_lease_is_repaired_keeping_its_epoch() {
         .collection::<Document>("safety_malformed");
     let far = 9_000_000_000_000_i64; // above any clock-based fresh epoch
     leases
-        .insert_one(doc! { "_id": "subsystem", "epoch": far, "version": "seven" })
+        .insert_one(
+            doc! { "_id": { "lease": "subsystem", "v": 3_i64 }, "epoch": far, "version": "seven" },
+        )
         .await
         .unwrap();
     let a = Member::start("subsystem", fast(&uri, "safety_malformed", "bad-a"))

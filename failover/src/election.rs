@@ -17,9 +17,11 @@ use crate::store::{Claim, LeaseStore};
 const CLOCK_REFRESH: Duration = Duration::from_secs(60);
 
 /// The lease this member holds.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Held {
     epoch: u64,
+    /// The lease as this member last wrote it.
+    lease: Lease,
     /// The member may act until here (lease clock): the send time of its last
     /// successful renewal plus the lease, minus the step-down margin.
     valid_until: Instant,
@@ -106,7 +108,7 @@ impl<S: LeaseStore> Election<S> {
 
     /// One check or renewal; returns when to wake up next (lease clock).
     async fn step(&mut self) -> Instant {
-        match self.held {
+        match self.held.clone() {
             Some(held) => self.renew(held).await,
             None => self.check().await,
         }
@@ -305,6 +307,7 @@ impl<S: LeaseStore> Election<S> {
         let held = Held {
             epoch: lease.epoch,
             valid_until: deadline(sent, self.timing.lease),
+            lease: lease.clone(),
         };
         let inherited = lease.published();
         self.shared
@@ -316,10 +319,11 @@ impl<S: LeaseStore> Election<S> {
         self.fallback = None;
         self.deferred = None;
         self.lost_races = 0;
-        self.held = Some(held);
         self.shared.set_lease(Some((held.epoch, held.valid_until)));
-        self.set_state(State::Master, Some(held.epoch));
-        self.shared.events.emit(Event::Master { epoch: held.epoch });
+        let epoch = held.epoch;
+        self.held = Some(held);
+        self.set_state(State::Master, Some(epoch));
+        self.shared.events.emit(Event::Master { epoch });
         sent + self.timing.intervals.master
     }
 
@@ -344,17 +348,18 @@ impl<S: LeaseStore> Election<S> {
                 held.valid_until,
                 "renew lease",
                 self.store
-                    .renew(&name, &self.claim, held.epoch, publish.clone()),
+                    .renew(&name, &self.claim, &held.lease, publish.clone()),
             )
             .await;
         match result {
-            Ok(Some(_)) => {
+            Ok(Some(lease)) => {
                 let held = Held {
                     valid_until: deadline(sent, self.timing.lease),
+                    lease,
                     ..held
                 };
-                self.held = Some(held);
                 self.shared.set_lease(Some((held.epoch, held.valid_until)));
+                self.held = Some(held.clone());
                 if publish.is_some() {
                     self.published = publish;
                 }
@@ -408,7 +413,7 @@ impl<S: LeaseStore> Election<S> {
                 _ = self.shared.idle() => {}
                 _ = sleep_until(self.shared.clock.timer(next)) => {
                     if self.now() >= wake {
-                        if let Some(held) = self.held {
+                        if let Some(held) = self.held.clone() {
                             wake = self.renew(held).await;
                         }
                     }
@@ -420,6 +425,7 @@ impl<S: LeaseStore> Election<S> {
     /// Hands the lease over on shutdown, once no work runs under it.
     async fn release(&mut self) {
         let held = self.held.take();
+        let was_master = held.is_some();
         self.shared.set_lease(None);
         if let Some(held) = held.filter(|_| self.shared.is_idle()) {
             let publish = self
@@ -433,7 +439,7 @@ impl<S: LeaseStore> Election<S> {
                 .timed(
                     deadline,
                     "release lease",
-                    self.store.release(&name, &self.claim, held.epoch, publish),
+                    self.store.release(&name, &self.claim, &held.lease, publish),
                 )
                 .await
             {
@@ -448,7 +454,7 @@ impl<S: LeaseStore> Election<S> {
                 }
                 Err(e) => self.shared.events.emit(Event::Error(e)),
             }
-        } else if held.is_some() {
+        } else if was_master {
             tracing::warn!(target: "failover", member = %self.claim.member_id,
                 "work still runs under the lease; not releasing it (it expires instead)");
         }
@@ -479,7 +485,8 @@ impl<S: LeaseStore> Election<S> {
         }
         self.state = new;
         tracing::info!(target: "failover::states", member = %self.claim.member_id, %old, %new, ?epoch, "state change");
-        self.shared.set_status(new, self.held.map(|h| h.epoch));
+        self.shared
+            .set_status(new, self.held.as_ref().map(|h| h.epoch));
         self.shared
             .events
             .emit(Event::StateChange { old, new, epoch });

@@ -59,17 +59,27 @@ pub async fn repair_lease(options: &Options, name: &str) -> Result<u64> {
     let epoch = number("epoch")
         .map_or(0, rules::next_epoch)
         .max(rules::fresh_epoch(now_ms));
-    let version = number("version").map_or(1, rules::next_epoch);
     let repaired = doc! {
-        "_id": name, "holder": Bson::Null, "token": Bson::Null,
-        "epoch": epoch.min(i64::MAX as u64) as i64, "version": version.min(i64::MAX as u64) as i64,
-        "lease_ms": 0_i64, "renewed_at": bson::DateTime::from_millis(now_ms), "released": true,
-        "step_down": false,
+        "holder": Bson::Null, "token": Bson::Null,
+        "epoch": epoch.min(i64::MAX as u64) as i64,
+        "lease_ms": 0_i64, "released": true, "step_down": false,
     };
-    if !store.replace_exact(&raw, repaired).await? {
+    let v = raw
+        .get_document("_id")
+        .ok()
+        .and_then(|id| {
+            id.get_i64("v")
+                .ok()
+                .or_else(|| id.get_i32("v").ok().map(i64::from))
+        })
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(0);
+    if !store.repair_write(name, v + 1, repaired).await? {
         return Err(Error::invalid(
             "name",
-            format!("the lease document of {name:?} changed while it was being repaired; run the repair again"),
+            format!(
+                "the lease of {name:?} changed while it was being repaired; run the repair again"
+            ),
         ));
     }
     tracing::info!(target: "failover", name, epoch, "lease document repaired");

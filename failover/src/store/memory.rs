@@ -189,9 +189,10 @@ impl LeaseStore for MemoryConn {
         &self,
         name: &str,
         claim: &Claim,
-        epoch: u64,
+        held: &Lease,
         published: Option<Published>,
     ) -> Result<Option<Lease>> {
+        let epoch = held.epoch;
         self.run("renew lease", |leases, now| {
             Ok(mine(leases, name, claim, epoch).map(|lease| {
                 lease.version += 1;
@@ -210,9 +211,10 @@ impl LeaseStore for MemoryConn {
         &self,
         name: &str,
         claim: &Claim,
-        epoch: u64,
+        held: &Lease,
         published: Option<Published>,
     ) -> Result<bool> {
+        let epoch = held.epoch;
         self.run("release lease", |leases, now| {
             Ok(mine(leases, name, claim, epoch)
                 .map(|lease| {

@@ -44,23 +44,23 @@ pub(crate) trait LeaseStore: Send + Sync + 'static {
         fresh_epoch: u64,
     ) -> impl Future<Output = Result<Option<Lease>>> + Send;
 
-    /// Renews the lease held with `epoch`, publishing `published` when given.
-    /// `Ok(None)` when the lease is no longer ours.
+    /// Renews `held`, the lease as this member last wrote it, publishing
+    /// `published` when given. `Ok(None)` when the lease is no longer ours.
     fn renew(
         &self,
         name: &str,
         claim: &Claim,
-        epoch: u64,
+        held: &Lease,
         published: Option<Published>,
     ) -> impl Future<Output = Result<Option<Lease>>> + Send;
 
-    /// Marks the lease held with `epoch` released, publishing `published` when
-    /// given. `Ok(false)` when the lease was no longer ours.
+    /// Marks `held` released, publishing `published` when given. `Ok(false)` when
+    /// the lease was no longer ours.
     fn release(
         &self,
         name: &str,
         claim: &Claim,
-        epoch: u64,
+        held: &Lease,
         published: Option<Published>,
     ) -> impl Future<Output = Result<bool>> + Send;
 }

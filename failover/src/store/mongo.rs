@@ -1,7 +1,25 @@
-//! The lease operations as MongoDB commands: `hello`, `find`, and conditional
-//! `findAndModify`/`update` — ordinary CRUD that a standalone mongod, a replica set
-//! and the test server all support. Writes use majority write concern and reads
-//! majority read concern, so a lease survives the failover of the database itself.
+//! The lease operations as MongoDB commands: `find`, `findAndModify` with upsert,
+//! `delete` and `createIndexes` — ordinary CRUD that a standalone mongod, a replica
+//! set, a sharded cluster (through mongos), FerretDB and the test server all
+//! support. Writes use majority write concern and reads majority read concern and
+//! the primary, so a lease survives the failover of the database itself.
+//!
+//! # One document per version
+//!
+//! Every write of a lease — take-over, renewal, release — *inserts* the next
+//! version: a document `_id: {lease: <name>, v: <version>}`. The insert is an
+//! upsert of that `_id` filtered on `version` not existing, so of all writers of
+//! one version exactly one succeeds and the others get a duplicate key (11000).
+//! That is the only atomicity the protocol asks of the database: the uniqueness of
+//! `_id`, which every MongoDB-compatible server enforces. (FerretDB 1.x, for one,
+//! applies the filter of a conditional update without a transaction, so a
+//! compare-and-set on another field can have several winners; an insert cannot.)
+//!
+//! The current lease is the document with the highest version. After a write the
+//! writer reads the highest version back: if it is not its own, it lost (a writer
+//! paused long enough can insert a version that was since garbage-collected; the
+//! read-back refuses it). The master deletes versions more than
+//! [`KEEP_VERSIONS`] behind its own now and then.
 
 use bson::{doc, Bson, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
@@ -13,11 +31,19 @@ use mongodb::{Client, Collection, Database};
 
 use super::{Claim, LeaseStore};
 use crate::error::{Error, Result};
-use crate::lease::{Lease, Published};
+use crate::lease::{rules, Lease, Published};
 use crate::options::{redact_uri, scrub, Backend, Options};
 
 /// MongoDB's duplicate-key error code.
 pub(crate) const DUPLICATE_KEY: i32 = 11000;
+
+/// How many versions of a lease are kept behind the current one.
+pub(crate) const KEEP_VERSIONS: u64 = 16;
+
+/// The `_id` of version `v` of lease `name`.
+fn slot(name: &str, v: u64) -> Document {
+    doc! { "lease": name, "v": v.min(i64::MAX as u64) as i64 }
+}
 
 pub(crate) struct MongoStore {
     db: Database,
@@ -74,6 +100,78 @@ impl MongoStore {
         );
         Ok(MongoStore { db, leases, uri })
     }
+
+    /// Creates the index that finds a lease's newest version (idempotent). Without
+    /// it everything still works, by a scan of the small lease collection.
+    async fn ensure_index(&self) {
+        let index = mongodb::IndexModel::builder()
+            .keys(doc! { "_id.lease": 1, "_id.v": -1 })
+            .build();
+        if let Err(e) = self.leases.create_index(index).await {
+            let e = driver_error("create the lease index", &e, &self.uri);
+            tracing::warn!(target: "failover", error = %e, "cannot create the lease index; reading leases by a scan");
+        }
+    }
+
+    /// The newest version of lease `name`, unparsed.
+    pub async fn raw(&self, name: &str) -> Result<Option<Document>> {
+        self.leases
+            .find_one(doc! { "_id.lease": name })
+            .sort(doc! { "_id.v": -1 })
+            .await
+            .map_err(|e| driver_error("read lease", &e, &self.uri))
+    }
+
+    /// Inserts version `v` of lease `name` with `fields` (and `renewed_at` stamped
+    /// by the server), then checks that it is the newest version. `Ok(None)` when
+    /// another writer has version `v` or a newer one.
+    async fn write(
+        &self,
+        operation: &'static str,
+        name: &str,
+        v: u64,
+        mut fields: Document,
+    ) -> Result<Option<Lease>> {
+        let fields_token = match fields.get("token") {
+            Some(Bson::Int64(t)) => Some(*t),
+            _ => None,
+        };
+        fields.insert("version", v.min(i64::MAX as u64) as i64);
+        let written = self
+            .leases
+            .find_one_and_update(
+                doc! { "_id": slot(name, v), "version": { "$exists": false } },
+                doc! { "$set": fields, "$currentDate": { "renewed_at": true } },
+            )
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await;
+        let doc = match written {
+            Ok(doc) => doc,
+            Err(e) if error_code(&e) == Some(DUPLICATE_KEY) => return Ok(None),
+            Err(e) => return Err(driver_error(operation, &e, &self.uri)),
+        };
+        let Some(doc) = doc else { return Ok(None) };
+        let lease = Lease::from_document(name, &doc)?;
+        // A server that ignored part of the filter must not make two masters.
+        if lease.token != fields_token {
+            return Ok(None);
+        }
+        // A version garbage-collected long ago can be inserted again by a writer
+        // that was paused: only the newest version counts.
+        match self.raw(name).await? {
+            Some(newest) if newest.get_document("_id").ok() == Some(&slot(name, v)) => {}
+            _ => return Ok(None),
+        }
+        if v % KEEP_VERSIONS == 0 && v > KEEP_VERSIONS {
+            let old = doc! { "_id.lease": name, "_id.v": { "$lt": (v - KEEP_VERSIONS) as i64 } };
+            if let Err(e) = self.leases.delete_many(old).await {
+                let e = driver_error("delete old lease versions", &e, &self.uri);
+                tracing::debug!(target: "failover", error = %e, "old lease versions stay");
+            }
+        }
+        Ok(Some(lease))
+    }
 }
 
 impl LeaseStore for MongoStore {
@@ -104,11 +202,7 @@ impl LeaseStore for MongoStore {
     }
 
     async fn read(&self, name: &str) -> Result<Option<Lease>> {
-        let doc = self
-            .leases
-            .find_one(doc! { "_id": name })
-            .await
-            .map_err(|e| driver_error("read lease", &e, &self.uri))?;
+        let doc = self.raw(name).await?;
         doc.map(|d| Lease::from_document(name, &d)).transpose()
     }
 
@@ -120,87 +214,58 @@ impl LeaseStore for MongoStore {
         lease_ms: u64,
         fresh_epoch: u64,
     ) -> Result<Option<Lease>> {
-        let set = doc! {
-            "holder": &claim.member_id, "token": claim.token, "lease_ms": lease_ms as i64,
-            "released": false, "step_down": false,
-        };
-        let result = match seen {
+        // The next version after the one seen carries the next epoch; the first
+        // version starts at the lease clock's epoch.
+        let (v, fields) = match seen {
             Some(version) => {
-                let update = doc! {
-                    "$set": set,
-                    "$inc": { "epoch": 1_i64, "version": 1_i64 },
-                    "$currentDate": { "renewed_at": true },
+                let Some(current) = self.read(name).await? else {
+                    return Ok(None);
                 };
-                self.leases
-                    .find_one_and_update(doc! { "_id": name, "version": version as i64 }, update)
-                    .return_document(ReturnDocument::After)
-                    .await
+                if current.version != version {
+                    return Ok(None);
+                }
+                let mut fields = taken(claim, lease_ms, rules::next_epoch(current.epoch));
+                if let Some(p) = current.published() {
+                    fields.extend(publish(p));
+                }
+                (version + 1, fields)
             }
-            None => {
-                // A document created anew starts its epoch at the lease clock's
-                // time, above any epoch of a deleted predecessor.
-                let mut set = set;
-                set.insert("epoch", fresh_epoch.min(i64::MAX as u64) as i64);
-                set.insert("version", 1_i64);
-                let update = doc! { "$set": set, "$currentDate": { "renewed_at": true } };
-                self.leases
-                    .find_one_and_update(
-                        doc! { "_id": name, "version": { "$exists": false } },
-                        update,
-                    )
-                    .upsert(true)
-                    .return_document(ReturnDocument::After)
-                    .await
-            }
+            None => (1, taken(claim, lease_ms, fresh_epoch)),
         };
-        match result {
-            Ok(doc) => self.ours(name, doc, claim),
-            Err(e) if error_code(&e) == Some(DUPLICATE_KEY) => Ok(None),
-            Err(e) => Err(driver_error("take lease", &e, &self.uri)),
-        }
+        self.write("take lease", name, v, fields).await
     }
 
     async fn renew(
         &self,
         name: &str,
         claim: &Claim,
-        epoch: u64,
+        held: &Lease,
         published: Option<Published>,
     ) -> Result<Option<Lease>> {
-        let mut update = doc! {
-            "$inc": { "version": 1_i64 },
-            "$currentDate": { "renewed_at": true },
-        };
-        if let Some(p) = published {
-            update.insert("$set", publish(p));
+        let mut fields = taken(claim, held.lease_ms, held.epoch);
+        if let Some(p) = published.or_else(|| held.published()) {
+            fields.extend(publish(p));
         }
-        let doc = self
-            .leases
-            .find_one_and_update(mine(name, claim, epoch), update)
-            .return_document(ReturnDocument::After)
+        self.write("renew lease", name, held.version + 1, fields)
             .await
-            .map_err(|e| driver_error("renew lease", &e, &self.uri))?;
-        self.ours(name, doc, claim)
     }
 
     async fn release(
         &self,
         name: &str,
         claim: &Claim,
-        epoch: u64,
+        held: &Lease,
         published: Option<Published>,
     ) -> Result<bool> {
-        let mut set = doc! { "released": true, "step_down": false };
-        if let Some(p) = published {
-            set.extend(publish(p));
+        let mut fields = taken(claim, held.lease_ms, held.epoch);
+        fields.insert("released", true);
+        if let Some(p) = published.or_else(|| held.published()) {
+            fields.extend(publish(p));
         }
-        let update = doc! { "$set": set, "$inc": { "version": 1_i64 }, "$currentDate": { "renewed_at": true } };
-        let result = self
-            .leases
-            .update_one(mine(name, claim, epoch), update)
-            .await
-            .map_err(|e| driver_error("release lease", &e, &self.uri))?;
-        Ok(result.matched_count == 1)
+        Ok(self
+            .write("release lease", name, held.version + 1, fields)
+            .await?
+            .is_some())
     }
 }
 
@@ -208,7 +273,10 @@ impl MongoStore {
     /// Fails unless the deployment answers a `ping` within `timeout`.
     pub async fn ping(&self, timeout: std::time::Duration) -> Result<()> {
         match tokio::time::timeout(timeout, self.db.run_command(doc! { "ping": 1 })).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(_)) => {
+                self.ensure_index().await;
+                Ok(())
+            }
             Ok(Err(e)) => Err(driver_error("connect", &e, &self.uri)),
             Err(_) => Err(Error::Timeout {
                 operation: "connect (raise `connect_timeout` if the database is slow to reach)",
@@ -217,30 +285,10 @@ impl MongoStore {
         }
     }
 
-    /// The lease document as stored, unparsed (for the repair).
-    pub async fn raw(&self, name: &str) -> Result<Option<Document>> {
-        self.leases
-            .find_one(doc! { "_id": name })
-            .await
-            .map_err(|e| driver_error("read lease", &e, &self.uri))
-    }
-
-    /// Replaces `old` (matched field by field) with `new`; `false` if it changed.
-    pub async fn replace_exact(&self, old: &Document, new: Document) -> Result<bool> {
-        let result = self
-            .leases
-            .replace_one(old.clone(), new)
-            .await
-            .map_err(|e| driver_error("repair lease", &e, &self.uri))?;
-        Ok(result.matched_count == 1)
-    }
-
-    /// Parses a returned document and checks that it names us (a server that
-    /// ignored part of the filter must not make two masters).
-    fn ours(&self, name: &str, doc: Option<Document>, claim: &Claim) -> Result<Option<Lease>> {
-        let Some(doc) = doc else { return Ok(None) };
-        let lease = Lease::from_document(name, &doc)?;
-        Ok((lease.token == Some(claim.token)).then_some(lease))
+    /// Writes version `v` of lease `name` as given (for the repair); `false` when
+    /// another writer had that version or a newer one.
+    pub async fn repair_write(&self, name: &str, v: u64, fields: Document) -> Result<bool> {
+        Ok(self.write("repair lease", name, v, fields).await?.is_some())
     }
 }
 
@@ -252,9 +300,12 @@ fn publish(p: Published) -> Document {
     }
 }
 
-/// The filter that matches the lease only while this member instance holds `epoch`.
-fn mine(name: &str, claim: &Claim, epoch: u64) -> Document {
-    doc! { "_id": name, "token": claim.token, "epoch": epoch as i64, "released": false }
+/// The fields of a lease held by `claim` with `epoch`.
+fn taken(claim: &Claim, lease_ms: u64, epoch: u64) -> Document {
+    doc! {
+        "holder": &claim.member_id, "token": claim.token, "lease_ms": lease_ms as i64,
+        "epoch": epoch.min(i64::MAX as u64) as i64, "released": false, "step_down": false,
+    }
 }
 
 /// The server's error code of a driver error, if it has one.
