@@ -1,4 +1,4 @@
-//! Proof under fire: five member processes (`failover-member`) work one queue
+//! Proof under fire: six member processes (`failover-member`) work one queue
 //! while the test kills, pauses, faults and stops them, two of them with wall
 //! clocks skewed by ±5 s (libfaketime); then a checker reads every line the
 //! members logged and proves the guarantees held.
@@ -6,16 +6,46 @@
 //! The test picks one action at a time, then waits for a working master (a live
 //! lease renewed after the action by a running member) and a random 0.2–1.5 s:
 //! SIGKILL the master and restart it 0–1 lease later; SIGSTOP the master for a
-//! lease plus 0.2–0.8 s, then SIGCONT; fail the master's `find`,
-//! `findAndModify` and `update` for 1–3 leases (`configureFailPoint failCommand`
-//! filtered on its appName: an error code, a closed connection, or a 1 s block,
+//! lease plus 0.2–0.8 s, then SIGCONT; cut the master off from the database for
+//! 1–3 leases (see below: an error, a closed connection, or commands that hang
 //! past the renew deadline of 0.9 lease); SIGTERM the master or another member
 //! and restart it. A member that is stopped is restarted before the next action,
-//! so at least four of the five run at any time.
+//! so at least five of the six run at any time.
 //!
-//! `FAILOVER_CHAOS_SECS` sets how long the faults go on (default 45 s, for CI),
-//! `FAILOVER_CHAOS_SEED` replays a run (the seed is printed). The logs stay in
-//! `target/failover-runs/chaos-*` for inspection.
+//! # Database faults, on any server
+//!
+//! Two ways, used where they work:
+//!
+//! * **Fail points** (the bundled test server, its replica set, and a
+//!   `MONGODB_URI` deployment that accepts `configureFailPoint`): `failCommand` on
+//!   the master's `find`, `findAndModify`, `update` and `insert`, filtered on its
+//!   appName: error code 91, `closeConnection`, or `blockConnection` for 1 s.
+//! * **A fault proxy per member** ([`support::proxy::FaultProxy`]; every
+//!   single-server run: the bundled test server, FerretDB, a one-host
+//!   `MONGODB_URI`): each member's `MONGODB_URI` names its own proxy, and the test
+//!   sets the master's proxy to [`Fault::Reset`](support::proxy::Fault::Reset)
+//!   for an error, [`Fault::CloseAfter`](support::proxy::Fault::CloseAfter) 0–4096
+//!   bytes for a closed connection, and
+//!   [`Fault::Blackhole`](support::proxy::Fault::Blackhole) or
+//!   [`Fault::Latency`](support::proxy::Fault::Latency) of 1 s towards the server
+//!   for a blocked command. The test's own client goes around the proxies.
+//!
+//! When both work (the bundled test server), each fault picks one of the two.
+//!
+//! # Tests
+//!
+//! * `chaos`: the bundled test server (or `MONGODB_URI`);
+//!   `FAILOVER_CHAOS_SECS` sets how long the faults go on (default 45 s, for CI).
+//! * `chaos_replica_set`: the test server's three-member replica set, with
+//!   primary changes; `FAILOVER_CHAOS_RS_SECS` (default 30 s).
+//! * `chaos_ferretdb`: FerretDB 1.24 (faults through the proxies only);
+//!   `FAILOVER_CHAOS_FERRETDB_SECS` (default 30 s). FerretDB is opt-in, like every
+//!   FerretDB test: `FAILOVER_TEST_SERVER=mock,ferretdb cargo test --test chaos --
+//!   --include-ignored` (see `tests/support/ferretdb.rs`).
+//!
+//! `FAILOVER_CHAOS_SEED` replays a run's choices (the seed is printed). The logs
+//! stay in `target/failover-runs/chaos-*` for inspection. The checker is the same
+//! for every server.
 //!
 //! # What is checked ([`check::check`], over the parsed logs and the test's own
 //! record of what it did)
@@ -66,6 +96,8 @@ use std::time::{Duration, Instant};
 
 use members::{Line, Proc, Rng, Spec, Tail, Timings};
 use mongodb::bson::{doc, Bson, Document};
+use support::proxy::{Fault as ProxyFault, FaultProxy};
+use support::Server;
 
 /// The chaos run's timings: a 500 ms lease keeps failovers quick.
 const TIMINGS: Timings = members::SHORT_TIMINGS;
@@ -788,7 +820,12 @@ fn spec(dir: &std::path::Path, collection: &str, i: usize, tasks: u64) -> Spec {
 
 /// The run: processes, logs, the database, and what was done.
 struct Chaos {
-    uri: String,
+    /// Each member's connection string: its proxy's, or the database's.
+    member_uris: Vec<String>,
+    /// One fault proxy per member (same index), when the run uses proxies.
+    proxies: Vec<FaultProxy>,
+    /// Whether the server takes `configureFailPoint failCommand`.
+    fail_points: bool,
     /// The replica set of a replica-set run (primary changes are one of the actions).
     replica_set: Option<support::ReplicaSet>,
     step_downs: usize,
@@ -819,7 +856,7 @@ impl Chaos {
     }
 
     fn start(&mut self, i: usize) {
-        self.procs[i] = Some(self.specs[i].spawn(&self.uri));
+        self.procs[i] = Some(self.specs[i].spawn(&self.member_uris[i]));
         self.act(check::Kind::Start, i);
     }
 
@@ -903,6 +940,76 @@ impl Chaos {
     fn fail_point(&self, spec: Document) {
         self.rt.block_on(support::fail_command(&self.client, spec));
     }
+
+    /// Cuts member `m` off from the database with `fault` through a fail point
+    /// filtered on its appName; returns the name counted in the summary.
+    fn fail_point_on(&self, m: usize, fault: check::Fault) -> &'static str {
+        let mut data = doc! {
+            "failCommands": ["find", "findAndModify", "update", "insert"],
+            "appName": format!("failover:{}", self.specs[m].id),
+        };
+        match fault {
+            check::Fault::Error => data.insert("errorCode", Bson::Int32(91)),
+            check::Fault::Close => data.insert("closeConnection", true),
+            check::Fault::Block => {
+                data.insert("blockConnection", true);
+                data.insert("blockTimeMS", BLOCK_MS as i64)
+            }
+        };
+        self.fail_point(doc! { "mode": "alwaysOn", "data": data });
+        fault.name()
+    }
+
+    /// Cuts member `m` off from the database with `fault` through its proxy;
+    /// returns the name counted in the summary.
+    fn proxy_fault_on(&self, m: usize, fault: check::Fault, rng: &mut Rng) -> &'static str {
+        let (set, name) = match fault {
+            check::Fault::Error => (ProxyFault::Reset, "proxy-reset"),
+            check::Fault::Close => (
+                ProxyFault::CloseAfter {
+                    bytes: rng.range(0, 4096),
+                },
+                "proxy-close-after",
+            ),
+            check::Fault::Block if rng.range(0, 1) == 0 => {
+                (ProxyFault::Blackhole, "proxy-blackhole")
+            }
+            check::Fault::Block => (
+                ProxyFault::Latency {
+                    to_server: Duration::from_millis(BLOCK_MS),
+                    to_client: Duration::ZERO,
+                },
+                "proxy-latency",
+            ),
+        };
+        self.proxies[m].set(set);
+        name
+    }
+}
+
+/// What the chaos test runs against.
+enum Setup {
+    /// One server: the bundled test server, FerretDB, or `MONGODB_URI`.
+    Single(String),
+    /// The bundled test server's replica set.
+    ReplicaSet(support::ReplicaSet),
+}
+
+/// Whether the server of `client` takes `configureFailPoint failCommand` (it is
+/// switched off to find out, which changes nothing).
+async fn takes_fail_points(client: &mongodb::Client) -> bool {
+    client
+        .database("admin")
+        .run_command(doc! { "configureFailPoint": "failCommand", "mode": "off" })
+        .await
+        .is_ok()
+}
+
+/// Whether `uri` names exactly one server (so that a proxy can sit in front of it).
+async fn names_one_server(uri: &str) -> bool {
+    mongodb::options::ClientOptions::parse(uri)
+        .await
+        .is_ok_and(|o| o.hosts.len() == 1)
 }
 
 /// blockTimeMS of the block fault: twice the lease, past the renew deadline.
@@ -914,7 +1021,24 @@ fn env_u64(name: &str) -> Option<u64> {
 
 #[test]
 fn chaos() {
-    run_chaos(None, env_u64("FAILOVER_CHAOS_SECS").unwrap_or(45));
+    run_chaos(
+        Setup::Single(support::mongodb_uri()),
+        env_u64("FAILOVER_CHAOS_SECS").unwrap_or(45),
+    );
+}
+
+/// The same on FerretDB 1.24, its database faults made by the proxies (FerretDB
+/// has no fail points). Opt-in like every FerretDB test: it runs when
+/// `FAILOVER_TEST_SERVER` names `ferretdb` and ignored tests are included.
+#[test]
+#[ignore = "FerretDB is opt-in: FAILOVER_TEST_SERVER=mock,ferretdb and --include-ignored"]
+fn chaos_ferretdb() {
+    support::run_blocking_on("chaos_ferretdb", Server::FerretDb, |uri| {
+        run_chaos(
+            Setup::Single(uri),
+            env_u64("FAILOVER_CHAOS_FERRETDB_SECS").unwrap_or(30),
+        );
+    });
 }
 
 /// The same on a three-member replica set whose members' clocks differ by up to
@@ -924,10 +1048,13 @@ fn chaos() {
 fn chaos_replica_set() {
     // Always on the bundled test server: it plays the replica set.
     let rs = support::start_replica_set(&[0, 30, -30]);
-    run_chaos(Some(rs), env_u64("FAILOVER_CHAOS_RS_SECS").unwrap_or(30));
+    run_chaos(
+        Setup::ReplicaSet(rs),
+        env_u64("FAILOVER_CHAOS_RS_SECS").unwrap_or(30),
+    );
 }
 
-fn run_chaos(replica_set: Option<support::ReplicaSet>, secs: u64) {
+fn run_chaos(setup: Setup, secs: u64) {
     members::require_libfaketime();
     let seed = env_u64("FAILOVER_CHAOS_SEED").unwrap_or_else(Rng::seed_from_clock);
     let mut rng = Rng::new(seed);
@@ -937,17 +1064,65 @@ fn run_chaos(replica_set: Option<support::ReplicaSet>, secs: u64) {
         "chaos: {secs} s, seed {seed} (FAILOVER_CHAOS_SEED={seed} replays the choices), logs in {}",
         dir.display()
     );
-    let uri = match &replica_set {
-        Some(rs) => rs.uri.clone(),
-        None => support::mongodb_uri(),
+    let (uri, replica_set) = match setup {
+        Setup::Single(uri) => (uri, None),
+        Setup::ReplicaSet(rs) => (rs.uri.clone(), Some(rs)),
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // The test server plays a replica set; a single server is the test server,
+    // FerretDB or MONGODB_URI.
+    let kind = match replica_set {
+        Some(_) => Server::Mock,
+        None => support::kind_of(&uri),
+    };
+    // Multi-threaded: the proxies' tasks must run while this thread sleeps.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let client = rt
         .block_on(mongodb::Client::with_uri_str(&uri))
         .expect("a client");
+    let fail_points = match kind {
+        Server::Mock => true,
+        Server::FerretDb => false,
+        Server::Uri => rt.block_on(takes_fail_points(&client)),
+    };
+    let proxies: Vec<FaultProxy> = if replica_set.is_none() && rt.block_on(names_one_server(&uri)) {
+        rt.block_on(async {
+            let mut proxies = Vec::new();
+            for _ in MEMBERS {
+                proxies.push(FaultProxy::in_front_of(&uri).await);
+            }
+            proxies
+        })
+    } else {
+        Vec::new()
+    };
+    assert!(
+        fail_points || !proxies.is_empty(),
+        "the chaos test cannot make database faults on this {kind} deployment: it names \
+         several servers (no proxy can sit in front of it) and refuses `configureFailPoint`; \
+         give a one-server MONGODB_URI, or start mongod with \
+         `--setParameter enableTestCommands=1`"
+    );
+    let member_uris: Vec<String> = match proxies.is_empty() {
+        true => MEMBERS.iter().map(|_| uri.clone()).collect(),
+        false => proxies.iter().map(|p| p.proxied(&uri)).collect(),
+    };
+    println!(
+        "chaos: server {kind}{}, database faults by {}",
+        if replica_set.is_some() {
+            " (replica set)"
+        } else {
+            ""
+        },
+        match (fail_points, proxies.is_empty()) {
+            (true, false) => "fail points and proxies",
+            (true, true) => "fail points",
+            (false, _) => "proxies",
+        }
+    );
     let collection = format!("chaos_{}_{}", std::process::id(), members::mono_ns());
     let leases = client
         .default_database()
@@ -957,7 +1132,7 @@ fn run_chaos(replica_set: Option<support::ReplicaSet>, secs: u64) {
     let specs: Vec<Spec> = (0..MEMBERS.len())
         .map(|i| spec(&dir, &collection, i, tasks))
         .collect();
-    if support::using_test_server() {
+    if kind == Server::Mock {
         let offset = (TIMINGS.lease() + 1000) as i64;
         rt.block_on(support::set_hello_offset(
             &client,
@@ -966,7 +1141,9 @@ fn run_chaos(replica_set: Option<support::ReplicaSet>, secs: u64) {
         ));
     }
     let mut c = Chaos {
-        uri,
+        member_uris,
+        proxies,
+        fail_points,
         replica_set,
         step_downs: 0,
         rt,
@@ -1031,23 +1208,23 @@ fn run_chaos(replica_set: Option<support::ReplicaSet>, secs: u64) {
                     check::Fault::Close,
                     check::Fault::Block,
                 ][rng.range(0, 2) as usize];
-                let mut data = doc! {
-                    "failCommands": ["find", "findAndModify", "update", "insert"],
-                    "appName": format!("failover:{}", c.specs[m].id),
+                let by_proxy = match (c.fail_points, c.proxies.is_empty()) {
+                    (true, false) => rng.range(0, 1) == 1,
+                    (fail_points, _) => !fail_points,
                 };
-                match fault {
-                    check::Fault::Error => data.insert("errorCode", Bson::Int32(91)),
-                    check::Fault::Close => data.insert("closeConnection", true),
-                    check::Fault::Block => {
-                        data.insert("blockConnection", true);
-                        data.insert("blockTimeMS", BLOCK_MS as i64)
-                    }
+                let name = if by_proxy {
+                    c.proxy_fault_on(m, fault, &mut rng)
+                } else {
+                    c.fail_point_on(m, fault)
                 };
-                c.fail_point(doc! { "mode": "alwaysOn", "data": data });
                 c.act(check::Kind::FaultOn(fault), m);
-                *c.faults.entry(fault.name()).or_default() += 1;
+                *c.faults.entry(name).or_default() += 1;
                 std::thread::sleep(Duration::from_millis(rng.range(lease, 3 * lease)));
-                c.rt.block_on(support::clear_fail_points(&c.client));
+                if by_proxy {
+                    c.proxies[m].set(ProxyFault::None);
+                } else {
+                    c.rt.block_on(support::clear_fail_points(&c.client));
+                }
                 c.act(check::Kind::FaultOff, m);
             }
             // A primary change of the replica set (replica-set runs only).
@@ -1143,8 +1320,9 @@ fn run_chaos(replica_set: Option<support::ReplicaSet>, secs: u64) {
         .map(|(id, _)| report.held.get(*id).copied().unwrap_or(0))
         .sum();
     println!(
-        "chaos summary: duration={:.1}s (+{:.1}s drain) members={} events={} failovers={} (epochs; {} held by the skewed members) \
+        "chaos summary: server={kind}{} duration={:.1}s (+{:.1}s drain) members={} events={} failovers={} (epochs; {} held by the skewed members) \
          faults={:?} kills={} pauses={} graceful_stops={} restarts={} step_downs={} tasks={} task_runs={} duplicates={} epoch_ends={:?} violations={}",
+        if c.replica_set.is_some() { "-replica-set" } else { "" },
         chaos_time.as_secs_f64(),
         drain_time.as_secs_f64(),
         MEMBERS.len(),

@@ -31,6 +31,12 @@ fn unique(what: &str) -> String {
 support::server_tests! {
     #[test]
     fn a_paused_masters_fenced_write_is_rejected(uri: String) {
+        if support::kind_of(&uri) == support::Server::FerretDb {
+            // FerretDB cannot fence (see failover::fence): it must say so.
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(fencing_is_refused(&uri));
+            return;
+        }
         let dir = members::run_dir("fence");
         let collection = unique("fence");
         let spec = |id: &str| Spec {
@@ -140,9 +146,29 @@ async fn fenced(uri: &str, name: &str) -> (FencedCollection, mongodb::Collection
     (FencedCollection::new(coll.clone()), coll)
 }
 
+/// On a server that applies conditional writes without atomicity (FerretDB 1.x),
+/// every fenced write is refused with `Error::Unsupported`, and nothing is written.
+async fn fencing_is_refused(uri: &str) {
+    let (f, coll) = fenced(uri, "fence_refused").await;
+    let id = doc! { "_id": "acct" };
+    let inc = doc! { "$inc": { "n": 1_i64 } };
+    let upsert = f.upsert_one(1, id.clone(), inc.clone()).await.unwrap_err();
+    assert!(matches!(upsert, Error::Unsupported { .. }), "{upsert:?}");
+    assert!(upsert.to_string().contains("FerretDB"), "{upsert}");
+    let update = f.update_one(1, id.clone(), inc).await.unwrap_err();
+    assert!(matches!(update, Error::Unsupported { .. }), "{update:?}");
+    let delete = f.delete_one(1, id).await.unwrap_err();
+    assert!(matches!(delete, Error::Unsupported { .. }), "{delete:?}");
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 0);
+}
+
 support::server_tests! {
     #[tokio::test]
     async fn fenced_writes_refuse_older_epochs(uri: String) {
+        if support::kind_of(&uri) == support::Server::FerretDb {
+            fencing_is_refused(&uri).await;
+            return;
+        }
         let (f, coll) = fenced(&uri, "fenced_writes").await;
         let id = doc! { "_id": "acct" };
         let inc = doc! { "$inc": { "n": 1_i64 } };

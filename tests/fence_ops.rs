@@ -258,7 +258,7 @@ async fn an_upsert_must_name_the_id() {
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, Error::InvalidOption { option: "filter", reason } if reason.contains("_id")),
+            matches!(&err, Error::InvalidArgument { argument: "filter", reason } if reason.contains("_id")),
             "{filter}: {err:?}"
         );
     }
@@ -288,7 +288,7 @@ async fn writers_of_the_same_epoch_get_no_stale_epoch() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Database { code: Some(11000), message, .. } if message.contains("does not match")),
+        matches!(&err, Error::FenceConflict { reason, .. } if reason.contains("does not match")),
         "{err:?}"
     );
 
@@ -343,8 +343,8 @@ async fn updates_that_would_break_the_fence_are_refused() {
         assert!(
             matches!(
                 &err,
-                Error::InvalidOption {
-                    option: "update",
+                Error::InvalidArgument {
+                    argument: "update",
                     ..
                 }
             ),
@@ -365,8 +365,8 @@ async fn updates_that_would_break_the_fence_are_refused() {
         assert!(
             matches!(
                 &err,
-                Error::InvalidOption {
-                    option: "field",
+                Error::InvalidArgument {
+                    argument: "field",
                     ..
                 }
             ),
@@ -380,8 +380,8 @@ async fn updates_that_would_break_the_fence_are_refused() {
     assert!(
         matches!(
             &err,
-            Error::InvalidOption {
-                option: "epoch",
+            Error::InvalidArgument {
+                argument: "epoch",
                 ..
             }
         ),
@@ -412,7 +412,7 @@ async fn a_fence_field_that_holds_no_epoch_is_an_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Database { message, .. } if message.contains("not an epoch")),
+        matches!(&err, Error::FenceConflict { reason, .. } if reason.contains("not an epoch")),
         "{err:?}"
     );
     assert!(!matches!(err, Error::StaleEpoch { .. }));

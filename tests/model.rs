@@ -53,7 +53,7 @@ fn base(name: &'static str) -> Config {
         ticking: 10,
         error: 15,
         drift_period: 2 * LEASE,
-        max_delay: 1,
+        delays: 2,
         horizon: 60,
         faults: Faults::default(),
         mutation: None,
@@ -279,5 +279,27 @@ fn mutation_pending_key_prune() {
             ..managed()
         },
         "no task of a live member is lost",
+    );
+}
+
+#[test]
+fn zz_probe() {
+    let h: u16 = std::env::var("H").map(|v| v.parse().unwrap()).unwrap_or(20);
+    let b: u8 = std::env::var("B").map(|v| v.parse().unwrap()).unwrap_or(0);
+    let mut cfg = Config {
+        horizon: h,
+        ..election()
+    };
+    cfg.faults.budget = b;
+    cfg.delays = std::env::var("D").map(|v| v.parse().unwrap()).unwrap_or(0);
+    cfg.faults.shutdowns = std::env::var("S").map(|v| v.parse().unwrap()).unwrap_or(0);
+    let started = Instant::now();
+    let checker = Protocol { cfg }.checker().spawn_bfs().join();
+    println!(
+        "h={h} b={b}: {} states ({} unique), depth {}, {:.1?}",
+        checker.state_count(),
+        checker.unique_state_count(),
+        checker.max_depth(),
+        started.elapsed()
     );
 }

@@ -5,8 +5,8 @@
 //! same conditional write at once (after a barrier), 20 rounds; exactly one may win
 //! each round. These are the protocol's safety assumption, asserted on every server:
 //! a server that lets two members win fails here, with every round's winners listed.
-//! FerretDB is opt-in (it fails here):
-//! `FAILOVER_TEST_SERVER=mock,ferretdb cargo test --test race -- --include-ignored`.
+//! The library's own write is the version insert (`failover::lease`): it needs only
+//! the uniqueness of `_id`, and has one winner per round on every server.
 //!
 //! Results recorded on this machine (FerretDB 1.24.2 built by the harness):
 //! - mock (`mongo_server.py`): one winner in every round of every race.
@@ -16,7 +16,8 @@
 //!   `update` race (2 to 36 of 50): findAndModify and update read the document,
 //!   apply the update in memory and write the whole document back by `_id` without
 //!   re-checking the filter or holding a transaction, so a conditional write is not
-//!   atomic. Both tests FAIL on FerretDB, as they must. The upsert race on a missing
+//!   atomic. (That race is now the on-demand probe at the end of this file; the
+//!   protocol no longer relies on it.) The upsert race on a missing
 //!   document has one winner per round; the 49 others get
 //!   `E11000 duplicate key error collection: failover_test.race_upsert` (code 11000).
 //!

@@ -19,6 +19,36 @@ pub enum Error {
         reason: String,
     },
 
+    /// An argument of a call is unusable (a fenced write's filter, update, field or
+    /// epoch).
+    #[error("invalid argument `{argument}`: {reason}")]
+    InvalidArgument {
+        /// The argument's name.
+        argument: &'static str,
+        /// What is wrong and what to write instead.
+        reason: String,
+    },
+
+    /// A fenced write could not be applied, though no newer epoch wrote: the
+    /// document does not match the rest of the filter, its fence field holds no
+    /// epoch, or concurrent writers kept changing it (then try again).
+    #[error("{operation} not applied: {reason}")]
+    FenceConflict {
+        /// The write (for example `fenced upsert`).
+        operation: &'static str,
+        /// Why, and what to do.
+        reason: String,
+    },
+
+    /// The database server cannot give a guarantee this call needs.
+    #[error("{what} is not supported on this server: {reason}")]
+    Unsupported {
+        /// What was asked for.
+        what: &'static str,
+        /// Why, and what to use instead.
+        reason: String,
+    },
+
     /// The subsystem name cannot be used as a MongoDB document id.
     #[error("invalid subsystem name {name:?}: {reason}")]
     InvalidName {
@@ -130,6 +160,13 @@ impl Error {
         }
     }
 
+    pub(crate) fn argument(argument: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            argument,
+            reason: reason.into(),
+        }
+    }
+
     pub(crate) fn serialization(what: &'static str, reason: impl ToString) -> Self {
         Error::Serialization {
             what,
@@ -143,7 +180,7 @@ impl Error {
         matches!(
             self,
             Error::Database { .. } | Error::Timeout { .. } | Error::LeaseExpired { .. }
-        )
+        ) || matches!(self, Error::FenceConflict { reason, .. } if reason.contains("try again"))
     }
 }
 

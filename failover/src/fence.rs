@@ -9,6 +9,12 @@
 //! not higher. Once a newer master has written a document, the old master's
 //! writes to it fail with [`Error::StaleEpoch`].
 //!
+//! Fencing needs a server that applies a conditional update atomically, as
+//! MongoDB does. FerretDB 1.x does not (it reads, then writes the document back by
+//! `_id`), so there every fenced write fails with [`Error::Unsupported`] rather
+//! than fence in name only. (The lease itself does not need that: see
+//! [`crate::lease`].)
+//!
 //! ```no_run
 //! # async fn run(db: mongodb::Database, ctx: &failover::WorkContext) -> failover::Result<()> {
 //! use failover::bson::doc;
@@ -83,6 +89,8 @@ const ATTEMPTS: usize = 5;
 pub struct FencedCollection {
     collection: Collection<Document>,
     field: String,
+    /// Whether the server applies conditional writes atomically (checked once).
+    atomic: std::sync::Arc<tokio::sync::OnceCell<bool>>,
 }
 
 /// Why a conditional write matched nothing.
@@ -102,6 +110,7 @@ impl FencedCollection {
         FencedCollection {
             collection,
             field: DEFAULT_FENCE_FIELD.to_owned(),
+            atomic: Default::default(),
         }
     }
 
@@ -147,11 +156,13 @@ impl FencedCollection {
     ///
     /// * [`Error::StaleEpoch`] when a newer epoch has written or deleted the
     ///   document: this member is no longer master.
-    /// * [`Error::InvalidOption`] when `update` is not made of update operators, or
-    ///   touches the fence field or `_deleted`; when `epoch` is above `i64::MAX`;
-    ///   when the [`field`](Self::field) is no plain field name.
-    /// * [`Error::Database`] when the database fails, when concurrent writers
-    ///   kept changing the document, or when its fence field holds no epoch.
+    /// * [`Error::InvalidArgument`] when `update` is not made of update operators,
+    ///   or touches the fence field or `_deleted`; when `epoch` is above
+    ///   `i64::MAX`; when the [`field`](Self::field) is no plain field name.
+    /// * [`Error::FenceConflict`] when concurrent writers kept changing the
+    ///   document (try again), or when its fence field holds no epoch.
+    /// * [`Error::Unsupported`] on a server that cannot fence (FerretDB 1.x).
+    /// * [`Error::Database`] when the database fails.
     pub async fn update_one(
         &self,
         epoch: u64,
@@ -160,6 +171,7 @@ impl FencedCollection {
     ) -> Result<Option<Document>> {
         let epoch_value = self.epoch_value(epoch)?;
         let update = self.fenced_update(update, &epoch_value)?;
+        self.require_atomic_writes().await?;
         for _ in 0..ATTEMPTS {
             let result = self
                 .collection
@@ -196,14 +208,15 @@ impl FencedCollection {
     ///
     /// * [`Error::StaleEpoch`] when a newer epoch has written or deleted the
     ///   document.
-    /// * [`Error::InvalidOption`] when `filter` does not name the `_id`, or `update`
-    ///   is not made of update operators or touches the fence field or `_deleted`;
-    ///   when `epoch` is above `i64::MAX`; when the [`field`](Self::field) is no
-    ///   plain field name.
-    /// * [`Error::Database`] with code 11000 (duplicate key) when a live document with
-    ///   this `_id` exists but does not match the rest of `filter`; otherwise when
-    ///   the database fails, when concurrent writers kept changing the document, or
-    ///   when its fence field holds no epoch.
+    /// * [`Error::InvalidArgument`] when `filter` does not name the `_id`, or
+    ///   `update` is not made of update operators or touches the fence field or
+    ///   `_deleted`; when `epoch` is above `i64::MAX`; when the
+    ///   [`field`](Self::field) is no plain field name.
+    /// * [`Error::FenceConflict`] when a live document with this `_id` exists but
+    ///   does not match the rest of `filter`, when concurrent writers kept changing
+    ///   the document (try again), or when its fence field holds no epoch.
+    /// * [`Error::Unsupported`] on a server that cannot fence (FerretDB 1.x).
+    /// * [`Error::Database`] when the database fails.
     pub async fn upsert_one(
         &self,
         epoch: u64,
@@ -212,8 +225,7 @@ impl FencedCollection {
     ) -> Result<Document> {
         let epoch_value = self.epoch_value(epoch)?;
         let Some(id) = id_of(&filter) else {
-            // TODO(lead): variant (InvalidArgument { argument: "filter", reason })
-            return Err(Error::invalid(
+            return Err(Error::argument(
                 "filter",
                 "a fenced upsert's filter must name the document's `_id`, like \
                  `{\"_id\": \"acct-7\"}`: a filter that is not unique would let a refused \
@@ -221,6 +233,7 @@ impl FencedCollection {
             ));
         };
         let fenced_update = self.fenced_update(update.clone(), &epoch_value)?;
+        self.require_atomic_writes().await?;
         for _ in 0..ATTEMPTS {
             let result = self
                 .collection
@@ -272,15 +285,12 @@ impl FencedCollection {
                 .await
                 .map_err(|e| driver_error("fenced upsert", &e, ""))?;
             if matches.is_none() {
-                // TODO(lead): variant (FenceConflict { reason })
-                return Err(Error::Database {
+                return Err(Error::FenceConflict {
                     operation: "fenced upsert",
-                    message: format!(
+                    reason: format!(
                         "a document with _id {id} exists but does not match the rest of the \
                          filter, so the upsert can neither update it nor insert another"
                     ),
-                    code: Some(DUPLICATE_KEY),
-                    source: None,
                 });
             }
             // A writer of the same (or an older) epoch inserted it first: again.
@@ -299,13 +309,16 @@ impl FencedCollection {
     ///
     /// * [`Error::StaleEpoch`] when a newer epoch has written or deleted the
     ///   document.
-    /// * [`Error::InvalidOption`] when `epoch` is above `i64::MAX`, or the
+    /// * [`Error::InvalidArgument`] when `epoch` is above `i64::MAX`, or the
     ///   [`field`](Self::field) is no plain field name.
-    /// * [`Error::Database`] when the database fails, when concurrent writers kept
-    ///   changing the document, or when its fence field holds no epoch.
+    /// * [`Error::FenceConflict`] when concurrent writers kept changing the
+    ///   document (try again), or when its fence field holds no epoch.
+    /// * [`Error::Unsupported`] on a server that cannot fence (FerretDB 1.x).
+    /// * [`Error::Database`] when the database fails.
     pub async fn delete_one(&self, epoch: u64, filter: Document) -> Result<Option<Document>> {
         let epoch_value = self.epoch_value(epoch)?;
         let tombstone = doc! { &self.field: epoch_value.clone(), TOMBSTONE_FIELD: true };
+        self.require_atomic_writes().await?;
         for _ in 0..ATTEMPTS {
             let deleted = self
                 .collection
@@ -373,8 +386,7 @@ impl FencedCollection {
             || field == "_id"
             || field == TOMBSTONE_FIELD
         {
-            // TODO(lead): variant (InvalidArgument { argument: "field", reason })
-            return Err(Error::invalid(
+            return Err(Error::argument(
                 "field",
                 format!(
                     "{field:?} cannot hold the fence: give a top-level field name that is \
@@ -390,7 +402,15 @@ impl FencedCollection {
     /// are not tombstones if `live`. One flat `$and`, whose equality clauses an
     /// upsert copies into the document it inserts.
     fn fenced_filter(&self, filter: Document, live: bool, epoch: &Bson) -> Document {
-        let mut clauses = vec![Bson::Document(filter)];
+        // The caller's conditions stay at the top level (an upsert copies equality
+        // conditions from there into the inserted document, on every server); the
+        // fence's conditions join them under `$and`.
+        let mut fenced = filter;
+        let mut clauses = match fenced.remove("$and") {
+            Some(Bson::Array(existing)) => existing,
+            Some(other) => vec![other],
+            None => Vec::new(),
+        };
         if live {
             clauses.push(Bson::Document(doc! { TOMBSTONE_FIELD: { "$ne": true } }));
         }
@@ -398,7 +418,8 @@ impl FencedCollection {
             { &self.field: { "$lte": epoch.clone() } },
             { &self.field: { "$exists": false } },
         ] }));
-        doc! { "$and": clauses }
+        fenced.insert("$and", clauses);
+        fenced
     }
 
     /// Checks `update` and adds the fence to its `$set`.
@@ -409,7 +430,7 @@ impl FencedCollection {
                 set.insert(&self.field, epoch.clone());
             }
             Some(_) => {
-                return Err(Error::invalid(
+                return Err(Error::argument(
                     "update",
                     "`$set` must be a document, like `{\"$set\": {\"owner\": \"b\"}}`",
                 ))
@@ -423,9 +444,8 @@ impl FencedCollection {
 
     /// An update document of operators that leaves the fence and `_deleted` alone.
     fn check_update(&self, update: &Document) -> Result<()> {
-        // TODO(lead): variant (InvalidArgument { argument: "update", reason })
         if update.is_empty() || update.keys().any(|k| !k.starts_with('$')) {
-            return Err(Error::invalid(
+            return Err(Error::argument(
                 "update",
                 "a fenced update consists of update operators, like \
                  `{\"$set\": {\"owner\": \"b\"}, \"$inc\": {\"n\": 1}}`; a replacement \
@@ -445,7 +465,7 @@ impl FencedCollection {
             for (path, value) in fields {
                 let target = value.as_str().filter(|_| renamed);
                 if reserved(path) || target.is_some_and(reserved) {
-                    return Err(Error::invalid(
+                    return Err(Error::argument(
                         "update",
                         format!(
                             "`{operator}` may not change `{path}`: `{}` and `{TOMBSTONE_FIELD}` \
@@ -549,10 +569,9 @@ impl FencedCollection {
         };
         match epoch {
             Some(epoch) => Ok(Some(epoch)),
-            None => Err(Error::Database {
-                // TODO(lead): variant (FenceConflict { reason })
+            None => Err(Error::FenceConflict {
                 operation: "fenced write",
-                message: format!(
+                reason: format!(
                     "document {} holds {} in `{}`, which is not an epoch; only fenced \
                      writes may set that field",
                     doc.get("_id")
@@ -561,8 +580,6 @@ impl FencedCollection {
                         .map_or_else(String::new, ToString::to_string),
                     self.field
                 ),
-                code: None,
-                source: None,
             }),
         }
     }
@@ -577,10 +594,9 @@ fn id_of(filter: &Document) -> Option<Bson> {
 }
 
 fn epoch_bson(epoch: u64) -> Result<Bson> {
-    i64::try_from(epoch).map(Bson::Int64).map_err(|_| {
-        // TODO(lead): variant (InvalidArgument { argument: "epoch", reason })
-        Error::invalid("epoch", "is larger than MongoDB's 64-bit signed integers")
-    })
+    i64::try_from(epoch)
+        .map(Bson::Int64)
+        .map_err(|_| Error::argument("epoch", "is larger than MongoDB's 64-bit signed integers"))
 }
 
 fn stale(epoch: u64, current: Option<u64>) -> Error {
@@ -588,15 +604,44 @@ fn stale(epoch: u64, current: Option<u64>) -> Error {
     Error::StaleEpoch { epoch, current }
 }
 
+impl FencedCollection {
+    /// Refuses servers that apply conditional writes without atomicity: there a
+    /// stale master's write could land after a newer master's.
+    async fn require_atomic_writes(&self) -> Result<()> {
+        let atomic = self
+            .atomic
+            .get_or_try_init(|| async {
+                let db = self
+                    .collection
+                    .client()
+                    .database(&self.collection.namespace().db);
+                let info = db
+                    .run_command(doc! { "buildInfo": 1 })
+                    .await
+                    .map_err(|e| driver_error("fenced write", &e, ""))?;
+                Ok::<bool, Error>(!info.contains_key("ferretdbVersion"))
+            })
+            .await?;
+        if *atomic {
+            Ok(())
+        } else {
+            Err(Error::Unsupported {
+                what: "fenced writes",
+                reason: "FerretDB 1.x applies a conditional update as a read and then a write \
+                         by _id, without a transaction, so a stale master's write can land after \
+                         a newer master's; fence on MongoDB (standalone, replica set or sharded)"
+                    .to_owned(),
+            })
+        }
+    }
+}
+
 fn busy(operation: &'static str) -> Error {
-    // TODO(lead): variant (FenceConflict { reason })
-    Error::Database {
+    Error::FenceConflict {
         operation,
-        message: format!(
+        reason: format!(
             "concurrent writers changed the document {ATTEMPTS} times while this write was \
              tried; try again"
         ),
-        code: None,
-        source: None,
     }
 }

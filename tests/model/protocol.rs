@@ -17,7 +17,8 @@
 //!
 //! * the order of everything that happens within a tick (members' steps, the
 //!   database applying requests, workers starting and finishing tasks);
-//! * every message's delay, from 0 to `max_delay` ticks, each way;
+//! * messages' delays: a message leaves and arrives in the same tick unless the
+//!   environment delays it, by a tick at a time, from a budget of `delays` ticks;
 //! * faults, from a budget: a message (request or reply) lost, so also a write
 //!   applied and its reply lost; a member paused for any number of ticks (its
 //!   clock runs on: `CLOCK_BOOTTIME`); a member crashed; the primary moving to the
@@ -157,7 +158,9 @@ pub struct Config {
     pub error: u64,
     /// Rate errors are one tick per this many ticks.
     pub drift_period: u64,
-    pub max_delay: u16,
+    /// Messages leave and arrive in the same tick, unless delayed: this many
+    /// ticks of delay in all, each on any message, request or reply.
+    pub delays: u8,
     pub horizon: u16,
     pub faults: Faults,
     pub mutation: Option<Mutation>,
@@ -193,10 +196,10 @@ impl Config {
     /// last run gives the others a lease of head start; then up to two checks and
     /// take-overs (a lost race waits its back-off), each four round trips.
     pub fn takeover_bound(&self) -> u64 {
-        let rtt = 2 * u64::from(self.max_delay) + 1;
+        let rtt = u64::from(self.delays) + 1;
         let head_start = if self.managed() { self.lease } else { 0 };
         self.lease
-            + u64::from(self.max_delay)
+            + u64::from(self.delays)
             + 2 * rules::margin_ms(self.lease)
             + 2
             + self.slave.max(self.ticking)
@@ -211,7 +214,7 @@ impl Config {
     /// began before), and a check that finds the lease released takes it at once:
     /// two round trips (read, acquire), plus the one in flight.
     pub fn release_bound(&self) -> u64 {
-        let rtt = 2 * u64::from(self.max_delay) + 1;
+        let rtt = u64::from(self.delays) + 1;
         self.slave.max(self.ticking) + self.error + 3 * rtt + 1
     }
 }
@@ -398,8 +401,11 @@ pub struct State {
     pub crash: Option<u16>,
     /// Since when the lease is released and not taken again.
     pub released: Option<u16>,
-    /// Tasks started in this tick: (member, epoch).
-    pub started: Vec<(u8, u64)>,
+    /// Who acted in this tick (held a lease valid by its own clock, or started
+    /// a task): (member, epoch), sorted.
+    pub acting: Vec<(u8, u64)>,
+    /// Delays used (ticks).
+    pub delays: u8,
     /// Epochs taken, in order.
     pub taken: Vec<u64>,
     /// Occurrences whose write landed.
@@ -426,6 +432,8 @@ pub enum Action {
     WDone(u8),
     /// The member's worker starts its next task.
     WStart(u8),
+    /// A message of the member's (`true`: its task's write) takes a tick longer.
+    Delay(u8, bool),
     Lose(u8),
     Pause(u8),
     Resume(u8),
@@ -507,8 +515,45 @@ impl Protocol {
         self.acting(s, m).is_some()
     }
 
+    /// The member's own steps that are due now.
+    fn local_due(&self, s: &State, m: usize, out: &mut Vec<Action>) {
+        let mem = &s.members[m];
+        if mem.up != Up::Running {
+            return;
+        }
+        let i = m as u8;
+        if let Some(Op {
+            msg: Some(Msg::Rep(at, _)),
+            ..
+        }) = &mem.op
+        {
+            if s.now >= *at {
+                out.push(Action::Reply(i));
+            }
+        }
+        if let Some(Task {
+            msg: Msg::Rep(at, _),
+            ..
+        }) = &mem.task
+        {
+            if s.now >= *at {
+                out.push(Action::WDone(i));
+            }
+        }
+        if self.timer_due(s, m) {
+            out.push(Action::Timer(i));
+        }
+        if self.worker_may_start(s, m) {
+            out.push(Action::WStart(i));
+        }
+    }
+
+    /// What must happen before time moves on: requests arriving at the database,
+    /// and the members' due steps. Members' own steps touch only their own state,
+    /// so they commute with one another: only the first member's are offered (a
+    /// partial-order reduction; the per-tick properties do not depend on the order
+    /// within a tick).
     fn forced(&self, s: &State, out: &mut Vec<Action>) {
-        let d = self.cfg.max_delay;
         for (i, mem) in s.members.iter().enumerate() {
             let m = i as u8;
             if let Some(Op {
@@ -516,12 +561,12 @@ impl Protocol {
                 ..
             }) = &mem.op
             {
-                if s.now >= at + d {
+                if s.now >= *at {
                     out.push(Action::Apply(m));
                 }
             }
             for (j, (at, _)) in mem.orphans.iter().enumerate() {
-                if s.now >= at + d {
+                if s.now >= *at {
                     out.push(Action::ApplyOrphan(m, j as u8));
                 }
             }
@@ -530,73 +575,38 @@ impl Protocol {
                 ..
             }) = &mem.task
             {
-                if s.now >= at + d {
+                if s.now >= *at {
                     out.push(Action::WApply(m));
                 }
             }
-            if mem.up != Up::Running {
-                continue;
-            }
-            if let Some(Op {
-                msg: Some(Msg::Rep(at, _)),
-                ..
-            }) = &mem.op
-            {
-                if s.now >= at + d {
-                    out.push(Action::Reply(m));
-                }
-            }
-            if let Some(Task {
-                msg: Msg::Rep(at, _),
-                ..
-            }) = &mem.task
-            {
-                if s.now >= at + d {
-                    out.push(Action::WDone(m));
-                }
-            }
-            if self.timer_due(s, m as usize) {
-                out.push(Action::Timer(m));
-            }
-            if self.worker_may_start(s, m as usize) {
-                out.push(Action::WStart(m));
+        }
+        for m in 0..s.members.len() {
+            let before = out.len();
+            self.local_due(s, m, out);
+            if out.len() > before {
+                break;
             }
         }
     }
 
     fn optional(&self, s: &State, out: &mut Vec<Action>) {
-        let d = self.cfg.max_delay;
         let f = &self.cfg.faults;
         let budget = s.faults < f.budget;
+        let delay = s.delays < self.cfg.delays;
         for (i, mem) in s.members.iter().enumerate() {
             let m = i as u8;
-            if let Some(op) = &mem.op {
-                match &op.msg {
-                    Some(Msg::Req(at, _)) if s.now < at + d => out.push(Action::Apply(m)),
-                    Some(Msg::Rep(at, _)) if s.now < at + d && mem.up == Up::Running => {
-                        out.push(Action::Reply(m))
-                    }
-                    _ => {}
-                }
-                if budget && f.lose && op.msg.is_some() && Self::alive(mem) {
-                    out.push(Action::Lose(m));
-                }
+            if delay && mem.op.as_ref().is_some_and(|op| op.msg.is_some()) {
+                out.push(Action::Delay(m, false));
             }
-            for (j, (at, _)) in mem.orphans.iter().enumerate() {
-                if s.now < at + d {
-                    out.push(Action::ApplyOrphan(m, j as u8));
-                }
+            if delay && mem.task.is_some() {
+                out.push(Action::Delay(m, true));
             }
-            match &mem.task {
-                Some(Task {
-                    msg: Msg::Req(at, _),
-                    ..
-                }) if s.now < at + d => out.push(Action::WApply(m)),
-                Some(Task {
-                    msg: Msg::Rep(at, _),
-                    ..
-                }) if s.now < at + d && mem.up == Up::Running => out.push(Action::WDone(m)),
-                _ => {}
+            if budget
+                && f.lose
+                && Self::alive(mem)
+                && mem.op.as_ref().is_some_and(|op| op.msg.is_some())
+            {
+                out.push(Action::Lose(m));
             }
             match mem.up {
                 Up::Running => {
@@ -621,6 +631,18 @@ impl Protocol {
         }
         if budget && f.primary_change && self.cfg.nodes.len() > 1 {
             out.push(Action::PrimaryChange);
+        }
+    }
+
+    /// Records who acts in this tick.
+    fn note_acting(&self, s: &mut State) {
+        for m in 0..s.members.len() {
+            if let Some(e) = self.acting(s, m) {
+                let entry = (m as u8, e);
+                if let Err(i) = s.acting.binary_search(&entry) {
+                    s.acting.insert(i, entry);
+                }
+            }
         }
     }
 
@@ -1065,7 +1087,10 @@ impl Protocol {
                 },
             ),
         });
-        s.started.push((m as u8, epoch));
+        let entry = (m as u8, epoch);
+        if let Err(i) = s.acting.binary_search(&entry) {
+            s.acting.insert(i, entry);
+        }
     }
 
     fn work_done(&self, s: &mut State, m: usize) {
@@ -1113,7 +1138,7 @@ impl Protocol {
 
     fn tick(&self, s: &mut State) {
         s.now += 1;
-        s.started.clear();
+        s.acting.clear();
         if s.members.iter().any(|m| m.up == Up::Paused) {
             s.unfair = s.now;
         }
@@ -1227,7 +1252,8 @@ impl Model for Protocol {
             unfair: 0,
             crash: None,
             released: None,
-            started: Vec::new(),
+            acting: Vec::new(),
+            delays: 0,
             taken: Vec::new(),
             done: 0,
             broken: 0,
@@ -1245,6 +1271,8 @@ impl Model for Protocol {
     }
 
     fn actions(&self, s: &State, out: &mut Vec<Action>) {
+        // The database applies what arrives, and members take their due steps,
+        // before time moves on.
         let before = out.len();
         self.forced(s, out);
         if out.len() == before && s.now < self.cfg.horizon {
@@ -1301,6 +1329,21 @@ impl Model for Protocol {
             }
             Action::WDone(m) => self.work_done(&mut s, m as usize),
             Action::WStart(m) => self.work_start(&mut s, m as usize),
+            Action::Delay(m, task) => {
+                s.delays += 1;
+                let mem = &mut s.members[m as usize];
+                let msg = if task {
+                    &mut mem.task.as_mut().expect("a task").msg
+                } else {
+                    mem.op
+                        .as_mut()
+                        .and_then(|op| op.msg.as_mut())
+                        .expect("a message")
+                };
+                match msg {
+                    Msg::Req(at, _) | Msg::Rep(at, _) => *at += 1,
+                }
+            }
             Action::Lose(m) => {
                 s.faults += 1;
                 s.unfair = s.now;
@@ -1348,6 +1391,7 @@ impl Model for Protocol {
                 }
             }
         }
+        self.note_acting(&mut s);
         Some(s)
     }
 
@@ -1357,18 +1401,10 @@ impl Model for Protocol {
 
     fn properties(&self) -> Vec<Property<Self>> {
         vec![
-            Property::always("one acting epoch per tick", |p: &Protocol, s: &State| {
-                let mut epoch = None;
-                let started = s.started.iter().map(|&(_, e)| e);
-                let valid = (0..s.members.len()).filter_map(|m| p.acting(s, m));
-                for e in started.chain(valid) {
-                    match epoch {
-                        None => epoch = Some(e),
-                        Some(x) if x != e => return false,
-                        _ => {}
-                    }
-                }
-                true
+            Property::always("one acting epoch per tick", |_: &Protocol, s: &State| {
+                s.acting
+                    .iter()
+                    .all(|&(m, e)| s.acting.iter().all(|&(n, f)| m == n || e == f))
             }),
             Property::always("one holder per epoch", |_: &Protocol, s: &State| {
                 if s.broken & DUP_EPOCH != 0 {

@@ -15,19 +15,15 @@
 //! # Choosing servers
 //! `FAILOVER_TEST_SERVER` is a comma-separated list of `mock` (the bundled
 //! `mongo_server.py`), `ferretdb` and `uri` (the deployment in `MONGODB_URI`). When it
-//! is unset or empty: `mock`, or `uri` alone when `MONGODB_URI` is set. FerretDB is
-//! opt-in: version 1.24 does not apply conditional updates atomically (tests/race.rs
-//! shows it), so the protocol is not safe on it yet.
+//! is unset or empty: `mock,ferretdb`, or `uri` alone when `MONGODB_URI` is set.
 //! [`server_tests!`](crate::support::server_tests) turns each test body into one test
 //! per server kind, `NAME::mock`, `NAME::ferretdb` and `NAME::uri`:
 //! - a selected kind runs the body against that server, and the test fails if the
 //!   server cannot be built or started (it never passes without running);
-//! - the kinds outside the default selection, `ferretdb` and `uri`, are `#[ignore]`d
-//!   at compile time with the reason, so that the usual run reports them as ignored:
-//!   to run them, select them and include ignored tests, e.g.
-//!   `FAILOVER_TEST_SERVER=mock,ferretdb cargo test -- --include-ignored`, or set
-//!   `MONGODB_URI` and run `cargo test -- --include-ignored`; a run that selects
-//!   them without `--include-ignored`/`--ignored` fails with that advice instead of
+//! - the kind outside the default selection, `uri`, is `#[ignore]`d at compile time
+//!   with the reason, so that the usual run reports it as ignored: to run it, set
+//!   `MONGODB_URI` and run `cargo test -- --include-ignored`; a run that selects it
+//!   without `--include-ignored`/`--ignored` fails with that advice instead of
 //!   running nothing;
 //! - the stable test harness cannot ignore a test at run time, so a test of a kind
 //!   that the selection leaves out, when it runs (a `mock` test in a `uri` run, or a
@@ -91,7 +87,7 @@ impl Server {
     /// True for the kinds whose generated tests are `#[ignore]`d at compile time:
     /// those outside the default selection (see the module docs).
     pub fn ignored_by_default(self) -> bool {
-        self != Server::Mock
+        self == Server::Uri
     }
 }
 
@@ -299,7 +295,6 @@ macro_rules! server_tests {
             }
 
             #[tokio::test $( ( $($targs)* ) )?]
-            #[ignore = "FerretDB is opt-in: FAILOVER_TEST_SERVER=mock,ferretdb and --include-ignored"]
             $(#[$attr])*
             async fn ferretdb() {
                 $crate::support::run_on(
@@ -341,7 +336,6 @@ macro_rules! server_tests {
             }
 
             #[test]
-            #[ignore = "FerretDB is opt-in: FAILOVER_TEST_SERVER=mock,ferretdb and --include-ignored"]
             $(#[$attr])*
             fn ferretdb() {
                 $crate::support::run_blocking_on(

@@ -536,6 +536,16 @@ impl<W: Work> SyncPort for Queue<W> {
         let own = inherited_run.is_some_and(|r| inner.own_epochs.contains(&r.epoch));
         let resumes = own || (known && head == Some(0) && inner.aside.is_empty());
         inner.chain = match inherited_run {
+            // Our own run goes on where we stopped, which may be past what we published.
+            Some(run) if own => inner
+                .run
+                .as_ref()
+                .filter(|r| r.epoch == run.epoch)
+                .map(|r| {
+                    let origin = r.origin.clone().unwrap_or_else(|| r.first.clone());
+                    (origin, r.before.saturating_add(r.count))
+                })
+                .or_else(|| Some((run.origin.clone(), run.before.saturating_add(run.count)))),
             Some(run) if resumes => {
                 Some((run.origin.clone(), run.before.saturating_add(run.count)))
             }
@@ -752,6 +762,29 @@ mod tests {
         assert_eq!(
             (r.origin, r.before, r.first),
             (Bson::Int64(0), 0, Bson::Int64(0))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_retaken_own_lease_continues_the_chain_past_what_was_published() {
+        let q = queue(None);
+        fill(&q, 1..=8).await;
+        q.became_master(1, None);
+        let mut published = None;
+        for n in 1..=5 {
+            let e = q.take().unwrap();
+            q.finish(1, e, None);
+            if n == 3 {
+                published = q.outgoing(); // the last renewal saw three tasks
+            }
+        }
+        q.became_master(2, published.as_ref());
+        let e = q.take().unwrap();
+        q.finish(2, e, None);
+        let r = q.outgoing().unwrap().run.unwrap();
+        assert_eq!(
+            (r.origin, r.before, r.first),
+            (Bson::Int64(1), 5, Bson::Int64(6))
         );
     }
 
