@@ -84,17 +84,30 @@ fn print_events(member: &Member, started: Instant) {
     });
 }
 
-/// While `member` is master, publishes a counter every second.
+/// For each term of mastership, publishes a counter every second; the work is
+/// dropped when the term ends, and a graceful shutdown waits for it.
 fn publish_counter(member: std::sync::Arc<Member>) {
     tokio::spawn(async move {
-        let mut n = 0u64;
-        loop {
-            sleep(Duration::from_secs(1)).await;
-            if member.is_master() {
-                n += 1;
-                let _ = member.synchronize(n);
-            }
-        }
+        let m = member.clone();
+        let _ = member
+            .run_while_master(|term| {
+                let m = m.clone();
+                async move {
+                    let mut n = 0u64;
+                    loop {
+                        sleep(Duration::from_secs(1)).await;
+                        n += 1;
+                        // Pass term.epoch() along with every write elsewhere.
+                        let _ = m.synchronize(n);
+                        println!(
+                            "{} published {n} under epoch {}",
+                            m.member_id(),
+                            term.epoch()
+                        );
+                    }
+                }
+            })
+            .await;
     });
 }
 

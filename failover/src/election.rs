@@ -395,23 +395,30 @@ impl<S: LeaseStore> Election<S> {
     }
 
     /// On shutdown: lets the running work finish (renewing meanwhile), for at most
-    /// the grace period; then drops it and waits until it is gone or the lease is.
+    /// the grace period; then drops it (what can be dropped) and, if it is still
+    /// running when the next renewal is due, stops acting without a release: the
+    /// lease then expires instead of being handed over under running work.
     async fn stop_work(&mut self, mut wake: Instant) {
         let grace_end = self.now() + self.timing.shutdown_grace;
         while self.held.is_some() && !self.shared.is_idle() {
-            if self.now() >= grace_end && !self.shared.kill.is_cancelled() {
+            if self.now() >= grace_end {
                 tracing::warn!(target: "failover", member = %self.claim.member_id,
                     grace = ?self.timing.shutdown_grace, "the running work did not finish in time; dropping it");
                 self.shared.kill.cancel();
+                let dropped = tokio::select! {
+                    _ = self.shared.idle() => true,
+                    _ = sleep_until(self.shared.clock.timer(wake)) => self.shared.is_idle(),
+                };
+                if !dropped {
+                    tracing::warn!(target: "failover", member = %self.claim.member_id,
+                        "the work ignores cancellation; stopping without a release (the lease expires instead)");
+                    self.step_down(State::Stopped, None);
+                }
+                return;
             }
-            let next = if self.shared.kill.is_cancelled() {
-                wake
-            } else {
-                wake.min(grace_end)
-            };
             tokio::select! {
                 _ = self.shared.idle() => {}
-                _ = sleep_until(self.shared.clock.timer(next)) => {
+                _ = sleep_until(self.shared.clock.timer(wake.min(grace_end))) => {
                     if self.now() >= wake {
                         if let Some(held) = self.held.clone() {
                             wake = self.renew(held).await;

@@ -385,3 +385,38 @@ pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         "non-string panic payload".to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stalled_subscriber_keeps_the_newest_events_and_counts_the_rest() {
+        let sink = EventSink::default();
+        let mut events = sink.subscribe();
+        for epoch in 0..(Events::CAPACITY as u64 + 76) {
+            sink.emit(Event::Master { epoch });
+        }
+        assert_eq!(events.dropped(), 76);
+        assert_eq!(events.try_next(), Some(Event::Master { epoch: 76 }));
+        sink.close();
+        let mut rest = 1;
+        while events.next().await.is_some() {
+            rest += 1;
+        }
+        assert_eq!(rest, Events::CAPACITY);
+    }
+
+    #[tokio::test]
+    async fn the_first_subscriber_gets_the_events_since_the_start() {
+        let sink = EventSink::default();
+        sink.emit(Event::Connected);
+        let mut first = sink.subscribe();
+        let mut second = sink.subscribe();
+        sink.emit(Event::Released { epoch: 3 });
+        assert_eq!(first.try_next(), Some(Event::Connected));
+        assert_eq!(first.try_next(), Some(Event::Released { epoch: 3 }));
+        assert_eq!(second.try_next(), Some(Event::Released { epoch: 3 }));
+        assert_eq!(second.try_next(), None);
+    }
+}

@@ -2,14 +2,17 @@
 //!
 //! # The protocol
 //!
-//! One document per subsystem, `_id` = subsystem name, in the lease collection:
+//! Every write of a lease (take-over, renewal, release) *inserts* its next version:
+//! a document `_id: {lease: <subsystem>, v: <version>}` in the lease collection. The
+//! current lease is the newest version; the holder deletes versions far behind now
+//! and then.
 //!
 //! | field | meaning |
 //! |---|---|
 //! | `holder` | member id of the master (for people; never compared) |
-//! | `token` | random number of the holding member *instance*; renewals are conditional on it |
+//! | `token` | random number of the holding member *instance* |
 //! | `epoch` | fencing token: grows with each take-over and never goes back |
-//! | `version` | grows by one with every write (take-over, renewal, release) |
+//! | `version` | the version (as in `_id.v`); its presence marks a written version |
 //! | `lease_ms` | how long the holder promises to stay valid after `renewed_at` |
 //! | `renewed_at` | the time of the last write, stamped by the database node that applied it (`$currentDate`) |
 //! | `released` | the holder handed the lease over; anybody may take it at once |
@@ -20,11 +23,14 @@
 //! Beside them live small *clock documents*, `_id: {clock: <subsystem>, member: <member id>}`,
 //! that members stamp to read the database's clock (below).
 //!
-//! * **Taking** the lease is one atomic conditional write: an insert when there is
-//!   no document yet (it fails on the duplicate `_id` for all but one member), or an
-//!   update whose filter names the `version` the member last read. Of members
-//!   racing for one version exactly one wins, and it gets `epoch + 1`: no two
-//!   members ever hold one epoch.
+//! * **Taking** the lease is writing version `v + 1` after reading version `v`: an
+//!   upsert of that `_id` filtered on `version` not existing. Of members racing for
+//!   one version exactly one succeeds (the others get a duplicate key), and it gets
+//!   `epoch + 1`: no two members ever hold one epoch. The uniqueness of `_id` is the
+//!   only atomicity asked of the server; conditional updates are not relied on
+//!   (FerretDB 1.x, for one, does not apply them atomically). After a write the
+//!   writer reads the newest version back: a writer paused long enough to claim a
+//!   version that was garbage-collected finds that it is not the newest, and lost.
 //! * **Epochs never go backwards**, even if the document or the whole collection is
 //!   deleted: a document created anew starts its epoch at the database clock in
 //!   milliseconds ([`rules::fresh_epoch`]), which is higher than any epoch counted
@@ -33,8 +39,8 @@
 //!   overwritten silently: members report [`Error::MalformedLease`] and wait, and
 //!   [`repair`](crate::repair_lease) rewrites it as a released lease that keeps its
 //!   epoch.
-//! * **Renewing** is an update conditional on `token` and `epoch`, so it fails as
-//!   soon as anybody else has taken the lease.
+//! * **Renewing** (and releasing) is the holder writing the next version, so it
+//!   fails as soon as anybody else has taken the lease.
 //! * **Expiry is judged on the clock that stamped the lease.** `renewed_at` is
 //!   written with `$currentDate` by the node that applies the write: the replica
 //!   set's primary, or the shard's primary behind a `mongos`. A standby reads *that*
@@ -68,9 +74,9 @@
 //! [`Member::is_master`](crate::Member::is_master) true, holds a valid
 //! [`Leadership`](crate::Leadership)), and *each epoch has one holder, and epochs
 //! only grow*, provided that
-//! 1. the database applies single-document conditional writes atomically (MongoDB
-//!    does, on a standalone server, a replica set, and through `mongos`), with
-//!    majority write concern so that a primary change does not undo them;
+//! 1. the database keeps `_id` unique (every MongoDB-compatible server does, on a
+//!    standalone server, a replica set, and through `mongos`), with majority write
+//!    concern so that a primary change does not undo a write;
 //! 2. the clocks of the replica set's members (the nodes that may stamp the lease)
 //!    agree within the step-down margin, a tenth of the lease; NTP keeps them within
 //!    milliseconds;

@@ -4,9 +4,12 @@
 //! (*member*) of a named subsystem takes part in an election through one lease
 //! document in MongoDB; one member is *master*, the others are *slaves* (standbys)
 //! ready to take over. On top of the original it gives each lease a fencing token
-//! ([`Member::epoch`]), judges expiry without comparing machines' clocks, steps a
-//! master down before anybody else may take over, and hands the lease over at
-//! once on [`Member::shutdown`]. The protocol is described in [`lease`].
+//! ([`Member::epoch`]) that only grows, judges expiry on the clock of the database
+//! node that stamps the lease (never a member's or a `mongos`'s), steps a master
+//! down before anybody else may take over, scopes work to a term of leadership
+//! ([`Member::run_while_master`], [`Leadership`]), and hands the lease over once
+//! the work has stopped on [`Member::shutdown`]. The protocol, what it guarantees
+//! and under which assumptions, is described in [`lease`].
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> failover::Result<()> {
@@ -120,7 +123,7 @@ pub use leadership::Leadership;
 /// | `name = "billing"` | Required. The subsystem's name, the same for all its members. A string literal of 1 to 128 bytes without control characters, white space at either end or a leading `$`, checked at compile time. |
 /// | `key = "id"` | The field of the task that identifies it: `"customer.id"` for a nested field, `"0"` for a tuple struct's first field, `"r#type"` for a keyword. |
 /// | `key_fn = path` | Instead of `key`: a function `fn(&Task) -> impl Serialize` that computes the key. |
-/// | `crate = "path"` | Where this crate is when the dependency is renamed (default `::failover`). Give it to the attribute on the `impl` block as well. |
+/// | `crate = "path"` | Where this crate is when the dependency is renamed (default `::failover`). Written once, on the struct; the `impl` block's attribute may repeat the same path. |
 ///
 /// The struct has named fields (or none: `struct Jobs;`), no generic parameters,
 /// and is `Send + Sync + 'static`: the runtime shares it between the election and
@@ -128,10 +131,11 @@ pub use leadership::Leadership;
 ///
 /// The [`Work::Key`] of a macro-built subsystem is [`bson::Bson`]: the key field's
 /// value (or `key_fn`'s result) converted to BSON, which is what the master
-/// publishes to the standbys. Keys should be unique among the tasks in a queue. A
-/// value with no BSON form (such as a `u64` above `i64::MAX`) becomes `Bson::Null`
-/// and is logged at error level on the `failover::managed` target; give keys a
-/// type with a BSON form (integers up to `i64::MAX`, strings, object ids).
+/// publishes to the standbys. Keys must be unique among the tasks in one queue at
+/// one time; they may repeat over time. A value with no BSON form (such as a `u64`
+/// above `i64::MAX`) becomes `Bson::Null`, and `submit_work` refuses the task with
+/// [`Error::Serialization`]; give keys a type with a BSON form (integers up to
+/// `i64::MAX`, strings, object ids).
 ///
 /// # On the `impl` block
 ///
@@ -173,7 +177,9 @@ pub use leadership::Leadership;
 /// On the types only: implementations of [`Work`], [`Hooks`] and [`Subsystem`]
 /// (and of a hidden trait), and the inherent method `start`, the same as
 /// [`Managed::start_subsystem`]`(options, self)`; so do not define a method named
-/// `start` on the struct yourself. Nothing else is added to your namespace, and
+/// `start` on the struct yourself. Beside the struct, a hidden macro with the
+/// struct's name carries its settings to the `impl` block's expansion, so name the
+/// struct directly in the `impl` (not through a type alias). Nothing else is added to your namespace, and
 /// the generated code names this crate by absolute paths only: it needs no
 /// imports, and no dependencies besides this crate.
 ///
@@ -182,7 +188,9 @@ pub use leadership::Leadership;
 /// Mistakes are reported at compile time, all at once, on the tokens at fault,
 /// with what to write instead: a missing or invalid name, a key field the task
 /// does not have, a `#[work]` method that is not `async` or returns something
-/// that is no outcome, a hook with the wrong parameters, and so on.
+/// that is no outcome, a hook with the wrong parameters, and so on. An `impl`
+/// block whose struct lacks `#[failover::subsystem(...)]` reads "cannot find macro
+/// `Jobs` in this scope".
 pub use failover_macros::subsystem;
 
 /// Marks the method of a [`#[subsystem]`](macro@subsystem) `impl` block that does a
