@@ -284,19 +284,29 @@ fn mutation_pending_key_prune() {
 
 #[test]
 fn zz_probe() {
-    let h: u16 = std::env::var("H").map(|v| v.parse().unwrap()).unwrap_or(20);
-    let b: u8 = std::env::var("B").map(|v| v.parse().unwrap()).unwrap_or(0);
+    let env = |k: &str, d: u64| std::env::var(k).map(|v| v.parse().unwrap()).unwrap_or(d);
     let mut cfg = Config {
-        horizon: h,
+        horizon: env("H", 20) as u16,
         ..election()
     };
-    cfg.faults.budget = b;
-    cfg.delays = std::env::var("D").map(|v| v.parse().unwrap()).unwrap_or(0);
-    cfg.faults.shutdowns = std::env::var("S").map(|v| v.parse().unwrap()).unwrap_or(0);
+    cfg.faults.budget = env("B", 0) as u8;
+    cfg.delays = env("D", 0) as u8;
+    cfg.faults.shutdowns = env("S", 0) as u8;
+    let kinds = std::env::var("K").unwrap_or("lpcx".into());
+    cfg.faults.lose = kinds.contains('l');
+    cfg.faults.pause = kinds.contains('p');
+    cfg.faults.crash = kinds.contains('c');
+    cfg.faults.primary_change = kinds.contains('x');
+    let label = format!("{:?} d{} s{}", cfg.faults, cfg.delays, cfg.faults.shutdowns);
     let started = Instant::now();
-    let checker = Protocol { cfg }.checker().spawn_bfs().join();
+    let checker = Protocol { cfg }
+        .checker()
+        .target_state_count(env("N", 3_000_000) as usize)
+        .spawn_bfs()
+        .join();
     println!(
-        "h={h} b={b}: {} states ({} unique), depth {}, {:.1?}",
+        "h={} {label}: {} states ({} unique), depth {}, {:.1?}",
+        env("H", 20),
         checker.state_count(),
         checker.unique_state_count(),
         checker.max_depth(),

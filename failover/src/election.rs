@@ -431,6 +431,13 @@ impl<S: LeaseStore> Election<S> {
 
     /// Hands the lease over on shutdown, once no work runs under it.
     async fn release(&mut self) {
+        if let Some(held) = &self.held {
+            // Work cannot start any more (the member is stopping), but a worker
+            // may hold a guard for the instant it takes to see that: wait for it,
+            // at most until the lease's deadline.
+            let until = self.shared.clock.timer(held.valid_until);
+            let _ = tokio::time::timeout_at(until, self.shared.idle()).await;
+        }
         let held = self.held.take();
         let was_master = held.is_some();
         self.shared.set_lease(None);
