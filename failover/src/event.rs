@@ -276,8 +276,13 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Hooks called on a member's events; every method has a default that does nothing.
 ///
 /// Hooks run one at a time, in event order, on a task of their own: a slow hook
-/// delays later hooks, never a lease renewal. A hook that panics is reported as an
-/// [`Event::Panic`] and the member goes on.
+/// delays later hooks, never a lease renewal (keep them non-blocking: they share
+/// the runtime with the election). A hook that panics is reported as an
+/// [`Event::Panic`] and the member goes on. At most [`Events::CAPACITY`] events wait
+/// for the hooks; a hook so slow that more pile up loses the oldest (logged). The
+/// worker of a managed member waits for `on_master` before the first task of the
+/// epoch (at most one lease). On shutdown the hooks get the events still queued, for
+/// at most 5 s.
 ///
 /// ```
 /// use failover::{Hooks, State};
@@ -371,6 +376,10 @@ pub(crate) fn spawn_hooks<H: Hooks>(
                     }
                 }
             }
+        }
+        let dropped = events.dropped();
+        if dropped > 0 {
+            tracing::warn!(target: "failover", dropped, "the hooks fell behind by more than {} events; that many were not delivered to them", Events::CAPACITY);
         }
     })
 }

@@ -234,3 +234,37 @@ impl Drop for TermGuard {
         self.shared.guards.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+    use std::time::Duration;
+
+    /// Issue 8, item 3: a deadline counts the time the machine was suspended. On
+    /// `CLOCK_MONOTONIC` alone the lease would still look valid after the resume.
+    #[tokio::test(start_paused = true)]
+    async fn a_suspended_machine_wakes_up_without_a_valid_lease() {
+        let suspended = Arc::new(AtomicU64::new(0));
+        let s = suspended.clone();
+        let clock = LeaseClock::with_source(Arc::new(move || {
+            Duration::from_millis(s.load(Ordering::SeqCst))
+        }));
+        let shared = Shared::new(
+            "s".into(),
+            "m".into(),
+            Arc::new(EventSink::default()),
+            Arc::new(Unmanaged::default()),
+            clock,
+        );
+        shared.set_lease(Some((7, shared.clock.now() + Duration::from_secs(2))));
+        assert_eq!(shared.acting_epoch(), Some(7));
+        // The VM sleeps for a minute: Tokio's clock does not move.
+        suspended.store(60_000, Ordering::SeqCst);
+        assert!(
+            !shared.lease_valid(),
+            "a suspended master acted on an expired lease"
+        );
+        assert_eq!(shared.acting_epoch(), None);
+    }
+}

@@ -589,39 +589,52 @@ impl Protocol {
         }
     }
 
+    /// Whether the member has a step due now.
+    fn has_due(&self, s: &State, m: usize) -> bool {
+        let mut due = Vec::new();
+        self.local_due(s, m, &mut due);
+        !due.is_empty()
+    }
+
+    /// Faults and operator actions. Each is offered only where it can make a
+    /// difference: a member is paused, crashed or shut down right before a step
+    /// it would take (doing so earlier is the same, as it does nothing in
+    /// between), a message is delayed or lost as it would arrive, and the primary
+    /// changes right before the database applies a request.
     fn optional(&self, s: &State, out: &mut Vec<Action>) {
         let f = &self.cfg.faults;
         let budget = s.faults < f.budget;
         let delay = s.delays < self.cfg.delays;
+        let due_msg = |msg: Option<&Msg>| matches!(msg, Some(Msg::Req(at, _)) | Some(Msg::Rep(at, _)) if *at <= s.now);
+        let mut db_due = false;
         for (i, mem) in s.members.iter().enumerate() {
             let m = i as u8;
-            if delay && mem.op.as_ref().is_some_and(|op| op.msg.is_some()) {
+            let op_msg = mem.op.as_ref().and_then(|op| op.msg.as_ref());
+            db_due |= matches!(op_msg, Some(Msg::Req(at, _)) if *at <= s.now)
+                || matches!(&mem.task, Some(Task { msg: Msg::Req(at, _), .. }) if *at <= s.now)
+                || mem.orphans.iter().any(|(at, _)| *at <= s.now);
+            if delay && due_msg(op_msg) {
                 out.push(Action::Delay(m, false));
             }
-            if delay && mem.task.is_some() {
+            if delay && due_msg(mem.task.as_ref().map(|t| &t.msg)) {
                 out.push(Action::Delay(m, true));
             }
-            if budget
-                && f.lose
-                && Self::alive(mem)
-                && mem.op.as_ref().is_some_and(|op| op.msg.is_some())
-            {
+            if budget && f.lose && Self::alive(mem) && due_msg(op_msg) {
                 out.push(Action::Lose(m));
             }
-            match mem.up {
-                Up::Running => {
-                    if budget && f.pause {
-                        out.push(Action::Pause(m));
-                    }
-                }
-                Up::Paused => out.push(Action::Resume(m)),
-                _ => {}
+            if mem.up == Up::Paused {
+                out.push(Action::Resume(m));
             }
-            if budget && f.crash && Self::alive(mem) {
+            if mem.up != Up::Running || !self.has_due(s, i) {
+                continue;
+            }
+            if budget && f.pause {
+                out.push(Action::Pause(m));
+            }
+            if budget && f.crash {
                 out.push(Action::Crash(m));
             }
             if s.shutdowns < f.shutdowns
-                && mem.up == Up::Running
                 && !mem.stopping
                 && mem.op.is_none()
                 && mem.status != Status::Init
@@ -629,7 +642,7 @@ impl Protocol {
                 out.push(Action::Shutdown(m));
             }
         }
-        if budget && f.primary_change && self.cfg.nodes.len() > 1 {
+        if budget && f.primary_change && self.cfg.nodes.len() > 1 && db_due {
             out.push(Action::PrimaryChange);
         }
     }

@@ -109,11 +109,18 @@ impl<W: Work> Managed<W> {
     /// cluster.shutdown().await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    /// As [`Member::start`]: bad input, or a database that cannot be reached within
+    /// [`Options::connect_timeout`].
     pub async fn start(name: &str, options: Options, work: W) -> Result<Self> {
         Self::launch(name, options, Arc::new(work), Arc::new(())).await
     }
 
     /// Like [`Managed::start`], with hooks called on every event.
+    ///
+    /// # Errors
+    /// As [`Managed::start`].
     pub async fn start_with_hooks<H: Hooks>(
         name: &str,
         options: Options,
@@ -124,6 +131,9 @@ impl<W: Work> Managed<W> {
     }
 
     /// Starts a [`Subsystem`]: its name, work and hooks in one value.
+    ///
+    /// # Errors
+    /// As [`Managed::start`].
     pub async fn start_subsystem(options: Options, subsystem: W) -> Result<Self>
     where
         W: Subsystem,
