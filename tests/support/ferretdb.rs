@@ -31,17 +31,15 @@
 //!   at once and says so on the process's stderr (`... ignored at run time: ...`);
 //!   the summary counts it as passed.
 
-use std::collections::VecDeque;
 use std::env;
 use std::fmt;
 use std::fs;
 use std::future::Future;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
-use std::thread;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::{target_dir, TEST_DB};
@@ -512,48 +510,12 @@ fn start_ferretdb() -> Result<FerretDb, String> {
         format!("cannot start {}: {e}", binary.display())
     })?;
 
-    // Keep the last lines of stderr for the error message; keep draining stdout
-    // and stderr so that the server never blocks on a full pipe.
-    let stderr_tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
-    if let Some(stderr) = child.stderr.take() {
-        let tail = Arc::clone(&stderr_tail);
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
-                if tail.len() == 200 {
-                    tail.pop_front();
-                }
-                tail.push_back(line);
-            }
-        });
-    }
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let _ = tx.send(lines.next());
-        lines.for_each(drop);
-    });
-
-    let port = match rx.recv_timeout(STARTUP_TIMEOUT) {
-        Ok(Some(Ok(line))) => line
-            .strip_prefix("PORT ")
-            .and_then(|p| p.trim().parse::<u16>().ok()),
-        _ => None,
-    };
-    let Some(port) = port else {
-        let _ = child.kill(); // no effect if it has exited already
-        let status = child
-            .wait()
-            .map_or_else(|e| e.to_string(), |s| s.to_string());
-        let _ = fs::remove_dir_all(&data);
-        thread::sleep(Duration::from_millis(200)); // let the stderr thread finish
-        let tail = stderr_tail.lock().unwrap_or_else(|p| p.into_inner());
-        let stderr = tail.iter().cloned().collect::<Vec<_>>().join("\n");
-        return Err(format!(
-            "{} printed no `PORT <n>` line within {STARTUP_TIMEOUT:?} ({status}).\nIts stderr:\n{stderr}",
-            binary.display()
-        ));
+    let port = match super::await_ports(&mut child) {
+        Ok(ports) => ports[0],
+        Err(e) => {
+            let _ = fs::remove_dir_all(&data);
+            return Err(format!("{} {e}", binary.display()));
+        }
     };
     Ok(FerretDb {
         uri: format!("mongodb://127.0.0.1:{port}/{TEST_DB}"),

@@ -10,7 +10,8 @@
 //! The server runs from a Python virtual environment that is created on first use
 //! under the cargo target directory (`python3` must be on `PATH` and pip must reach
 //! the package registry that first time). Set `FAILOVER_TEST_SERVER_LOG=<file>` to
-//! have the server log every command and reply to that file.
+//! have the server log every command and reply to `<file>.standalone` (`<file>.rs<k>`
+//! for the replica sets).
 #![allow(dead_code)] // every test binary compiles this module but uses only part of it
 
 use std::collections::VecDeque;
@@ -182,70 +183,11 @@ fn venv_python() -> PathBuf {
     python(&venv)
 }
 
-/// Starts the test server and waits for its `PORT` line.
+/// Starts the test server and waits for its `PORT` line (with
+/// `FAILOVER_TEST_SERVER_LOG=<file>`, it logs to `<file>.standalone`).
 fn start_server() -> TestServer {
-    let python = venv_python();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/mongo_server.py");
-    let mut cmd = Command::new(&python);
-    cmd.arg(&script)
-        .args(["--port", "0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    let log_file = env::var_os("FAILOVER_TEST_SERVER_LOG").filter(|f| !f.is_empty());
-    if let Some(file) = &log_file {
-        let log = fs::File::create(file).expect("cannot create FAILOVER_TEST_SERVER_LOG");
-        cmd.arg("--verbose").stderr(log);
-    } else {
-        cmd.stderr(Stdio::piped());
-    }
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot start the test server {python:?} {script:?}: {err}"));
-
-    // Keep the last lines of stderr for the panic message; keep draining
-    // stdout and stderr so that the server never blocks on a full pipe.
-    let stderr_tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
-    if let Some(stderr) = child.stderr.take() {
-        let tail = Arc::clone(&stderr_tail);
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut tail = tail.lock().unwrap();
-                if tail.len() == 200 {
-                    tail.pop_front();
-                }
-                tail.push_back(line);
-            }
-        });
-    }
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let _ = tx.send(lines.next());
-        lines.for_each(drop);
-    });
-
-    let port = match rx.recv_timeout(STARTUP_TIMEOUT) {
-        Ok(Some(Ok(line))) => line
-            .strip_prefix("PORT ")
-            .and_then(|p| p.trim().parse::<u16>().ok()),
-        _ => None,
-    };
-    let Some(port) = port else {
-        let _ = child.kill(); // no effect if it has exited already
-        let status = child
-            .wait()
-            .map_or_else(|e| e.to_string(), |s| s.to_string());
-        thread::sleep(Duration::from_millis(200)); // let the stderr thread finish
-        let tail = stderr_tail.lock().unwrap();
-        let stderr = tail.iter().cloned().collect::<Vec<_>>().join("\n");
-        panic!(
-            "the MongoDB test server ({} {}) printed no `PORT <n>` line within {STARTUP_TIMEOUT:?} \
-             ({status}).\nIts stderr:\n{stderr}",
-            python.display(),
-            script.display(),
-        );
-    };
+    let (child, ports) = spawn_test_server(&["--port".to_owned(), "0".to_owned()], "standalone");
+    let port = ports[0];
     TestServer {
         uri: format!("mongodb://127.0.0.1:{port}/{TEST_DB}"),
         _child: child,
@@ -504,8 +446,22 @@ fn spawn_test_server(args: &[String], log_suffix: &str) -> (Child, Vec<u16>) {
         .spawn()
         .unwrap_or_else(|err| panic!("cannot start the test server {python:?} {script:?}: {err}"));
 
-    // Keep draining stdout and stderr so that the server never blocks on a full
-    // pipe; keep the last lines of stderr for the panic message.
+    match await_ports(&mut child) {
+        Ok(ports) => (child, ports),
+        Err(e) => panic!(
+            "the MongoDB test server ({} {} {}) {e}",
+            python.display(),
+            script.display(),
+            args.join(" "),
+        ),
+    }
+}
+
+/// Waits for a started server's `PORT <p> [<p>...]` line on its piped stdout and
+/// returns the ports; keeps draining its stdout and stderr so that it never blocks
+/// on a full pipe. On failure kills it and returns what went wrong with the last
+/// lines of its stderr.
+pub(crate) fn await_ports(child: &mut Child) -> Result<Vec<u16>, String> {
     let stderr_tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
     if let Some(stderr) = child.stderr.take() {
         let tail = Arc::clone(&stderr_tail);
@@ -526,7 +482,6 @@ fn spawn_test_server(args: &[String], log_suffix: &str) -> (Child, Vec<u16>) {
         let _ = tx.send(lines.next());
         lines.for_each(drop);
     });
-
     let ports = match rx.recv_timeout(STARTUP_TIMEOUT) {
         Ok(Some(Ok(line))) => line.strip_prefix("PORT ").and_then(|ports| {
             ports
@@ -537,7 +492,7 @@ fn spawn_test_server(args: &[String], log_suffix: &str) -> (Child, Vec<u16>) {
         _ => None,
     };
     match ports {
-        Some(ports) if !ports.is_empty() => (child, ports),
+        Some(ports) if !ports.is_empty() => Ok(ports),
         _ => {
             let _ = child.kill(); // no effect if it has exited already
             let status = child
@@ -546,13 +501,9 @@ fn spawn_test_server(args: &[String], log_suffix: &str) -> (Child, Vec<u16>) {
             thread::sleep(Duration::from_millis(200)); // let the stderr thread finish
             let tail = stderr_tail.lock().unwrap_or_else(|e| e.into_inner());
             let stderr = tail.iter().cloned().collect::<Vec<_>>().join("\n");
-            panic!(
-                "the MongoDB test server ({} {} {}) printed no `PORT <n>...` line within \
-                 {STARTUP_TIMEOUT:?} ({status}).\nIts stderr:\n{stderr}",
-                python.display(),
-                script.display(),
-                args.join(" "),
-            );
+            Err(format!(
+                "printed no `PORT <n>...` line within {STARTUP_TIMEOUT:?} ({status}).\nIts stderr:\n{stderr}"
+            ))
         }
     }
 }
