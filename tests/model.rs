@@ -27,9 +27,10 @@ use std::time::Instant;
 use model::protocol::{ClockCfg, Config, Faults, MemberCfg, Mutation, Protocol};
 use stateright::{Checker, Expectation, HasDiscoveries, Model};
 
-/// The lease, in ticks (milliseconds): a margin of 2.
-const LEASE: u64 = 20;
+/// The lease, in ticks (milliseconds): a margin of 1.
+const LEASE: u64 = 10;
 
+/// Whether to add the larger configurations.
 fn large() -> bool {
     std::env::var("FAILOVER_MODEL_LARGE").is_ok_and(|v| v == "1")
 }
@@ -38,77 +39,198 @@ fn member(clock: ClockCfg, join: u16, feed: Vec<Option<u16>>) -> MemberCfg {
     MemberCfg { clock, join, feed }
 }
 
-/// Timings in the library's proportions (lease 1.5 renewals; standbys check a bit
-/// less often than the master renews), scaled to a lease of 20 ticks.
+/// Two members whose clocks drift apart (one loses a tick, the other gains one,
+/// every two leases: 10 % of the lease apart per lease, as much as the margin).
+fn two_members() -> Vec<MemberCfg> {
+    vec![
+        member(ClockCfg::drifting(-1, 0), 0, vec![]),
+        member(ClockCfg::drifting(1, LEASE), 0, vec![]),
+    ]
+}
+
+/// Timings in the library's proportions (renewal at 2/3 of the lease, standbys
+/// check a bit less often, the take-over limit like the renewal), scaled to a
+/// lease of 10 ticks; a database of one node with an exact clock; a mongos four
+/// ticks ahead of it; messages delayed by one tick at most in a run.
 fn base(name: &'static str) -> Config {
     Config {
         name,
-        members: Vec::new(),
+        members: two_members(),
         nodes: vec![ClockCfg::EXACT],
-        mongos: ClockCfg::EXACT,
+        mongos: ClockCfg::ahead(4),
         keys: Vec::new(),
         lease: LEASE,
-        master: 10,
-        slave: 15,
-        ticking: 10,
-        error: 15,
+        master: 6,
+        slave: 8,
+        ticking: 6,
+        error: 8,
         drift_period: 2 * LEASE,
-        delays: 2,
-        horizon: 60,
+        delays: 1,
+        horizon: 45,
         faults: Faults::default(),
         mutation: None,
     }
 }
 
-/// The election alone: two members whose clocks drift apart (one slow, one
-/// fast), a database of two nodes (the second's clock a margin ahead) and a
-/// mongos whose clock is three margins ahead.
-fn election() -> Config {
+/// `base` for managed mode: long enough for the take-over bound (which adds a
+/// lease of head start) to pass after an early crash.
+fn managed_base(name: &'static str) -> Config {
     Config {
-        members: vec![
-            member(ClockCfg::drifting(-1, 0), 0, vec![]),
-            member(ClockCfg::drifting(1, LEASE), 0, vec![]),
-        ],
-        nodes: vec![ClockCfg::EXACT, ClockCfg::ahead(2)],
-        mongos: ClockCfg::ahead(6),
+        horizon: 52,
+        ..base(name)
+    }
+}
+
+/// Every kind of fault, `budget` of them.
+fn faults(budget: u8) -> Faults {
+    Faults {
+        budget,
+        lose: true,
+        pause: true,
+        crash: true,
+        primary_change: true,
+        shutdowns: 0,
+    }
+}
+
+/// The election alone, one fault of any kind: a lost message (request or reply),
+/// a pause, a crash, or the primary moving to the node whose clock is a margin
+/// ahead.
+fn election_one_fault() -> Config {
+    Config {
+        nodes: vec![ClockCfg::EXACT, ClockCfg::ahead(1)],
+        faults: faults(1),
+        ..base("election: 2 members, 2 nodes, 1 fault of any kind")
+    }
+}
+
+/// The election, two faults among lost messages, crashes and primary changes.
+fn election_two_faults() -> Config {
+    Config {
+        nodes: vec![ClockCfg::EXACT, ClockCfg::ahead(1)],
         faults: Faults {
-            budget: 2,
-            lose: true,
-            pause: true,
-            crash: true,
-            primary_change: true,
-            shutdowns: 1,
+            pause: false,
+            ..faults(2)
         },
-        ..base("election: 2 members, 2 nodes, 2 faults")
+        ..base("election: 2 members, 2 nodes, 2 faults (loss, crash, primary change)")
+    }
+}
+
+/// The election with a graceful shutdown and one more fault.
+fn election_hand_over() -> Config {
+    Config {
+        faults: Faults {
+            shutdowns: 1,
+            primary_change: false,
+            pause: false,
+            ..faults(1)
+        },
+        ..base("election: 2 members, a shutdown and 1 fault (loss, crash)")
+    }
+}
+
+/// Three members, two nodes (one a margin behind), two faults of any kind, a
+/// shutdown: `FAILOVER_MODEL_LARGE=1` only.
+fn election_large() -> Config {
+    let mut members = two_members();
+    members.push(member(ClockCfg::EXACT, 3, vec![]));
+    Config {
+        members,
+        nodes: vec![ClockCfg::EXACT, ClockCfg::ahead(-1)],
+        faults: Faults {
+            shutdowns: 1,
+            ..faults(2)
+        },
+        horizon: 55,
+        ..base("election: 3 members, 2 nodes, 2 faults of any kind, a shutdown")
     }
 }
 
 /// Managed mode: two members fed three tasks whose keys repeat (1, 2, 1), the
-/// second member a late joiner that missed the first task.
-fn managed() -> Config {
+/// first member's feed lagging behind the second's; one fault (loss, pause,
+/// crash).
+fn managed_repeated_keys() -> Config {
+    let mut members = two_members();
+    members[0].feed = vec![Some(1), Some(14), Some(16)];
+    members[1].feed = vec![Some(1), Some(3), Some(5)];
     Config {
-        members: vec![
-            member(
-                ClockCfg::drifting(-1, 0),
-                0,
-                vec![Some(1), Some(3), Some(9)],
-            ),
-            member(
-                ClockCfg::drifting(1, LEASE),
-                2,
-                vec![None, Some(4), Some(9)],
-            ),
-        ],
+        members,
         keys: vec![1, 2, 1],
         faults: Faults {
-            budget: 1,
-            lose: true,
-            pause: true,
-            crash: true,
             primary_change: false,
-            shutdowns: 1,
+            ..faults(1)
         },
-        ..base("managed: 2 members, late joiner, keys 1 2 1, 1 fault")
+        ..managed_base("managed: 2 members, keys 1 2 1, lagging feed, 1 fault")
+    }
+}
+
+/// Managed mode: the second member joins late and misses the first task (keys
+/// 1, 2, 3); one fault (loss, pause, crash).
+fn managed_late_joiner() -> Config {
+    let mut members = two_members();
+    members[0].feed = vec![Some(1), Some(3), Some(9)];
+    members[1].join = 2;
+    members[1].feed = vec![None, Some(4), Some(9)];
+    Config {
+        members,
+        keys: vec![1, 2, 3],
+        faults: Faults {
+            primary_change: false,
+            ..faults(1)
+        },
+        ..managed_base("managed: 2 members, a late joiner, keys 1 2 3, 1 fault")
+    }
+}
+
+/// Managed mode with a graceful shutdown (and one loss or crash).
+fn managed_hand_over() -> Config {
+    let mut members = two_members();
+    members[0].feed = vec![Some(1), Some(2), Some(12)];
+    members[1].feed = vec![Some(1), Some(2), Some(12)];
+    Config {
+        members,
+        keys: vec![1, 2, 3],
+        faults: Faults {
+            shutdowns: 1,
+            primary_change: false,
+            pause: false,
+            ..faults(1)
+        },
+        ..managed_base("managed: 2 members, keys 1 2 3, a shutdown and 1 fault (loss, crash)")
+    }
+}
+
+/// The hand-over of `managed_hand_over`, with keys that repeat (1, 2, 1): the
+/// second real violation (see `known_violation_*`).
+fn managed_hand_over_repeated_keys() -> Config {
+    Config {
+        keys: vec![1, 2, 1],
+        name: "managed: 2 members, keys 1 2 1, a shutdown and 1 fault (loss, crash)",
+        ..managed_hand_over()
+    }
+}
+
+/// The late joiner of `managed_late_joiner`, with keys that repeat (1, 2, 1):
+/// the real violation (see `known_violation_*`).
+fn managed_late_joiner_repeated_keys() -> Config {
+    Config {
+        keys: vec![1, 2, 1],
+        name: "managed: 2 members, a late joiner, keys 1 2 1, 1 fault",
+        ..managed_late_joiner()
+    }
+}
+
+/// Managed mode with two faults and a shutdown: `FAILOVER_MODEL_LARGE=1` only.
+fn managed_large() -> Config {
+    Config {
+        faults: Faults {
+            shutdowns: 1,
+            primary_change: false,
+            ..faults(2)
+        },
+        horizon: 60,
+        name: "managed: 2 members, keys 1 2 1, lagging feed, 2 faults, a shutdown",
+        ..managed_repeated_keys()
     }
 }
 
@@ -143,12 +265,13 @@ fn check(cfg: Config, examples: &[&'static str]) {
     let checker = Protocol { cfg }.checker().spawn_bfs().join();
     let model = checker.model();
     println!(
-        "{name}: {} states ({} unique), depth {}, {:.1?}; take-over bound {} ticks, release bound {} ticks",
+        "{name}: {} states ({} unique), depth {}, {:.1?}; bounds: take-over {} ticks ({} after earlier faults), release {} ticks",
         checker.state_count(),
         checker.unique_state_count(),
         checker.max_depth(),
         started.elapsed(),
-        model.cfg.takeover_bound(),
+        model.cfg.takeover_bound(false),
+        model.cfg.takeover_bound(true),
         model.cfg.release_bound(),
     );
     let mut failed = Vec::new();
@@ -198,32 +321,63 @@ fn refute(cfg: Config, property: &'static str) {
     println!("  ({len} steps)");
 }
 
-const ELECTION_EXAMPLES: &[&str] = &[
-    "a master",
-    "a take-over by a second epoch",
+const SAFETY: &[&str] = &["a master", "a take-over by a second epoch"];
+const CRASH: &[&str] = &[
     "a crashed master replaced",
+    "the take-over bound checked after a crash",
+];
+const RELEASE: &[&str] = &[
     "a released lease taken",
-    "a primary change under a master",
+    "the release bound checked after a release",
+];
+const TASKS: &[&str] = &[
+    "a task done",
+    "a stale fenced write refused",
+    "a standby pruned a task",
 ];
 
-#[test]
-fn election_is_safe_and_live() {
-    check(election(), ELECTION_EXAMPLES);
+fn examples(groups: &[&[&'static str]]) -> Vec<&'static str> {
+    groups.iter().flat_map(|g| g.iter().copied()).collect()
 }
 
 #[test]
-fn managed_mode_is_safe_and_live() {
+fn election_one_fault_is_safe_and_live() {
+    let e = examples(&[SAFETY, CRASH, &["a primary change under a master"]]);
+    check(election_one_fault(), &e);
+}
+
+#[test]
+fn election_two_faults_is_safe_and_live() {
+    let e = examples(&[SAFETY, CRASH, &["a primary change under a master"]]);
+    check(election_two_faults(), &e);
+    if large() {
+        check(election_large(), &examples(&[SAFETY, CRASH, RELEASE]));
+    }
+}
+
+#[test]
+fn election_hand_over_is_safe_and_live() {
+    check(election_hand_over(), &examples(&[SAFETY, CRASH, RELEASE]));
+}
+
+#[test]
+fn managed_repeated_keys_are_safe() {
+    check(managed_repeated_keys(), &examples(&[SAFETY, CRASH, TASKS]));
+    if large() {
+        check(managed_large(), &examples(&[SAFETY, CRASH, TASKS, RELEASE]));
+    }
+}
+
+#[test]
+fn managed_late_joiner_is_safe() {
+    check(managed_late_joiner(), &examples(&[SAFETY, CRASH, TASKS]));
+}
+
+#[test]
+fn managed_hand_over_is_safe() {
     check(
-        managed(),
-        &[
-            "a master",
-            "a take-over by a second epoch",
-            "a crashed master replaced",
-            "a released lease taken",
-            "a task done",
-            "a stale fenced write refused",
-            "a standby pruned a task",
-        ],
+        managed_hand_over(),
+        &examples(&[SAFETY, RELEASE, &["a task done"]]),
     );
 }
 
@@ -232,7 +386,7 @@ fn mutation_expiry_on_the_mongos_clock() {
     refute(
         Config {
             mutation: Some(Mutation::MongosClock),
-            ..election()
+            ..election_one_fault()
         },
         "one acting epoch per tick",
     );
@@ -243,7 +397,7 @@ fn mutation_no_step_down_margin() {
     refute(
         Config {
             mutation: Some(Mutation::NoMargin),
-            ..election()
+            ..election_two_faults()
         },
         "one acting epoch per tick",
     );
@@ -254,7 +408,7 @@ fn mutation_lease_checks_batched() {
     refute(
         Config {
             mutation: Some(Mutation::BatchedChecks(3)),
-            ..managed()
+            ..managed_repeated_keys()
         },
         "one acting epoch per tick",
     );
@@ -265,7 +419,7 @@ fn mutation_release_before_the_task_stopped() {
     refute(
         Config {
             mutation: Some(Mutation::EarlyRelease),
-            ..managed()
+            ..managed_hand_over()
         },
         "a lease is released only after its work stopped",
     );
@@ -276,40 +430,35 @@ fn mutation_pending_key_prune() {
     refute(
         Config {
             mutation: Some(Mutation::PendingKeyPrune),
-            ..managed()
+            ..managed_repeated_keys()
         },
         "no task of a live member is lost",
     );
 }
 
+/// KNOWN VIOLATION (reported to the lead, issue 13): the queue rule as
+/// implemented lets a late joiner drop a task that no master ran when a key
+/// repeats: the master ran task #0 (key 1) and published the run {first 1,
+/// count 1}; the late joiner never had #0, but has #1 (key 2) and #2 (key 1,
+/// submitted after #0 had left every queue, as the key contract allows); it
+/// anchors the run on #2 and drops it. Should the master crash before it runs
+/// #2, #2 is lost. Ignored until the queue rule is fixed: run it with
+/// `cargo test --test model -- --ignored`.
 #[test]
-fn zz_probe() {
-    let env = |k: &str, d: u64| std::env::var(k).map(|v| v.parse().unwrap()).unwrap_or(d);
-    let mut cfg = Config {
-        horizon: env("H", 20) as u16,
-        ..election()
-    };
-    cfg.faults.budget = env("B", 0) as u8;
-    cfg.delays = env("D", 0) as u8;
-    cfg.faults.shutdowns = env("S", 0) as u8;
-    let kinds = std::env::var("K").unwrap_or("lpcx".into());
-    cfg.faults.lose = kinds.contains('l');
-    cfg.faults.pause = kinds.contains('p');
-    cfg.faults.crash = kinds.contains('c');
-    cfg.faults.primary_change = kinds.contains('x');
-    let label = format!("{:?} d{} s{}", cfg.faults, cfg.delays, cfg.faults.shutdowns);
-    let started = Instant::now();
-    let checker = Protocol { cfg }
-        .checker()
-        .target_state_count(env("N", 3_000_000) as usize)
-        .spawn_bfs()
-        .join();
-    println!(
-        "h={} {label}: {} states ({} unique), depth {}, {:.1?}",
-        env("H", 20),
-        checker.state_count(),
-        checker.unique_state_count(),
-        checker.max_depth(),
-        started.elapsed()
-    );
+#[ignore = "known violation of the queue rule (issue 13): a late joiner drops a repeated key"]
+fn known_violation_late_joiner_drops_a_repeated_key() {
+    check(managed_late_joiner_repeated_keys(), &[]);
+}
+
+/// KNOWN VIOLATION (reported to the lead, issue 13): the same rule on a member
+/// that ran the first occurrence of a key itself. Master A runs #0 (key 1) and
+/// #1 (key 2) in its epoch, but its renewal is lost, so it publishes nothing and
+/// steps down; B takes over, runs #0 again and hands over with the run {first
+/// 1, count 1}. Meanwhile A was fed #2 (key 1, allowed: #0 had left A's queue).
+/// A takes the released lease, places the inherited run on #2 (it looks in its
+/// queue before the keys it finished itself) and drops it: no member runs #2.
+#[test]
+#[ignore = "known violation of the queue rule (issue 13): a hand-over drops a repeated key"]
+fn known_violation_hand_over_drops_a_repeated_key() {
+    check(managed_hand_over_repeated_keys(), &[]);
 }

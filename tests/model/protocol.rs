@@ -189,22 +189,28 @@ impl Config {
     }
 
     /// After the master crashes (or the last fault, whichever is later), some member
-    /// is master within this many ticks: the lease runs out (its last renewal may
-    /// land a delay after the crash; clocks err by the margin); a standby that was
-    /// in the middle of an operation that failed waits `ticking` or `slave` for its
-    /// timeout and `error` before it checks again; a member that cannot place the
-    /// last run gives the others a lease of head start; then up to two checks and
-    /// take-overs (a lost race waits its back-off), each four round trips.
-    pub fn takeover_bound(&self) -> u64 {
+    /// is master within this many ticks of fair scheduling: the lease runs out (its
+    /// last renewal may land a delay after the crash, the standby adds its
+    /// sample's error and a tick, clocks drift by up to a margin); a member that
+    /// cannot place the last run gives the others a lease of head start; then a
+    /// check and a take-over (three round trips), or, after a lost race, its
+    /// back-off and another. When other faults came before the crash
+    /// (`earlier_faults`), a standby may still be waiting out a timeout
+    /// (`slave` or `ticking`) and the `error` pause before its next check.
+    pub fn takeover_bound(&self, earlier_faults: bool) -> u64 {
         let rtt = u64::from(self.delays) + 1;
         let head_start = if self.managed() { self.lease } else { 0 };
+        let recovery = if earlier_faults {
+            self.slave.max(self.ticking) + self.error
+        } else {
+            0
+        };
         self.lease
-            + u64::from(self.delays)
+            + 2 * u64::from(self.delays)
             + 2 * rules::margin_ms(self.lease)
             + 2
-            + self.slave.max(self.ticking)
-            + self.error
             + head_start
+            + recovery
             + 2 * 3 * rtt
             + lost_race_pause(1, self.slave)
     }
@@ -348,7 +354,8 @@ pub struct Op {
 pub struct Task {
     pub entry: Entry,
     pub epoch: u64,
-    pub msg: Msg,
+    /// `None`: the write is not sent yet.
+    pub msg: Option<Msg>,
 }
 
 /// One member.
@@ -401,8 +408,14 @@ pub struct State {
     pub crash: Option<u16>,
     /// Since when the lease is released and not taken again.
     pub released: Option<u16>,
+    /// When the first release landed.
+    pub first_release: Option<u16>,
     /// Who acted in this tick (held a lease valid by its own clock, or started
-    /// a task): (member, epoch), sorted.
+    /// a task): (member, epoch), sorted. Members' steps within a tick are
+    /// explored in one order only, so acting is counted per tick, not per step:
+    /// a member whose lease was valid at the tick's start acts in the whole tick
+    /// (a step-down on a renewal that found the lease taken does not undo that),
+    /// unless it released the lease and the release was taken over in the tick.
     pub acting: Vec<(u8, u64)>,
     /// Delays used (ticks).
     pub delays: u8,
@@ -428,6 +441,8 @@ pub enum Action {
     Timer(u8),
     /// The database applies the member's fenced write.
     WApply(u8),
+    /// The member's task sends its fenced write.
+    WSend(u8),
     /// The member's worker takes the write's answer (the task ends).
     WDone(u8),
     /// The member's worker starts its next task.
@@ -474,10 +489,6 @@ impl Protocol {
         mem.held
             .filter(|h| self.local(s, m) < h.valid_until)
             .map(|h| h.epoch)
-    }
-
-    fn in_flight(msg: &Msg) -> bool {
-        matches!(msg, Msg::Req(..))
     }
 
     /// Whether the member's election is due (timer or timeout).
@@ -531,14 +542,13 @@ impl Protocol {
                 out.push(Action::Reply(i));
             }
         }
-        if let Some(Task {
-            msg: Msg::Rep(at, _),
-            ..
-        }) = &mem.task
-        {
-            if s.now >= *at {
-                out.push(Action::WDone(i));
-            }
+        match &mem.task {
+            Some(Task {
+                msg: Some(Msg::Rep(at, _)),
+                ..
+            }) if s.now >= *at => out.push(Action::WDone(i)),
+            Some(Task { msg: None, .. }) => out.push(Action::WSend(i)),
+            _ => {}
         }
         if self.timer_due(s, m) {
             out.push(Action::Timer(i));
@@ -571,7 +581,7 @@ impl Protocol {
                 }
             }
             if let Some(Task {
-                msg: Msg::Req(at, _),
+                msg: Some(Msg::Req(at, _)),
                 ..
             }) = &mem.task
             {
@@ -611,12 +621,12 @@ impl Protocol {
             let m = i as u8;
             let op_msg = mem.op.as_ref().and_then(|op| op.msg.as_ref());
             db_due |= matches!(op_msg, Some(Msg::Req(at, _)) if *at <= s.now)
-                || matches!(&mem.task, Some(Task { msg: Msg::Req(at, _), .. }) if *at <= s.now)
+                || matches!(&mem.task, Some(Task { msg: Some(Msg::Req(at, _)), .. }) if *at <= s.now)
                 || mem.orphans.iter().any(|(at, _)| *at <= s.now);
             if delay && due_msg(op_msg) {
                 out.push(Action::Delay(m, false));
             }
-            if delay && due_msg(mem.task.as_ref().map(|t| &t.msg)) {
+            if delay && due_msg(mem.task.as_ref().and_then(|t| t.msg.as_ref())) {
                 out.push(Action::Delay(m, true));
             }
             if budget && f.lose && Self::alive(mem) && due_msg(op_msg) {
@@ -1026,6 +1036,12 @@ impl Protocol {
                     _ => None,
                 };
                 if let Some(doc) = &new {
+                    if let Some(l) = s.lease.as_ref().filter(|l| l.released) {
+                        // Taken after a release: the releasing member stopped acting
+                        // before it wrote the release, earlier in this tick.
+                        let entry = (l.holder, l.epoch);
+                        s.acting.retain(|e| *e != entry);
+                    }
                     Self::note_epoch(s, old, doc.epoch, true);
                     s.lease = Some(doc.clone());
                     s.released = None;
@@ -1048,6 +1064,7 @@ impl Protocol {
                     if release {
                         l.released = true;
                         s.released = Some(s.now);
+                        s.first_release.get_or_insert(s.now);
                     }
                 }
                 if release {
@@ -1073,7 +1090,6 @@ impl Protocol {
 
     fn work_start(&self, s: &mut State, m: usize) {
         let acting = self.acting(s, m);
-        let now = s.now;
         let mem = &mut s.members[m];
         let epoch = match self.cfg.mutation {
             Some(Mutation::BatchedChecks(n)) => {
@@ -1092,13 +1108,7 @@ impl Protocol {
         mem.task = Some(Task {
             entry,
             epoch,
-            msg: Msg::Req(
-                now,
-                Req::Write {
-                    epoch,
-                    occ: entry.occ,
-                },
-            ),
+            msg: None,
         });
         let entry = (m as u8, epoch);
         if let Err(i) = s.acting.binary_search(&entry) {
@@ -1109,7 +1119,7 @@ impl Protocol {
     fn work_done(&self, s: &mut State, m: usize) {
         let mem = &mut s.members[m];
         let task = mem.task.take().expect("a task");
-        let Msg::Rep(_, Reply::Write(landed)) = task.msg else {
+        let Some(Msg::Rep(_, Reply::Write(landed))) = task.msg else {
             unreachable!("a write's answer")
         };
         if landed {
@@ -1265,6 +1275,7 @@ impl Model for Protocol {
             unfair: 0,
             crash: None,
             released: None,
+            first_release: None,
             acting: Vec::new(),
             delays: 0,
             taken: Vec::new(),
@@ -1322,7 +1333,7 @@ impl Model for Protocol {
             Action::WApply(m) => {
                 let m = m as usize;
                 let task = s.members[m].task.as_ref().expect("a task");
-                let Msg::Req(_, req) = task.msg.clone() else {
+                let Some(Msg::Req(_, req)) = task.msg.clone() else {
                     unreachable!("a request")
                 };
                 let before = s.fence;
@@ -1335,18 +1346,32 @@ impl Model for Protocol {
                 let now = s.now;
                 let mem = &mut s.members[m];
                 if Self::alive(mem) {
-                    mem.task.as_mut().expect("a task").msg = Msg::Rep(now, reply);
+                    mem.task.as_mut().expect("a task").msg = Some(Msg::Rep(now, reply));
                 } else {
                     mem.task = None;
                 }
             }
             Action::WDone(m) => self.work_done(&mut s, m as usize),
+            Action::WSend(m) => {
+                let now = s.now;
+                let task = s.members[m as usize].task.as_mut().expect("a task");
+                task.msg = Some(Msg::Req(
+                    now,
+                    Req::Write {
+                        epoch: task.epoch,
+                        occ: task.entry.occ,
+                    },
+                ));
+            }
             Action::WStart(m) => self.work_start(&mut s, m as usize),
             Action::Delay(m, task) => {
                 s.delays += 1;
                 let mem = &mut s.members[m as usize];
                 let msg = if task {
-                    &mut mem.task.as_mut().expect("a task").msg
+                    mem.task
+                        .as_mut()
+                        .and_then(|t| t.msg.as_mut())
+                        .expect("a write")
                 } else {
                     mem.op
                         .as_mut()
@@ -1383,10 +1408,14 @@ impl Model for Protocol {
                 {
                     mem.orphans.push((at, req));
                 }
-                if let Some(Task {
-                    msg: Msg::Rep(..), ..
-                }) = mem.task
-                {
+                // A write on its way still lands; the rest of the task is gone.
+                if !matches!(
+                    mem.task,
+                    Some(Task {
+                        msg: Some(Msg::Req(..)),
+                        ..
+                    })
+                ) {
                     mem.task = None;
                 }
             }
@@ -1466,7 +1495,7 @@ impl Model for Protocol {
                 |p: &Protocol, s: &State| {
                     let Some(crash) = s.crash else { return true };
                     let from = u64::from(crash.max(s.unfair));
-                    if u64::from(s.now) < from + p.cfg.takeover_bound() {
+                    if u64::from(s.now) < from + p.cfg.takeover_bound(s.faults > 1) {
                         return true;
                     }
                     let live = s.members.iter().any(|m| m.up == Up::Running && !m.stopping);
@@ -1513,13 +1542,31 @@ impl Model for Protocol {
                     && s.lease.as_ref().is_some_and(|l| !l.released)
                     && s.taken.len() >= 2
             }),
+            Property::sometimes(
+                "the take-over bound checked after a crash",
+                |p: &Protocol, s: &State| {
+                    s.crash.is_some_and(|crash| {
+                        let from = u64::from(crash.max(s.unfair));
+                        u64::from(s.now) >= from + p.cfg.takeover_bound(s.faults > 1)
+                    })
+                },
+            ),
+            Property::sometimes(
+                "the release bound checked after a release",
+                |p: &Protocol, s: &State| {
+                    s.first_release.is_some_and(|r| {
+                        let from = u64::from(r.max(s.unfair));
+                        u64::from(s.now) >= from + p.cfg.release_bound()
+                    })
+                },
+            ),
             Property::sometimes("a task done", |_: &Protocol, s: &State| s.done != 0),
             Property::sometimes("a stale fenced write refused", |_: &Protocol, s: &State| {
                 s.members.iter().any(|m| {
                     matches!(
                         m.task,
                         Some(Task {
-                            msg: Msg::Rep(_, Reply::Write(false)),
+                            msg: Some(Msg::Rep(_, Reply::Write(false))),
                             ..
                         })
                     )

@@ -94,6 +94,9 @@ struct Follow {
     /// The run's chain: its first key, and the run's position in it.
     origin: Bson,
     before: u64,
+    /// Where this member stood in a chain when the run arrived: the index in
+    /// `tasks`, that task's position in the chain, and the chain's first key.
+    hint: Option<(usize, u64, Bson)>,
     /// Where in `tasks` the run continues, once anchored.
     anchor: Option<usize>,
     /// Run tasks accounted for: pruned, set aside, or finished by this member.
@@ -364,7 +367,6 @@ impl<W: Work> Inner<W> {
         if self.own_epochs.contains(&run_epoch) {
             return 0; // our own run: its tasks left our queue as we ran them
         }
-        let mut pruned = 0;
         if self.follow.as_ref().is_none_or(|f| f.epoch != run_epoch) {
             // Where we were in the chain: the tasks set aside go back first.
             let hint = match (&self.follow, &self.run) {
@@ -381,11 +383,11 @@ impl<W: Work> Inner<W> {
                 (None, None) => None,
             };
             self.unsettle();
-            pruned += self.drop_chain(run, hint);
             self.follow = Some(Follow {
                 epoch: run_epoch,
                 origin: run.origin.clone(),
                 before: run.before,
+                hint,
                 anchor: None,
                 matched: 0,
                 count: 0,
@@ -393,25 +395,51 @@ impl<W: Work> Inner<W> {
                 broken: false,
             });
         }
-        let own_tail = &self.own_tail;
+        let mut pruned = 0;
+        if self
+            .follow
+            .as_ref()
+            .is_some_and(|f| f.anchor.is_none() && !f.broken)
+        {
+            // Not placed yet (also retried on every later publication, as the feed
+            // of a member that just started catches up).
+            let hint = self.follow.as_ref().and_then(|f| f.hint.clone());
+            match self.drop_chain(run, hint) {
+                Some((dropped, start)) => {
+                    pruned += dropped;
+                    if let Some(f) = self.follow.as_mut() {
+                        f.anchor = Some(start);
+                        f.hint = Some((start, run.before, run.origin.clone()));
+                    }
+                }
+                None => {
+                    let found = self.tasks.iter().position(|e| &e.bkey == first);
+                    let own = self.own_tail.iter().position(|k| k == first);
+                    let tail = self.own_tail.len();
+                    let Some(f) = self.follow.as_mut() else {
+                        return 0;
+                    };
+                    if let Some(i) = found {
+                        f.anchor = Some(i);
+                    } else if let Some(k) = own {
+                        // We ran the start of this run ourselves before we stepped down.
+                        f.anchor = Some(0);
+                        f.matched = (tail - k) as u64;
+                    } else {
+                        return 0; // cannot place it (yet): keep everything
+                    }
+                }
+            }
+        }
         let tasks = &mut self.tasks;
-        let f = self.follow.as_mut().expect("set above");
+        let Some(f) = self.follow.as_mut() else {
+            return pruned;
+        };
         if f.broken || count <= f.count {
-            return 0;
+            return pruned;
         }
         f.count = count;
         f.last = last.clone();
-        if f.anchor.is_none() {
-            if let Some(i) = tasks.iter().position(|e| &e.bkey == first) {
-                f.anchor = Some(i);
-            } else if let Some(k) = own_tail.iter().position(|k| k == first) {
-                // We ran the start of this run ourselves before we stepped down.
-                f.anchor = Some(0);
-                f.matched = (own_tail.len() - k) as u64;
-            } else {
-                return 0; // cannot place it: keep everything
-            }
-        }
         let Some(anchor) = f.anchor else {
             return pruned;
         };
@@ -437,12 +465,12 @@ impl<W: Work> Inner<W> {
     /// A new epoch's run that ends a chain of gapless runs: if this member's queue
     /// holds the chain's first key, followed after exactly the chain's earlier
     /// tasks by this run's first key, those earlier tasks were run (by the chain's
-    /// earlier epochs): drop them, and place this run right there. This is how a
-    /// member that restarted (fed from the start) or missed the last publications
-    /// of an epoch catches up. Returns how many were dropped.
-    fn drop_chain(&mut self, run: &Run, hint: Option<(usize, u64, Bson)>) -> u64 {
+    /// earlier epochs): drop them. This is how a member that restarted (fed from
+    /// the start) or missed the last publications of an epoch catches up. Returns
+    /// how many were dropped and where the run starts in the queue.
+    fn drop_chain(&mut self, run: &Run, hint: Option<(usize, u64, Bson)>) -> Option<(u64, usize)> {
         if run.before == 0 {
-            return 0;
+            return None;
         }
         let lines_up = |tasks: &VecDeque<Entry<W>>, start: usize, skip: u64| {
             let at = start.checked_add(usize::try_from(skip).ok()?)?;
@@ -459,25 +487,13 @@ impl<W: Work> Inner<W> {
                 let o = self.tasks.iter().position(|e| e.bkey == run.origin)?;
                 lines_up(&self.tasks, o, run.before)
             });
-        let Some((start, at)) = found else {
-            return 0; // does not line up: keep everything
-        };
+        let (start, at) = found?; // does not line up: keep everything
         let dropped: Vec<Entry<W>> = self.tasks.drain(start..at).collect();
         if let Some(last) = dropped.last() {
             self.last_done = Some(last.key.clone());
         }
         self.stats.pruned += dropped.len() as u64;
-        self.follow = Some(Follow {
-            epoch: run.epoch,
-            origin: run.origin.clone(),
-            before: run.before,
-            anchor: Some(start),
-            matched: 0,
-            count: 0,
-            last: Bson::Null,
-            broken: false,
-        });
-        dropped.len() as u64
+        Some((dropped.len() as u64, start))
     }
 
     /// Whether this member can place the run `published` names (or needs not).
@@ -786,6 +802,21 @@ mod tests {
             (r.origin, r.before, r.first),
             (Bson::Int64(1), 5, Bson::Int64(6))
         );
+    }
+
+    #[tokio::test]
+    async fn a_member_whose_feed_is_still_arriving_places_the_run_once_it_can() {
+        // A member just started: it has been fed 1..=3 of the tasks 1..=10 when it
+        // first reads the master's run (chain from 1, 7 tasks before 8).
+        let q = queue(None);
+        fill(&q, 1..=3).await;
+        let published = chained(2, 1, 7, 8, 1, 8);
+        q.incoming(2, &published);
+        assert_eq!(q.keys(), [1, 2, 3], "nothing can be placed yet");
+        fill(&q, 4..=10).await;
+        q.incoming(2, &published); // the next check reads the same publication
+        assert_eq!(q.keys(), [9, 10]);
+        assert!(!q.should_defer(Some(&published)));
     }
 
     #[tokio::test]
