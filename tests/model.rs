@@ -44,7 +44,7 @@ fn member(clock: ClockCfg, join: u16, feed: Vec<Option<u16>>) -> MemberCfg {
 fn two_members() -> Vec<MemberCfg> {
     vec![
         member(ClockCfg::drifting(-1, 0), 0, vec![]),
-        member(ClockCfg::drifting(1, LEASE), 0, vec![]),
+        member(ClockCfg::drifting(1, 0), 0, vec![]),
     ]
 }
 
@@ -113,6 +113,34 @@ fn election_two_faults() -> Config {
             ..faults(2)
         },
         ..base("election: 2 members, 2 nodes, 2 faults (loss, crash, primary change)")
+    }
+}
+
+/// The election with a standby that joins late, so that its first clock sample
+/// can come from a node that did not stamp the last renewal: both nodes' clocks
+/// gain a tick every two leases, the second is a margin ahead of the first; the
+/// master's clock loses a tick every two leases (the slowest and the fastest
+/// clock are a margin apart after one lease); two faults among lost messages and
+/// primary changes.
+fn election_late_joiner() -> Config {
+    let mut members = two_members();
+    members[1] = member(ClockCfg::EXACT, 21, vec![]);
+    Config {
+        members,
+        nodes: vec![
+            ClockCfg::drifting(1, 0),
+            ClockCfg {
+                offset: 1,
+                ..ClockCfg::drifting(1, 0)
+            },
+        ],
+        faults: Faults {
+            pause: false,
+            crash: false,
+            ..faults(2)
+        },
+        horizon: 40,
+        ..base("election: a late joiner, 2 drifting nodes, 2 faults (loss, primary change)")
     }
 }
 
@@ -356,6 +384,11 @@ fn election_two_faults_is_safe_and_live() {
 }
 
 #[test]
+fn election_late_joiner_is_safe() {
+    check(election_late_joiner(), &examples(&[SAFETY]));
+}
+
+#[test]
 fn election_hand_over_is_safe_and_live() {
     check(election_hand_over(), &examples(&[SAFETY, CRASH, RELEASE]));
 }
@@ -397,7 +430,7 @@ fn mutation_no_step_down_margin() {
     refute(
         Config {
             mutation: Some(Mutation::NoMargin),
-            ..election_two_faults()
+            ..election_late_joiner()
         },
         "one acting epoch per tick",
     );
@@ -461,4 +494,63 @@ fn known_violation_late_joiner_drops_a_repeated_key() {
 #[ignore = "known violation of the queue rule (issue 13): a hand-over drops a repeated key"]
 fn known_violation_hand_over_drops_a_repeated_key() {
     check(managed_hand_over_repeated_keys(), &[]);
+}
+
+/// The first known violation, replayed on the library itself (the in-memory
+/// store, real members): the late joiner drops a task that no master ran.
+/// Ignored with the model's regression test above, for the same reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known violation of the queue rule (issue 13): a late joiner drops a repeated key"]
+async fn known_violation_late_joiner_drops_a_repeated_key_in_the_library() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use failover::{work_fn, Intervals, Managed, MemoryStore, Options, WorkContext};
+
+    // (key, occurrence)
+    type Task = (u32, u32);
+    let ran: Arc<Mutex<Vec<(String, Task)>>> = Arc::default();
+    let store = MemoryStore::new();
+    let start = |id: &'static str| {
+        let ran = ran.clone();
+        let work = work_fn(
+            |t: &Task| t.0,
+            move |t: &Task, _: &WorkContext| {
+                ran.lock().unwrap().push((id.to_owned(), *t));
+                async move { true }
+            },
+        );
+        let options = Options::new()
+            .in_memory(&store)
+            .member_id(id)
+            .intervals(Intervals {
+                master: Duration::from_millis(100),
+                slave: Duration::from_millis(150),
+                ticking: Duration::from_millis(100),
+                error: Duration::from_millis(150),
+                ..Intervals::default()
+            })
+            .lease(Duration::from_millis(300));
+        Managed::start("model-late-joiner", options, work)
+    };
+    let a = start("a").await.expect("a starts");
+    a.member().wait_for_master().await.expect("a leads");
+    // #0 (key 1) runs on A and is published with A's next renewals.
+    a.submit_work((1, 0)).await.expect("submit");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // B joins late: it never had #0. It is fed #1 (key 2) and #2 (key 1, a key
+    // that left every queue with #0); A's feed lags and has neither yet.
+    let b = start("b").await.expect("b starts");
+    b.submit_work((2, 1)).await.expect("submit");
+    b.submit_work((1, 2)).await.expect("submit");
+    // B checks the lease (every 150 ms) and places A's run {first 1, count 1}.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kept = b.queued_keys();
+    let ran_2 = ran.lock().unwrap().iter().any(|(_, t)| *t == (1, 2));
+    a.abort();
+    b.abort();
+    assert!(
+        ran_2 || kept.contains(&1),
+        "B dropped #2 (key 1), which no master ran: B keeps {kept:?}"
+    );
 }

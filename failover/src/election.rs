@@ -96,10 +96,11 @@ impl<S: LeaseStore> Election<S> {
                 _ = stopping.cancelled() => break,
                 _ = sleep_until(self.shared.clock.timer(wake)) => {}
             }
-            tokio::select! {
-                biased;
-                _ = stopping.cancelled() => break,
-                next = self.step() => wake = next,
+            // A step in flight is finished, not dropped: a write whose outcome is
+            // unknown would leave the lease in doubt.
+            wake = self.step().await;
+            if self.shared.is_stopping() {
+                break;
             }
         }
         self.stop_work(wake).await;

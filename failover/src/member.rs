@@ -233,7 +233,7 @@ impl Member {
                 } => return Err(Error::Shutdown),
                 _ => {}
             }
-            if self.shared.stopping.is_cancelled() && status.state != State::Master {
+            if self.shared.is_stopping() && status.state != State::Master {
                 return Err(Error::Shutdown);
             }
             tokio::select! {
@@ -254,7 +254,7 @@ impl Member {
     pub async fn leadership(&self) -> Result<Leadership> {
         loop {
             let epoch = self.wait_for_master().await?;
-            if self.shared.stopping.is_cancelled() {
+            if self.shared.is_stopping() {
                 return Err(Error::Shutdown);
             }
             let leadership = self
@@ -264,8 +264,8 @@ impl Member {
             // The guard is taken before this check, so a shutdown that started in
             // between either sees the guard or is seen here.
             match leadership {
-                Some(l) if !self.shared.stopping.is_cancelled() && l.is_valid() => return Ok(l),
-                Some(_) if self.shared.stopping.is_cancelled() => return Err(Error::Shutdown),
+                Some(l) if !self.shared.is_stopping() && l.is_valid() => return Ok(l),
+                Some(_) if self.shared.is_stopping() => return Err(Error::Shutdown),
                 _ => tokio::task::yield_now().await,
             }
         }
@@ -349,7 +349,7 @@ impl Member {
     /// lease expires. Dropping the last handle does the same. Afterwards the
     /// state is [`State::Stopped`].
     pub fn abort(&self) {
-        self.shared.stopping.cancel();
+        self.shared.stop();
         self.shared.kill.cancel();
         self.shared.set_lease(None);
         let tasks = std::mem::take(&mut *lock(&self.tasks));
@@ -384,7 +384,7 @@ impl Member {
     /// # Errors
     /// [`Error::Panic`] if the election or the hooks' task panicked.
     pub async fn shutdown(&self) -> Result<()> {
-        self.shared.stopping.cancel();
+        self.shared.stop();
         let tasks = std::mem::take(&mut *lock(&self.tasks));
         let mut result = Ok(());
         if let Some(task) = tasks.election {

@@ -2,7 +2,7 @@
 //! holders of a [`Leadership`](crate::Leadership). The lowest layer: it uses only
 //! the clock, the events and the state.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bson::Bson;
@@ -78,13 +78,18 @@ pub(crate) struct Shared {
     status: watch::Sender<Status>,
     /// The current term's token: cancelled when the term ends.
     term: Mutex<Option<(u64, CancellationToken)>>,
-    /// Cancelled when the member is asked to stop (shutdown or abort).
+    /// Cancelled when the member is asked to stop (shutdown or abort); see
+    /// [`Shared::stop`].
     pub stopping: CancellationToken,
+    /// The same, as a flag that is cheap to read before every task.
+    stop_flag: std::sync::atomic::AtomicBool,
     /// Cancelled when running work must be dropped (abort, or a shutdown whose
     /// grace period ran out).
     pub kill: CancellationToken,
-    /// How many units of work hold a term now (leaderships and running tasks).
-    guards: watch::Sender<usize>,
+    /// How many units of work hold a term now (leaderships and a busy worker).
+    guards: AtomicUsize,
+    /// Woken when `guards` drops to zero.
+    idle: tokio::sync::Notify,
     /// The highest epoch whose `on_master` hook has returned.
     pub hooked: watch::Sender<u64>,
 }
@@ -114,8 +119,10 @@ impl Shared {
             .0,
             term: Mutex::new(None),
             stopping: CancellationToken::new(),
+            stop_flag: std::sync::atomic::AtomicBool::new(false),
             kill: CancellationToken::new(),
-            guards: watch::channel(0).0,
+            guards: AtomicUsize::new(0),
+            idle: tokio::sync::Notify::new(),
             hooked: watch::channel(0).0,
         }
     }
@@ -204,9 +211,22 @@ impl Shared {
         self.status.subscribe()
     }
 
+    /// Asks the member to stop: no new work starts after this.
+    pub fn stop(&self) {
+        self.stop_flag.store(true, Ordering::SeqCst);
+        self.stopping.cancel();
+    }
+
+    /// Whether the member was asked to stop (one atomic load).
+    pub fn is_stopping(&self) -> bool {
+        self.stop_flag.load(Ordering::SeqCst)
+    }
+
     /// Counts a unit of work that holds the current term until the guard drops.
+    /// Take the guard first, then check [`Shared::is_stopping`]: a stop either sees
+    /// the guard and waits, or is seen.
     pub fn guard(self: &Arc<Self>) -> TermGuard {
-        self.guards.send_modify(|n| *n += 1);
+        self.guards.fetch_add(1, Ordering::SeqCst);
         TermGuard {
             shared: self.clone(),
         }
@@ -214,13 +234,20 @@ impl Shared {
 
     /// Waits until no unit of work holds a term.
     pub async fn idle(&self) {
-        let mut rx = self.guards.subscribe();
-        let _ = rx.wait_for(|n| *n == 0).await;
+        loop {
+            let woken = self.idle.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.is_idle() {
+                return;
+            }
+            woken.await;
+        }
     }
 
     /// Whether no unit of work holds a term.
     pub fn is_idle(&self) -> bool {
-        *self.guards.borrow() == 0
+        self.guards.load(Ordering::SeqCst) == 0
     }
 }
 
@@ -231,7 +258,9 @@ pub(crate) struct TermGuard {
 
 impl Drop for TermGuard {
     fn drop(&mut self) {
-        self.shared.guards.send_modify(|n| *n = n.saturating_sub(1));
+        if self.shared.guards.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.shared.idle.notify_waiters();
+        }
     }
 }
 

@@ -15,31 +15,52 @@
 //!
 //! # What is nondeterministic
 //!
-//! * the order of everything that happens within a tick (members' steps, the
-//!   database applying requests, workers starting and finishing tasks);
+//! * the order of the database's applies within a tick (races), and of each
+//!   member's own steps against them;
 //! * messages' delays: a message leaves and arrives in the same tick unless the
 //!   environment delays it, by a tick at a time, from a budget of `delays` ticks;
 //! * faults, from a budget: a message (request or reply) lost, so also a write
 //!   applied and its reply lost; a member paused for any number of ticks (its
 //!   clock runs on: `CLOCK_BOOTTIME`); a member crashed; the primary moving to the
 //!   other node (the data moves with it: majority writes); and, outside the
-//!   budget, at most one graceful shutdown.
+//!   budget, graceful shutdowns.
 //!
 //! A member takes every step as soon as it is due (a due step is forced before
-//! time moves on), unless it is paused: a late timer is a pause.
+//! time moves on), unless it is paused: a late timer is a pause. Requests whose
+//! member gave up on them (timeout, crash) still reach the database.
+//!
+//! # Reductions (each keeps every outcome)
+//!
+//! * Members' own steps (timers, replies, the worker's) touch only their own
+//!   state and commute with one another: in a tick, only the lowest-numbered
+//!   member with a due step is offered its steps (the database's applies and all
+//!   faults stay offered everywhere). So the safety property is stated per tick:
+//!   every member that acted at any moment of a tick counts for the whole tick.
+//! * A fault is offered only where it can make a difference: a member is paused,
+//!   crashed or shut down right before a step it would take (earlier is the same,
+//!   as it does nothing in between; resuming is offered at every tick), a message
+//!   is delayed or lost as it would arrive, and the primary changes right before
+//!   the database applies a request.
 //!
 //! # What is abstracted
 //!
-//! A member checks its lease and starts a task in one step (a pause between the
-//! check and the task is a pause during the task, which fencing covers); a task is
-//! one fenced write to one data document and finishes when the write's answer
-//! comes back (refused: the task is retried). The half round trip of a clock
-//! sample is rounded down to whole ticks for the sample's instant (the library
-//! keeps the half tick), which makes the model's members take over up to half a
-//! tick *earlier* than the library's: the model is the stricter one.
-//! Submissions follow a fixed schedule per member (a late joiner's starts later
-//! and further down the feed); a key is submitted to a member only while no task
-//! with that key is in its queue (the documented contract of keys).
+//! A member checks its lease and starts a task in one step, as the worker does
+//! (the check and the start are one synchronous stretch); the task then sends one
+//! fenced write to one data document (a step that can be paused: a late write of
+//! a deposed master) and finishes when the write's answer comes back (refused:
+//! the task is retried). The half round trip of a clock sample is rounded down
+//! to whole ticks for the sample's instant (the library keeps the half tick),
+//! which makes the model's members take over up to half a tick *earlier* than
+//! the library's: the model is the stricter one. The library's constant slack
+//! (the sample's error of half a round trip *plus one millisecond*, and one more
+//! millisecond for the dates' precision) is in milliseconds, hence in ticks: with
+//! a lease of ten ticks it is worth two tenths of the lease (in the library, with
+//! the default 3 s lease, two thousandths), so clock errors must reach a margin
+//! plus those two ticks before the model shows an overlap; the configurations
+//! put their clocks there. Submissions follow a fixed schedule per member (a
+//! late joiner's starts later and further down the feed); a key is submitted to
+//! a member only while no task with that key is in its queue (the documented
+//! contract of keys).
 
 use std::fmt::Write as _;
 
@@ -68,8 +89,11 @@ pub fn lost_race_pause(races: u8, slave: u64) -> u64 {
 /// the phase of that error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClockCfg {
+    /// Ticks ahead of true time (negative: behind).
     pub offset: i64,
+    /// -1: loses a tick every period; 1: gains one; 0: exact.
     pub rate: i64,
+    /// Shifts the ticks at which the rate error shows.
     pub phase: u64,
 }
 
@@ -108,18 +132,26 @@ impl ClockCfg {
 /// (`None`: never, it joined after that task was submitted).
 #[derive(Clone, Debug)]
 pub struct MemberCfg {
+    /// The member's lease clock.
     pub clock: ClockCfg,
+    /// The tick at which the member starts.
     pub join: u16,
+    /// When each task of the feed is submitted to it.
     pub feed: Vec<Option<u16>>,
 }
 
 /// The faults a configuration may inject, within its budget.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Faults {
+    /// How many faults a run may have.
     pub budget: u8,
+    /// A message (request or reply) may be lost.
     pub lose: bool,
+    /// A member may be paused (for any number of ticks).
     pub pause: bool,
+    /// A member may crash.
     pub crash: bool,
+    /// The primary may move to the other node.
     pub primary_change: bool,
     /// Graceful shutdowns allowed (outside the budget).
     pub shutdowns: u8,
@@ -144,25 +176,36 @@ pub enum Mutation {
 /// A configuration of the model.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Printed with the results.
     pub name: &'static str,
+    /// The members.
     pub members: Vec<MemberCfg>,
     /// The database's nodes; node 0 is the first primary.
     pub nodes: Vec<ClockCfg>,
+    /// The mongos's clock (read only by the `MongosClock` mutation).
     pub mongos: ClockCfg,
     /// The keys of the tasks fed, in order (occurrence `i` has key `keys[i]`).
     pub keys: Vec<u8>,
+    /// The lease (`Options::lease`), in ticks.
     pub lease: u64,
+    /// `Intervals::master`.
     pub master: u64,
+    /// `Intervals::slave`.
     pub slave: u64,
+    /// `Intervals::ticking`.
     pub ticking: u64,
+    /// `Intervals::error`.
     pub error: u64,
     /// Rate errors are one tick per this many ticks.
     pub drift_period: u64,
     /// Messages leave and arrive in the same tick, unless delayed: this many
     /// ticks of delay in all, each on any message, request or reply.
     pub delays: u8,
+    /// No tick after this one.
     pub horizon: u16,
+    /// The faults allowed.
     pub faults: Faults,
+    /// The wrong rule in place of the implemented one, if any.
     pub mutation: Option<Mutation>,
 }
 
@@ -230,10 +273,15 @@ impl Config {
 pub struct Doc {
     /// Holder and token: the member's index (members never restart).
     pub holder: u8,
+    /// The fencing token.
     pub epoch: u64,
+    /// Grows with every write.
     pub version: u32,
+    /// Stamped by the node that applied the last write.
     pub renewed_at: i64,
+    /// Handed over.
     pub released: bool,
+    /// What the master published (`sync` and `run`).
     pub publ: Option<Pub>,
 }
 
@@ -241,8 +289,11 @@ pub struct Doc {
 /// or take `error`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Sample {
+    /// The stamping clock's reading.
     pub stamp: i64,
+    /// The member's clock at the midpoint of the round trip.
     pub local: u64,
+    /// Half the round trip plus one.
     pub error: u64,
 }
 
@@ -275,8 +326,11 @@ impl Sample {
 pub enum Up {
     /// Not started yet.
     Waiting,
+    /// Started.
     Running,
+    /// Paused (its clock runs on).
     Paused,
+    /// Gone, without a hand-over.
     Crashed,
     /// Shut down gracefully.
     Stopped,
@@ -285,57 +339,84 @@ pub enum Up {
 /// The election's state, as `State` in the library.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Status {
+    /// Started, no check yet.
     Init,
+    /// A standby.
     Slave,
+    /// Taking over.
     Ticking,
+    /// The master.
     Master,
+    /// After a failed operation.
     Error,
 }
 
 /// `Held` in the election: the epoch and the member's deadline on its own clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Held {
+    /// The held epoch.
     pub epoch: u64,
+    /// The member may act while its clock reads less.
     pub valid_until: u64,
 }
 
 /// A request to the database.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Req {
+    /// Stamp the clock document: the stamping node's time.
     Stamp,
+    /// Read the lease.
     Read,
+    /// Take the lease: conditional on the version seen (`None`: insert, with this fresh epoch).
     Acquire { seen: Option<u32>, fresh: u64 },
+    /// Renew, conditional on token and epoch; publish on the way.
     Renew { epoch: u64, publish: Option<Pub> },
+    /// Release, conditional on token and epoch; publish on the way.
     Release { epoch: u64, publish: Option<Pub> },
+    /// A fenced write of a task.
     Write { epoch: u64, occ: u8 },
 }
 
 /// The database's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Reply {
+    /// The stamp.
     Stamp(i64),
+    /// The lease.
     Read(Option<Doc>),
+    /// The lease taken, or `None`: another won.
     Acquire(Option<Doc>),
+    /// Whether the lease was still ours.
     Renew(bool),
+    /// Whether the lease was still ours.
     Release(bool),
+    /// Whether the write landed (its epoch not older than the document's).
     Write(bool),
 }
 
 /// A message on its way, sent (or answered) at tick `.0`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Msg {
+    /// A request that reaches the database at the tick given.
     Req(u16, Req),
+    /// A reply that reaches the member at the tick given.
     Rep(u16, Reply),
 }
 
 /// Where the election is in an operation (the `await` it waits at).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum OpKind {
+    /// `check`: the clock sample.
     CheckSample,
+    /// `check`: the lease read.
     CheckRead,
+    /// `take_over`: the confirming sample.
     TakeSample { seen: Option<Doc> },
+    /// `take_over`: the conditional write.
     Acquire,
+    /// `renew`.
     Renew { epoch: u64, publish: Option<Pub> },
+    /// `release`.
     Release,
 }
 
@@ -343,16 +424,22 @@ pub enum OpKind {
 /// its message (`None`: lost).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Op {
+    /// Where the election waits.
     pub kind: OpKind,
+    /// When it times out (own clock).
     pub deadline: u64,
+    /// When it was sent (own clock).
     pub sent: u64,
+    /// Its message; `None`: lost.
     pub msg: Option<Msg>,
 }
 
 /// The task the worker runs: the entry, its epoch, its fenced write.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Task {
+    /// The task.
     pub entry: Entry,
+    /// The epoch it runs under.
     pub epoch: u64,
     /// `None`: the write is not sent yet.
     pub msg: Option<Msg>,
@@ -361,46 +448,68 @@ pub struct Task {
 /// One member.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Member {
+    /// Whether it runs.
     pub up: Up,
+    /// The election's state.
     pub status: Status,
+    /// The lease it holds (`Held`).
     pub held: Option<Held>,
+    /// Its last clock sample.
     pub clock: Option<Sample>,
+    /// `Election::fallback`: version, and expiry by local observation.
     pub fallback: Option<(u32, u64)>,
+    /// `Election::deferred`: version, and end of the head start.
     pub deferred: Option<(u32, u64)>,
+    /// Take-over races lost in a row.
     pub lost_races: u8,
+    /// What it last published as master.
     pub published: Option<Pub>,
+    /// When its election wakes next (own clock).
     pub wake: u64,
+    /// The operation in flight.
     pub op: Option<Op>,
     /// Requests whose operation was given up (timed out, or the member stopped
     /// or crashed): they still reach the database.
     pub orphans: Vec<(u16, Req)>,
+    /// A shutdown was asked for.
     pub stopping: bool,
     /// The election task has returned (after a shutdown).
     pub ended: bool,
+    /// The task its worker runs.
     pub task: Option<Task>,
     /// Batched-checks mutation: tasks left in the batch, and its epoch.
     pub credit: (u8, u64),
+    /// Its queue.
     pub queue: Queue,
     /// The next occurrence of the feed to consider, and the ones fed so far.
     pub fed: u8,
+    /// Bit `i`: task `i` was submitted to it.
     pub fed_mask: u16,
 }
 
 /// Violations seen in a transition (bit flags).
 pub const DUP_EPOCH: u8 = 1;
+/// A decrease of the lease's epoch was seen.
 pub const EPOCH_BACK: u8 = 2;
+/// A fenced write of an older epoch landed after a newer one.
 pub const FENCE_BACK: u8 = 4;
 
 /// The state of the whole system.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct State {
+    /// True time (ticks).
     pub now: u16,
+    /// Which node is primary.
     pub primary: u8,
+    /// The lease document.
     pub lease: Option<Doc>,
     /// The fenced data document's epoch (0: never written).
     pub fence: u64,
+    /// The members.
     pub members: Vec<Member>,
+    /// Faults used.
     pub faults: u8,
+    /// Shutdowns used.
     pub shutdowns: u8,
     /// The last tick with a fault or a paused member.
     pub unfair: u16,
@@ -430,6 +539,7 @@ pub struct State {
 /// What happens next.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
+    /// Time moves on by one tick.
     Tick,
     /// The database applies the member's request.
     Apply(u8),
@@ -449,16 +559,23 @@ pub enum Action {
     WStart(u8),
     /// A message of the member's (`true`: its task's write) takes a tick longer.
     Delay(u8, bool),
+    /// The member's message (request or reply) is lost.
     Lose(u8),
+    /// The member is paused.
     Pause(u8),
+    /// The member goes on.
     Resume(u8),
+    /// The member crashes.
     Crash(u8),
+    /// The primary moves to the other node.
     PrimaryChange,
+    /// The member is shut down gracefully.
     Shutdown(u8),
 }
 
 /// The model: a configuration.
 pub struct Protocol {
+    /// Its configuration.
     pub cfg: Config,
 }
 

@@ -15,22 +15,29 @@
 /// A queued task: its occurrence (index into the feed) and its key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Entry {
+    /// Which submission it is.
     pub occ: u8,
+    /// Its key.
     pub key: u8,
 }
 
 /// A published run, as in the lease document (`run`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RunPub {
+    /// The epoch of the run.
     pub epoch: u64,
+    /// Its first task's key.
     pub first: u8,
+    /// How many tasks.
     pub count: u8,
 }
 
 /// What a master publishes: the last key (`sync`) and its run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Pub {
+    /// The last key (`sync`).
     pub id: u8,
+    /// The run.
     pub run: Option<RunPub>,
 }
 
@@ -66,7 +73,9 @@ pub enum Rule {
 /// One member's queue.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Queue {
+    /// Waiting, in order.
     pub tasks: Vec<Entry>,
+    /// Set aside while a run is placed.
     pub aside: Vec<Entry>,
     run: Option<OwnRun>,
     own_epochs: Vec<u64>,

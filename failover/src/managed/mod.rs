@@ -218,7 +218,7 @@ impl<W: Work> Managed<W> {
                 shared
                     .events
                     .emit(Event::Panic(format!("worker panicked: {message}")));
-                shared.stopping.cancel();
+                shared.stop();
             }
             ended
         });
@@ -245,7 +245,7 @@ impl<W: Work> Managed<W> {
     /// missing key field): it could not be told apart from other tasks when the
     /// master publishes it; [`Error::QueueFull`](crate::Error::QueueFull).
     pub async fn submit_work(&self, task: W::Task) -> Result<()> {
-        if self.member.shared().stopping.is_cancelled() {
+        if self.member.shared().is_stopping() {
             return Err(Error::Shutdown);
         }
         let key = self.work.key(&task);

@@ -31,7 +31,7 @@ impl<W: Work> Worker<W> {
         loop {
             // Wait for a mastership.
             let epoch = loop {
-                if self.shared.stopping.is_cancelled() {
+                if self.shared.is_stopping() {
                     return;
                 }
                 if let Some(epoch) = self.shared.acting_epoch() {
@@ -48,8 +48,7 @@ impl<W: Work> Worker<W> {
             tracing::info!(target: "failover::managed", member = %self.shared.member_id, epoch,
                 stats = ?self.queue.stats(), "stopped working the queue");
             // Do not spin on an epoch that is still published but no longer valid.
-            while self.shared.acting_epoch() == Some(epoch) && !self.shared.stopping.is_cancelled()
-            {
+            while self.shared.acting_epoch() == Some(epoch) && !self.shared.is_stopping() {
                 tokio::select! {
                     _ = status.changed() => {}
                     _ = self.shared.stopping.cancelled() => {}
@@ -74,15 +73,27 @@ impl<W: Work> Worker<W> {
         let Some(token) = self.shared.term(epoch) else {
             return;
         };
+        // One context per mastership; only the attempt changes from task to task.
+        let mut ctx = WorkContext {
+            epoch,
+            attempt: 0,
+            shared: self.shared.clone(),
+            token: token.clone(),
+        };
+        // Held while the worker is busy (between the check before a task and the
+        // end of the task, across a run of tasks): a stop waits for it.
+        let mut guard = None;
         loop {
-            // The guard first, then the checks: a shutdown either sees the guard
-            // and waits for the task, or is seen here.
-            let guard = self.shared.guard();
-            if self.shared.stopping.is_cancelled() || !self.shared.holds(epoch) {
+            // The guard first, then the checks: a stop either sees the guard and
+            // waits for the task, or is seen here. Both checks before every task.
+            if guard.is_none() {
+                guard = Some(self.shared.guard());
+            }
+            if self.shared.is_stopping() || !self.shared.holds(epoch) {
                 return;
             }
             let Some(mut entry) = self.queue.take() else {
-                drop(guard);
+                guard = None;
                 let until = self.shared.clock.timer(self.shared.valid_until());
                 tokio::select! {
                     _ = self.queue.ready.notified() => {}
@@ -92,17 +103,8 @@ impl<W: Work> Worker<W> {
                 }
                 continue;
             };
-            if !self.shared.holds(epoch) {
-                self.queue.restore(entry);
-                return;
-            }
             entry.attempts += 1;
-            let ctx = WorkContext {
-                epoch,
-                attempt: entry.attempts,
-                shared: self.shared.clone(),
-                token: token.clone(),
-            };
+            ctx.attempt = entry.attempts;
             let outcome = tokio::select! {
                 biased;
                 _ = self.shared.kill.cancelled() => None,
@@ -128,7 +130,7 @@ impl<W: Work> Worker<W> {
                     let delay = self.backoff.delay(entry.attempts);
                     tracing::debug!(target: "failover::managed", key = %entry.bkey, attempt = entry.attempts, ?delay, %reason, "retry");
                     self.queue.restore(entry);
-                    drop(guard);
+                    guard = None;
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = self.shared.stopping.cancelled() => {}

@@ -123,15 +123,14 @@ impl MongoStore {
     }
 
     /// Inserts version `v` of lease `name` with `fields` (and `renewed_at` stamped
-    /// by the server), then checks that it is the newest version. `Ok(None)` when
-    /// another writer has version `v` or a newer one.
+    /// by the server), then checks that it is the newest version.
     async fn write(
         &self,
         operation: &'static str,
         name: &str,
         v: u64,
         mut fields: Document,
-    ) -> Result<Option<Lease>> {
+    ) -> Result<Written> {
         let fields_token = match fields.get("token") {
             Some(Bson::Int64(t)) => Some(*t),
             _ => None,
@@ -148,20 +147,35 @@ impl MongoStore {
             .await;
         let doc = match written {
             Ok(doc) => doc,
-            Err(e) if error_code(&e) == Some(DUPLICATE_KEY) => return Ok(None),
+            Err(e) if error_code(&e) == Some(DUPLICATE_KEY) => None,
             Err(e) => return Err(driver_error(operation, &e, &self.uri)),
         };
-        let Some(doc) = doc else { return Ok(None) };
+        let newest = self.raw(name).await?;
+        let Some(doc) = doc else {
+            // Somebody has version `v`: us, if an earlier write of ours was applied
+            // but its answer lost (or the wait for it given up), and nobody wrote
+            // after it. Its stamp is older than this attempt, so it renews nothing.
+            let ours = newest.as_ref().is_some_and(|d| {
+                d.get_document("_id").ok() == Some(&slot(name, v))
+                    && fields_token.is_some()
+                    && d.get_i64("token").ok() == fields_token
+            });
+            return Ok(if ours {
+                Written::AlreadyOurs
+            } else {
+                Written::Lost
+            });
+        };
         let lease = Lease::from_document(name, &doc)?;
         // A server that ignored part of the filter must not make two masters.
         if lease.token != fields_token {
-            return Ok(None);
+            return Ok(Written::Lost);
         }
         // A version garbage-collected long ago can be inserted again by a writer
         // that was paused: only the newest version counts.
-        match self.raw(name).await? {
+        match newest {
             Some(newest) if newest.get_document("_id").ok() == Some(&slot(name, v)) => {}
-            _ => return Ok(None),
+            _ => return Ok(Written::Lost),
         }
         if v % KEEP_VERSIONS == 0 && v > KEEP_VERSIONS {
             let old = doc! { "_id.lease": name, "_id.v": { "$lt": (v - KEEP_VERSIONS) as i64 } };
@@ -170,8 +184,38 @@ impl MongoStore {
                 tracing::debug!(target: "failover", error = %e, "old lease versions stay");
             }
         }
-        Ok(Some(lease))
+        Ok(Written::Won(lease))
     }
+
+    /// Writes the next version of a lease this member holds, stepping over a
+    /// version an earlier write of its own already took.
+    async fn write_next(
+        &self,
+        operation: &'static str,
+        name: &str,
+        held: &Lease,
+        fields: Document,
+    ) -> Result<Option<Lease>> {
+        let mut v = held.version + 1;
+        for _ in 0..4 {
+            match self.write(operation, name, v, fields.clone()).await? {
+                Written::Won(lease) => return Ok(Some(lease)),
+                Written::Lost => return Ok(None),
+                Written::AlreadyOurs => v += 1,
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// What became of a version write.
+enum Written {
+    /// This write is the version, and it is the newest.
+    Won(Lease),
+    /// Another writer has this version or a newer one.
+    Lost,
+    /// An earlier write of this member instance has this version, the newest.
+    AlreadyOurs,
 }
 
 impl LeaseStore for MongoStore {
@@ -232,7 +276,12 @@ impl LeaseStore for MongoStore {
             }
             None => (1, taken(claim, lease_ms, fresh_epoch)),
         };
-        self.write("take lease", name, v, fields).await
+        Ok(match self.write("take lease", name, v, fields).await? {
+            Written::Won(lease) => Some(lease),
+            // An earlier attempt of ours took it (its answer lost): its time is
+            // unknown, so it does not count; the next check re-takes it.
+            Written::Lost | Written::AlreadyOurs => None,
+        })
     }
 
     async fn renew(
@@ -246,8 +295,7 @@ impl LeaseStore for MongoStore {
         if let Some(p) = published.or_else(|| held.published()) {
             fields.extend(publish(p));
         }
-        self.write("renew lease", name, held.version + 1, fields)
-            .await
+        self.write_next("renew lease", name, held, fields).await
     }
 
     async fn release(
@@ -263,7 +311,7 @@ impl LeaseStore for MongoStore {
             fields.extend(publish(p));
         }
         Ok(self
-            .write("release lease", name, held.version + 1, fields)
+            .write_next("release lease", name, held, fields)
             .await?
             .is_some())
     }
@@ -288,7 +336,10 @@ impl MongoStore {
     /// Writes version `v` of lease `name` as given (for the repair); `false` when
     /// another writer had that version or a newer one.
     pub async fn repair_write(&self, name: &str, v: u64, fields: Document) -> Result<bool> {
-        Ok(self.write("repair lease", name, v, fields).await?.is_some())
+        Ok(matches!(
+            self.write("repair lease", name, v, fields).await?,
+            Written::Won(_)
+        ))
     }
 }
 
