@@ -184,7 +184,7 @@ impl MongoStore {
                 tracing::debug!(target: "failover", error = %e, "old lease versions stay");
             }
         }
-        Ok(Written::Won(lease))
+        Ok(Written::Won(Box::new(lease)))
     }
 
     /// Writes the next version of a lease this member holds, stepping over a
@@ -199,7 +199,7 @@ impl MongoStore {
         let mut v = held.version + 1;
         for _ in 0..4 {
             match self.write(operation, name, v, fields.clone()).await? {
-                Written::Won(lease) => return Ok(Some(lease)),
+                Written::Won(lease) => return Ok(Some(*lease)),
                 Written::Lost => return Ok(None),
                 Written::AlreadyOurs => v += 1,
             }
@@ -211,7 +211,7 @@ impl MongoStore {
 /// What became of a version write.
 enum Written {
     /// This write is the version, and it is the newest.
-    Won(Lease),
+    Won(Box<Lease>),
     /// Another writer has this version or a newer one.
     Lost,
     /// An earlier write of this member instance has this version, the newest.
@@ -277,7 +277,7 @@ impl LeaseStore for MongoStore {
             None => (1, taken(claim, lease_ms, fresh_epoch)),
         };
         Ok(match self.write("take lease", name, v, fields).await? {
-            Written::Won(lease) => Some(lease),
+            Written::Won(lease) => Some(*lease),
             // An earlier attempt of ours took it (its answer lost): its time is
             // unknown, so it does not count; the next check re-takes it.
             Written::Lost | Written::AlreadyOurs => None,
