@@ -137,6 +137,13 @@ fn run(cmd: &mut Command, what: &str) {
 /// built under a temporary name and renamed into place, which is atomic: when
 /// several test binaries race, one rename wins and the others use the winner's.
 fn venv_python() -> PathBuf {
+    // Once per process: tests of one binary that start servers at the same time
+    // share the result (and the temporary directory name, which carries the pid).
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(build_venv).clone()
+}
+
+fn build_venv() -> PathBuf {
     let pins = PINNED_PACKAGES.join("\n");
     // FNV-1a: stable across Rust versions, unlike `DefaultHasher`.
     let hash = pins.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
