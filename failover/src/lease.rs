@@ -17,7 +17,7 @@
 //! | `renewed_at` | the time of the last write, stamped by the database node that applied it (`$currentDate`) |
 //! | `released` | the holder handed the lease over; anybody may take it at once |
 //! | `sync` | the master's synchronize id (managed mode: the key of the last task it finished) |
-//! | `run` | managed mode: `{epoch, first, count, origin, before}`: the epoch, first key and length of the master's run of finished tasks, and the chain of earlier runs it follows without a gap (its first key, and how many tasks it ran) |
+//! | `run` | managed mode: `{epoch, first, count, chained}`: the epoch, first key and length of the master's run of finished tasks, and whether it resumed right after the previous master's last published task |
 //! | `step_down` | set by an operator: the master hands over at its next renewal |
 //!
 //! Beside them live small *clock documents*, `_id: {clock: <subsystem>, member: <member id>}`,
@@ -143,12 +143,9 @@ pub(crate) struct Run {
     pub epoch: u64,
     pub first: Bson,
     pub count: u64,
-    /// The chain this run ends: runs of earlier epochs that this one follows
-    /// without a gap (each master resumed right after the previous one's last
-    /// task). `origin` is the chain's first key, `before` how many tasks the chain
-    /// ran before this run's `first` (0: the chain starts here).
-    pub origin: Bson,
-    pub before: u64,
+    /// The master resumed right after the last task the previous master
+    /// published (or there was none): every task before `first` was run.
+    pub chained: bool,
 }
 
 impl Run {
@@ -157,8 +154,7 @@ impl Run {
             "epoch": self.epoch.min(i64::MAX as u64) as i64,
             "first": self.first.clone(),
             "count": self.count.min(i64::MAX as u64) as i64,
-            "origin": self.origin.clone(),
-            "before": self.before.min(i64::MAX as u64) as i64,
+            "chained": self.chained,
         }
     }
 }
@@ -250,18 +246,12 @@ impl Lease {
                         "field `run.{field}` must be a non-negative integer, found {other:?}"
                     ))),
                 };
-                // Absent: no chain is claimed.
-                let before = if r.contains_key("before") {
-                    int("before")?
-                } else {
-                    0
-                };
                 Some(Run {
                     epoch: int("epoch")?,
-                    origin: r.get("origin").cloned().unwrap_or_else(|| first.clone()),
                     first,
                     count: int("count")?,
-                    before,
+                    // Absent: not claimed.
+                    chained: matches!(r.get("chained"), Some(Bson::Boolean(true))),
                 })
             }
             Some(other) => {

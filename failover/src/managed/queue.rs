@@ -1,30 +1,36 @@
 //! The managed work queue: FIFO on every member, pruned on the standbys by the
-//! master's published run.
+//! master's published progress.
 //!
 //! # What the master publishes
 //!
 //! Every task that leaves the master's queue in its epoch (done, or moved out as a
 //! dead letter) belongs to the epoch's *run*. With each renewal the master
-//! publishes the run: its epoch, its first key, its length, and its last key (the
-//! synchronize id).
+//! publishes the run: its epoch, its first key, its length, its last key (the
+//! synchronize id), and whether it is *chained*: the master resumed right after the
+//! last task the previous master published (or there was none), so every task
+//! before the run's first one was run.
 //!
 //! # How a standby prunes
 //!
-//! A standby drops a task only when it can place it in the run:
-//! * it finds the run's first key in its queue (or among the keys it finished
-//!   itself as master, when it stepped down and another member resumed after it):
-//!   the *anchor*; from there the run's tasks are its next tasks, counted;
-//! * the counted run must end with the published last key. If the standby's feed
-//!   lags, the tasks it has are set aside and the next ones to arrive are counted
-//!   into the run as they come; only when the last one matches are they dropped. A
-//!   mismatch puts every task set aside back, in order.
+//! * A chained run: the standby drops everything up to and including the run's
+//!   last key (the original's rule), except tasks it keeps as *orphans* (below).
+//! * A run that is not chained (its master joined late or was fed from another
+//!   point, and did not know where the previous master stopped): the standby drops
+//!   only the run itself, from its first key to its last, and keeps every task
+//!   before it as an orphan: nobody is known to have run it. Orphans are dropped
+//!   only by a run that names them, and run when their holder leads.
+//! * A last key the standby has not been fed yet is applied when it arrives, as
+//!   long as the master of that epoch is the one it follows and it has not led
+//!   itself since. A member never applies its own epochs' runs to itself.
 //!
-//! So a standby that was fed from another point than the master (it joined late,
-//! or restarted), or whose keys repeat, never drops a task that the master did not
-//! run: it keeps it, and runs it if it leads later (a repeat, never a loss).
-//! A member whose queue cannot place the last run gives better-fed members a head
-//! start of one lease before it takes an expired lease, and reports
-//! [`Event::ResumePointUnknown`] if it leads anyway.
+//! So nothing is lost while a member that holds a task is alive, members fed from
+//! the same point repeat nothing on a hand-over, and a member whose queue cannot
+//! place the last run gives better-fed members a head start of one lease before it
+//! takes an expired lease, and reports [`Event::ResumePointUnknown`] if it leads
+//! anyway. The known limit: keys must be unique among the tasks of one queue at one
+//! time; a key that repeats while a member fed from another point still holds the
+//! earlier task can be taken for it (the model check keeps that case,
+//! `tests/model.rs`).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -39,16 +45,15 @@ use crate::lease::{Published, Run};
 use crate::options::QueueFull;
 use crate::shared::SyncPort;
 
-/// How many keys a member remembers of the tasks it finished itself in its last
-/// epoch, to place the next master's run after a step-down.
-const OWN_TAIL: usize = 4096;
-
 /// A queued task with its key (typed and as BSON) and how often it was tried.
 pub(crate) struct Entry<W: Work> {
     pub key: W::Key,
     pub bkey: Bson,
     pub task: W::Task,
     pub attempts: u32,
+    /// Kept because a run that was not chained started after it: only a run that
+    /// names it drops it.
+    pub orphan: bool,
 }
 
 /// Counters of a managed queue, as [`Managed::stats`](crate::Managed::stats) reports them.
@@ -80,32 +85,10 @@ pub(crate) struct Queue<W: Work> {
 /// The master's own run in its epoch.
 struct OwnRun {
     epoch: u64,
-    /// The chain it ends: its first key and its tasks before this run.
-    origin: Option<Bson>,
-    before: u64,
     first: Bson,
     count: u64,
     last: Bson,
-}
-
-/// A standby's progress in placing the run of one epoch.
-struct Follow {
-    epoch: u64,
-    /// The run's chain: its first key, and the run's position in it.
-    origin: Bson,
-    before: u64,
-    /// Where this member stood in a chain when the run arrived: the index in
-    /// `tasks`, that task's position in the chain, and the chain's first key.
-    hint: Option<(usize, u64, Bson)>,
-    /// Where in `tasks` the run continues, once anchored.
-    anchor: Option<usize>,
-    /// Run tasks accounted for: pruned, set aside, or finished by this member.
-    matched: u64,
-    /// The published length and last key.
-    count: u64,
-    last: Bson,
-    /// A mismatch was found: no more pruning for this epoch.
-    broken: bool,
+    chained: bool,
 }
 
 struct Inner<W: Work> {
@@ -114,16 +97,15 @@ struct Inner<W: Work> {
     in_flight: usize,
     /// As master: this epoch's run.
     run: Option<OwnRun>,
-    /// As master: the chain this epoch's run continues, if any (origin, before).
-    chain: Option<(Bson, u64)>,
+    /// As master: whether this epoch's run is chained (decided at take-over).
+    chained: bool,
     /// Epochs this member led: their runs need no pruning here.
     own_epochs: HashSet<u64>,
-    /// Keys this member finished in its latest epoch (at most [`OWN_TAIL`]).
-    own_tail: VecDeque<Bson>,
-    /// As standby: placing the current master's run.
-    follow: Option<Follow>,
-    /// The tasks of `follow` set aside until its last key is seen.
-    aside: Vec<Entry<W>>,
+    /// As standby: the run applied last (epoch, count), and whether its last key
+    /// was found; a run not found waits here for its last key to arrive.
+    applied: Option<(u64, u64)>,
+    pending: Option<Run>,
+    pending_last: Option<Bson>,
     /// The last finished key: this member's own work as master, or the master's.
     last_done: Option<W::Key>,
     dead: Vec<(W::Key, W::Task)>,
@@ -137,11 +119,11 @@ impl<W: Work> Queue<W> {
                 tasks: VecDeque::new(),
                 in_flight: 0,
                 run: None,
-                chain: None,
+                chained: true,
                 own_epochs: HashSet::new(),
-                own_tail: VecDeque::new(),
-                follow: None,
-                aside: Vec::new(),
+                applied: None,
+                pending: None,
+                pending_last: None,
                 last_done: None,
                 dead: Vec::new(),
                 stats: QueueStats::default(),
@@ -160,6 +142,7 @@ impl<W: Work> Queue<W> {
             bkey,
             task,
             attempts: 0,
+            orphan: false,
         };
         if self.capacity.is_none() {
             // Unbounded: never waits.
@@ -183,32 +166,24 @@ impl<W: Work> Queue<W> {
     fn try_push(&self, entry: Entry<W>) -> Result<Option<Entry<W>>> {
         let mut inner = lock(&self.inner);
         if let Some((capacity, when_full)) = self.capacity {
-            if inner.tasks.len() + inner.in_flight + inner.aside.len() >= capacity {
+            if inner.tasks.len() + inner.in_flight >= capacity {
                 return match when_full {
                     QueueFull::Reject => Err(Error::QueueFull { capacity }),
                     QueueFull::Wait => Ok(Some(entry)),
                 };
             }
         }
-        let owed = inner
-            .follow
-            .as_ref()
-            .is_some_and(|f| !f.broken && f.anchor.is_some() && f.matched < f.count);
-        if owed {
-            // The master's run goes on past what we had: this task is part of it.
-            let f = inner.follow.as_mut().expect("checked above");
-            f.matched += 1;
-            let complete = f.matched == f.count;
-            let matches = entry.bkey == f.last;
-            inner.aside.push(entry);
-            if complete {
-                inner.settle(matches);
-                drop(inner);
-                self.space.notify_waiters();
+        let completes = inner.pending_last.as_ref() == Some(&entry.bkey);
+        inner.tasks.push_back(entry);
+        if completes {
+            // The master's last published task arrived: apply its run now.
+            if let (Some(run), Some(last)) = (inner.pending.take(), inner.pending_last.take()) {
+                inner.apply(&run, &last);
             }
+            drop(inner);
+            self.space.notify_waiters();
             return Ok(None);
         }
-        inner.tasks.push_back(entry);
         drop(inner);
         self.ready.notify_one();
         Ok(None)
@@ -219,10 +194,6 @@ impl<W: Work> Queue<W> {
         let mut inner = lock(&self.inner);
         let entry = inner.tasks.pop_front()?;
         inner.in_flight += 1;
-        // The anchor of a run being placed moves with the head.
-        if let Some(a) = inner.follow.as_mut().and_then(|f| f.anchor.as_mut()) {
-            *a = a.saturating_sub(1);
-        }
         Some(entry)
     }
 
@@ -231,9 +202,6 @@ impl<W: Work> Queue<W> {
         let mut inner = lock(&self.inner);
         inner.in_flight = inner.in_flight.saturating_sub(1);
         inner.tasks.push_front(entry);
-        if let Some(a) = inner.follow.as_mut().and_then(|f| f.anchor.as_mut()) {
-            *a += 1;
-        }
     }
 
     /// The worker finished a task of `epoch` (done, or dead-lettered when
@@ -241,30 +209,24 @@ impl<W: Work> Queue<W> {
     pub fn finish(&self, epoch: u64, entry: Entry<W>, dead_letter: Option<String>) {
         let mut inner = lock(&self.inner);
         inner.in_flight = inner.in_flight.saturating_sub(1);
+        let chained = inner.chained;
         match &mut inner.run {
             Some(run) if run.epoch == epoch => {
                 run.count += 1;
                 run.last = entry.bkey.clone();
             }
             _ => {
-                let (origin, before) = match inner.chain.take() {
-                    Some((origin, before)) => (Some(origin), before),
-                    None => (None, 0),
-                };
                 inner.run = Some(OwnRun {
                     epoch,
-                    origin,
-                    before,
                     first: entry.bkey.clone(),
                     count: 1,
                     last: entry.bkey.clone(),
+                    // A run that starts with an orphan did not resume where the
+                    // previous master stopped.
+                    chained: chained && !entry.orphan,
                 });
             }
         }
-        if inner.own_tail.len() == OWN_TAIL {
-            inner.own_tail.pop_front();
-        }
-        inner.own_tail.push_back(entry.bkey.clone());
         match dead_letter {
             None => {
                 inner.stats.finished += 1;
@@ -302,7 +264,7 @@ impl<W: Work> Queue<W> {
     pub fn stats(&self) -> QueueStats {
         let inner = lock(&self.inner);
         QueueStats {
-            queued: inner.tasks.len() + inner.in_flight + inner.aside.len(),
+            queued: inner.tasks.len() + inner.in_flight,
             ..inner.stats.clone()
         }
     }
@@ -311,7 +273,7 @@ impl<W: Work> Queue<W> {
         lock(&self.inner).last_done.clone()
     }
 
-    /// The keys waiting, in order (not the one being worked on, nor those set aside).
+    /// The keys waiting, in order (not the one being worked on).
     pub fn keys(&self) -> Vec<W::Key> {
         lock(&self.inner)
             .tasks
@@ -322,191 +284,73 @@ impl<W: Work> Queue<W> {
 }
 
 impl<W: Work> Inner<W> {
-    /// The last counted task of the run arrived: drop the tasks set aside if it is
-    /// the published last one, else put them back.
-    fn settle(&mut self, matches: bool) {
-        let Some(f) = self.follow.as_mut() else {
-            return;
-        };
-        let aside = std::mem::take(&mut self.aside);
-        if matches {
-            self.stats.pruned += aside.len() as u64;
-            if let Some(last) = aside.last() {
-                self.last_done = Some(last.key.clone());
-            }
-        } else {
-            tracing::warn!(target: "failover::managed", epoch = f.epoch,
-                "the master's run does not line up with this member's queue; keeping every task");
-            f.broken = true;
-            let at = f.anchor.unwrap_or(self.tasks.len()).min(self.tasks.len());
-            for (i, e) in aside.into_iter().enumerate() {
-                self.tasks.insert(at + i, e);
-            }
-        }
-    }
-
-    /// Puts back every task set aside (not proven run).
-    fn unsettle(&mut self) {
-        if self.aside.is_empty() {
-            return;
-        }
-        let at = self
-            .follow
-            .as_ref()
-            .and_then(|f| f.anchor)
-            .unwrap_or(0)
-            .min(self.tasks.len());
-        for (i, e) in std::mem::take(&mut self.aside).into_iter().enumerate() {
-            self.tasks.insert(at + i, e);
-        }
-    }
-
-    /// Places the master's published run (see the module docs).
+    /// Applies the master's published run (see the module docs); returns how many
+    /// tasks it dropped. A last key not in the queue yet waits in `pending`.
     fn apply(&mut self, run: &Run, last: &Bson) -> u64 {
-        let (run_epoch, first, count) = (run.epoch, &run.first, run.count);
-        if self.own_epochs.contains(&run_epoch) {
+        if self.own_epochs.contains(&run.epoch) {
             return 0; // our own run: its tasks left our queue as we ran them
         }
-        if self.follow.as_ref().is_none_or(|f| f.epoch != run_epoch) {
-            // Where we were in the chain: the tasks set aside go back first.
-            let hint = match (&self.follow, &self.run) {
-                (Some(f), _) => f.anchor.and_then(|anchor| {
-                    let pos = (f.before + f.matched).checked_sub(self.aside.len() as u64)?;
-                    (!f.broken).then(|| (anchor, pos, f.origin.clone()))
-                }),
-                // We led last: our queue's head follows our own run.
-                (None, Some(own)) => Some((
-                    0,
-                    own.before + own.count,
-                    own.origin.clone().unwrap_or_else(|| own.first.clone()),
-                )),
-                (None, None) => None,
-            };
-            self.unsettle();
-            self.follow = Some(Follow {
-                epoch: run_epoch,
-                origin: run.origin.clone(),
-                before: run.before,
-                hint,
-                anchor: None,
-                matched: 0,
-                count: 0,
-                last: Bson::Null,
-                broken: false,
-            });
-        }
-        let mut pruned = 0;
         if self
-            .follow
-            .as_ref()
-            .is_some_and(|f| f.anchor.is_none() && !f.broken)
+            .applied
+            .is_some_and(|(e, c)| e == run.epoch && c >= run.count)
         {
-            // Not placed yet (also retried on every later publication, as the feed
-            // of a member that just started catches up).
-            let hint = self.follow.as_ref().and_then(|f| f.hint.clone());
-            match self.drop_chain(run, hint) {
-                Some((dropped, start)) => {
-                    pruned += dropped;
-                    if let Some(f) = self.follow.as_mut() {
-                        f.anchor = Some(start);
-                        f.hint = Some((start, run.before, run.origin.clone()));
-                    }
-                }
-                None => {
-                    let found = self.tasks.iter().position(|e| &e.bkey == first);
-                    let own = self.own_tail.iter().position(|k| k == first);
-                    let tail = self.own_tail.len();
-                    let Some(f) = self.follow.as_mut() else {
-                        return 0;
-                    };
-                    if let Some(i) = found {
-                        f.anchor = Some(i);
-                    } else if let Some(k) = own {
-                        // We ran the start of this run ourselves before we stepped down.
-                        f.anchor = Some(0);
-                        f.matched = (tail - k) as u64;
-                    } else {
-                        return 0; // cannot place it (yet): keep everything
-                    }
-                }
+            return 0; // seen already
+        }
+        let Some(j) = self.tasks.iter().position(|e| &e.bkey == last) else {
+            // Not fed yet (or already gone): apply it when it arrives.
+            self.pending = Some(run.clone());
+            self.pending_last = Some(last.clone());
+            return 0;
+        };
+        self.pending = None;
+        self.pending_last = None;
+        self.applied = Some((run.epoch, run.count));
+        // A run that is not chained covers only itself: from its first task (if we
+        // have it), and what stands before it is kept as orphans.
+        let first_at = if run.chained {
+            None
+        } else {
+            self.tasks
+                .iter()
+                .take(j + 1)
+                .position(|e| e.bkey == run.first)
+        };
+        if let Some(i) = first_at {
+            for e in self.tasks.iter_mut().take(i) {
+                e.orphan = true;
             }
         }
-        let tasks = &mut self.tasks;
-        let Some(f) = self.follow.as_mut() else {
-            return pruned;
-        };
-        if f.broken || count <= f.count {
-            return pruned;
+        let mut dropped = 0;
+        let mut kept = VecDeque::with_capacity(self.tasks.len());
+        for (i, e) in std::mem::take(&mut self.tasks).into_iter().enumerate() {
+            let in_run = match first_at {
+                Some(start) => i >= start && i <= j,
+                None => i <= j && !e.orphan,
+            };
+            if in_run {
+                if i == j {
+                    self.last_done = Some(e.key.clone());
+                }
+                dropped += 1;
+            } else {
+                kept.push_back(e);
+            }
         }
-        f.count = count;
-        f.last = last.clone();
-        let Some(anchor) = f.anchor else {
-            return pruned;
-        };
-        let need = f.count.saturating_sub(f.matched) as usize;
-        let have = tasks.len().saturating_sub(anchor);
-        let take = need.min(have);
-        if take == 0 {
-            return pruned;
-        }
-        let moved: Vec<Entry<W>> = tasks.drain(anchor..anchor + take).collect();
-        f.matched += take as u64;
-        let complete = f.matched == f.count;
-        let matches = moved.last().is_some_and(|e| &e.bkey == last);
-        self.aside.extend(moved);
-        if complete {
-            let before = self.stats.pruned;
-            self.settle(matches);
-            return pruned + self.stats.pruned - before;
-        }
-        pruned
+        self.tasks = kept;
+        self.stats.pruned += dropped;
+        dropped
     }
 
-    /// A new epoch's run that ends a chain of gapless runs: if this member's queue
-    /// holds the chain's first key, followed after exactly the chain's earlier
-    /// tasks by this run's first key, those earlier tasks were run (by the chain's
-    /// earlier epochs): drop them. This is how a member that restarted (fed from
-    /// the start) or missed the last publications of an epoch catches up. Returns
-    /// how many were dropped and where the run starts in the queue.
-    fn drop_chain(&mut self, run: &Run, hint: Option<(usize, u64, Bson)>) -> Option<(u64, usize)> {
-        if run.before == 0 {
-            return None;
-        }
-        let lines_up = |tasks: &VecDeque<Entry<W>>, start: usize, skip: u64| {
-            let at = start.checked_add(usize::try_from(skip).ok()?)?;
-            tasks
-                .get(at)
-                .filter(|e| e.bkey == run.first)
-                .map(|_| (start, at))
-        };
-        // Where we were in the same chain, or where the chain starts.
-        let found = hint
-            .filter(|(_, pos, origin)| *origin == run.origin && *pos <= run.before)
-            .and_then(|(anchor, pos, _)| lines_up(&self.tasks, anchor, run.before - pos))
-            .or_else(|| {
-                let o = self.tasks.iter().position(|e| e.bkey == run.origin)?;
-                lines_up(&self.tasks, o, run.before)
-            });
-        let (start, at) = found?; // does not line up: keep everything
-        let dropped: Vec<Entry<W>> = self.tasks.drain(start..at).collect();
-        if let Some(last) = dropped.last() {
-            self.last_done = Some(last.key.clone());
-        }
-        self.stats.pruned += dropped.len() as u64;
-        Some((dropped.len() as u64, start))
-    }
-
-    /// Whether this member can place the run `published` names (or needs not).
+    /// Whether this member knows where the master that published `published`
+    /// stopped (or needs not).
     fn knows(&self, published: Option<&Published>) -> bool {
         let Some(run) = published.and_then(|p| p.run.as_ref()) else {
             return true;
         };
-        if self.own_epochs.contains(&run.epoch) {
-            return true;
-        }
-        self.follow.as_ref().is_some_and(|f| {
-            f.epoch == run.epoch && !f.broken && f.anchor.is_some() && f.matched >= run.count
-        })
+        self.own_epochs.contains(&run.epoch)
+            || self
+                .applied
+                .is_some_and(|(e, c)| e == run.epoch && c >= run.count)
     }
 }
 
@@ -520,8 +364,7 @@ impl<W: Work> SyncPort for Queue<W> {
                 epoch: run.epoch,
                 first: run.first.clone(),
                 count: run.count,
-                origin: run.origin.clone().unwrap_or_else(|| run.first.clone()),
-                before: run.before,
+                chained: run.chained,
             }),
         })
     }
@@ -545,33 +388,11 @@ impl<W: Work> SyncPort for Queue<W> {
             }
         }
         let known = inner.knows(inherited);
-        // This epoch's run continues the chain if this member resumes right after
-        // the inherited run: it placed it whole and keeps no task in front of it.
-        let inherited_run = inherited.and_then(|p| p.run.as_ref());
-        let head = inner.follow.as_ref().and_then(|f| f.anchor);
-        let own = inherited_run.is_some_and(|r| inner.own_epochs.contains(&r.epoch));
-        let resumes = own || (known && head == Some(0) && inner.aside.is_empty());
-        inner.chain = match inherited_run {
-            // Our own run goes on where we stopped, which may be past what we published.
-            Some(run) if own => inner
-                .run
-                .as_ref()
-                .filter(|r| r.epoch == run.epoch)
-                .map(|r| {
-                    let origin = r.origin.clone().unwrap_or_else(|| r.first.clone());
-                    (origin, r.before.saturating_add(r.count))
-                })
-                .or_else(|| Some((run.origin.clone(), run.before.saturating_add(run.count)))),
-            Some(run) if resumes => {
-                Some((run.origin.clone(), run.before.saturating_add(run.count)))
-            }
-            _ => None,
-        };
-        // Tasks set aside are not proven run: work them.
-        inner.unsettle();
-        inner.follow = None;
+        // Chained when this member resumes right after the inherited run.
+        inner.chained = known;
+        inner.pending = None;
+        inner.pending_last = None;
         inner.own_epochs.insert(epoch);
-        inner.own_tail.clear();
         drop(inner);
         self.ready.notify_one();
         if !known {
@@ -619,82 +440,81 @@ mod tests {
         }
     }
 
-    fn run(epoch: u64, first: u32, count: u64, last: u32) -> Published {
-        chained(epoch, first, 0, first, count, last)
-    }
-
-    /// A run whose chain starts at `origin` with `before` tasks before `first`.
-    fn chained(
-        epoch: u64,
-        origin: u32,
-        before: u64,
-        first: u32,
-        count: u64,
-        last: u32,
-    ) -> Published {
+    fn run(epoch: u64, first: u32, count: u64, last: u32, chained: bool) -> Published {
         Published {
             id: Bson::Int64(i64::from(last)),
             run: Some(Run {
                 epoch,
                 first: Bson::Int64(i64::from(first)),
                 count,
-                origin: Bson::Int64(i64::from(origin)),
-                before,
+                chained,
             }),
         }
     }
 
     #[tokio::test]
-    async fn a_placed_run_is_dropped() {
+    async fn a_chained_run_drops_everything_up_to_its_last_key() {
         let q = queue(None);
         fill(&q, 1..=10).await;
-        q.incoming(1, &run(1, 1, 3, 3));
+        q.incoming(1, &run(1, 1, 3, 3, true));
         assert_eq!(q.keys(), (4..=10).collect::<Vec<_>>());
-        q.incoming(1, &run(1, 1, 5, 5));
-        assert_eq!(q.keys(), (6..=10).collect::<Vec<_>>());
+        // A standby that missed publications catches up at the next one.
+        q.incoming(2, &run(2, 6, 2, 7, true));
+        assert_eq!(q.keys(), [8, 9, 10]);
         // Repeated and older publications change nothing.
-        q.incoming(1, &run(1, 1, 5, 5));
-        q.incoming(1, &run(1, 1, 4, 4));
-        assert_eq!(q.keys(), (6..=10).collect::<Vec<_>>());
-        assert_eq!(q.stats().pruned, 5);
-        assert_eq!(q.last_done(), Some(5));
+        q.incoming(2, &run(2, 6, 2, 7, true));
+        q.incoming(1, &run(1, 1, 3, 3, true));
+        assert_eq!(q.keys(), [8, 9, 10]);
+        assert_eq!(q.stats().pruned, 7);
+        assert_eq!(q.last_done(), Some(7));
     }
 
     #[tokio::test]
-    async fn a_lagging_feed_is_counted_into_the_run_as_it_arrives() {
+    async fn a_last_key_not_yet_fed_is_applied_when_it_arrives() {
         let q = queue(None);
         fill(&q, 1..=3).await;
-        q.incoming(1, &run(1, 1, 5, 5)); // the master is ahead of what we were fed
-        assert!(q.keys().is_empty(), "1 to 3 are set aside");
-        assert_eq!(q.stats().queued, 3, "set aside, not dropped");
+        q.incoming(1, &run(1, 1, 5, 5, true)); // the master is ahead of our feed
+        assert_eq!(
+            q.keys(),
+            [1, 2, 3],
+            "nothing is dropped before the key is known"
+        );
         fill(&q, [4, 5, 6]).await;
         assert_eq!(q.keys(), [6]);
-        assert_eq!(q.stats().pruned, 5);
+        assert!(!q.should_defer(Some(&run(1, 1, 5, 5, true))));
     }
 
     #[tokio::test]
-    async fn a_run_that_does_not_line_up_drops_nothing() {
-        let q = queue(None);
-        fill(&q, 1..=3).await;
-        q.incoming(1, &run(1, 1, 5, 5));
-        fill(&q, [4, 9, 6]).await; // the fifth task is 9, not 5
-        assert_eq!(q.keys(), [1, 2, 3, 4, 9, 6]);
-        assert_eq!(q.stats().pruned, 0);
-    }
-
-    #[tokio::test]
-    async fn a_run_that_starts_elsewhere_drops_nothing_before_it() {
-        // A late joiner led: its run starts at 6.
+    async fn a_run_that_is_not_chained_keeps_what_stands_before_it() {
+        // A late joiner led: its run starts at 6 and did not resume where the
+        // previous master stopped.
         let q = queue(None);
         fill(&q, 3..=7).await;
-        q.incoming(2, &run(2, 6, 1, 6));
+        q.incoming(2, &run(2, 6, 1, 6, false));
         assert_eq!(q.keys(), [3, 4, 5, 7]);
-        // It cannot place a run whose start it never had: it keeps everything.
+        // A later chained run (its successor resumed after 6) keeps the orphans.
+        fill(&q, 8..=9).await;
+        q.incoming(3, &run(3, 7, 2, 8, true));
+        assert_eq!(q.keys(), [3, 4, 5, 9]);
+        // A member that cannot place the run defers.
         let late = queue(None);
         fill(&late, [6, 7]).await;
-        late.incoming(1, &run(1, 1, 2, 2));
+        let published = run(1, 1, 2, 2, true);
+        late.incoming(1, &published);
         assert_eq!(late.keys(), [6, 7]);
-        assert!(late.should_defer(Some(&run(1, 1, 2, 2))));
+        assert!(late.should_defer(Some(&published)));
+    }
+
+    #[tokio::test]
+    async fn orphans_lead_their_holders_run_unchained() {
+        let q = queue(None);
+        fill(&q, 3..=7).await;
+        q.incoming(2, &run(2, 6, 2, 7, false));
+        q.became_master(3, Some(&run(2, 6, 2, 7, false)));
+        let e = q.take().unwrap();
+        q.finish(3, e, None);
+        let r = q.outgoing().unwrap().run.unwrap();
+        assert_eq!((r.first, r.chained), (Bson::Int64(3), false));
     }
 
     #[tokio::test]
@@ -707,116 +527,11 @@ mod tests {
             q.finish(1, e, None);
         }
         let published = q.outgoing().unwrap();
+        assert!(published.run.as_ref().unwrap().chained);
         // We step down and re-take our own lease: our own run is inherited.
         q.became_master(2, Some(&published));
         fill(&q, [4, 5, 3, 7]).await;
         assert_eq!(q.keys(), [4, 5, 3, 7]);
-    }
-
-    #[tokio::test]
-    async fn a_run_resumed_after_our_own_finished_tasks_is_placed() {
-        // We ran 1..=5 as master of epoch 1 but published only 3; another member
-        // resumed at 4 and ran 4..=7.
-        let q = queue(None);
-        fill(&q, 1..=9).await;
-        q.became_master(1, None);
-        for _ in 0..5 {
-            let e = q.take().unwrap();
-            q.finish(1, e, None);
-        }
-        q.incoming(2, &run(2, 4, 4, 7));
-        assert_eq!(q.keys(), [8, 9]);
-    }
-
-    #[tokio::test]
-    async fn a_chained_run_drops_the_chains_earlier_tasks() {
-        // Epoch 1 ran 1..=7; we saw only its publication up to 3. Epoch 2 resumed
-        // right after 7: its chain starts at 1 with 7 tasks before its first, 8.
-        let q = queue(None);
-        fill(&q, 1..=10).await;
-        q.incoming(1, &run(1, 1, 3, 3));
-        assert_eq!(q.keys(), (4..=10).collect::<Vec<_>>());
-        q.incoming(2, &chained(2, 1, 7, 8, 1, 8));
-        assert_eq!(q.keys(), [9, 10]);
-        // A member that restarted, fed from the start, catches up the same way.
-        let fresh = queue(None);
-        fill(&fresh, 1..=10).await;
-        fresh.incoming(2, &chained(2, 1, 7, 8, 1, 8));
-        assert_eq!(fresh.keys(), [9, 10]);
-        // An unchained next run drops nothing before its first task, and a chain
-        // that does not line up drops nothing.
-        let q = queue(None);
-        fill(&q, 1..=10).await;
-        q.incoming(1, &run(1, 1, 3, 3));
-        q.incoming(2, &run(2, 8, 1, 8));
-        assert_eq!(q.keys(), [4, 5, 6, 7, 9, 10]);
-        let q = queue(None);
-        fill(&q, 1..=10).await;
-        q.incoming(2, &chained(2, 1, 6, 8, 1, 8));
-        assert_eq!(q.keys(), [1, 2, 3, 4, 5, 6, 7, 9, 10]);
-    }
-
-    #[tokio::test]
-    async fn a_master_that_resumes_right_after_the_inherited_run_chains_it() {
-        let q = queue(None);
-        fill(&q, 1..=6).await;
-        q.became_master(2, Some(&run(1, 1, 2, 2)));
-        let e = q.take().unwrap();
-        q.finish(2, e, None);
-        let r = q.outgoing().unwrap().run.unwrap();
-        assert_eq!(
-            (r.origin, r.before, r.first),
-            (Bson::Int64(1), 2, Bson::Int64(3))
-        );
-        // A member with a task in front of the inherited run starts a new chain.
-        let q = queue(None);
-        fill(&q, [0, 1, 2, 3]).await;
-        q.became_master(2, Some(&run(1, 1, 2, 2)));
-        let e = q.take().unwrap();
-        q.finish(2, e, None);
-        let r = q.outgoing().unwrap().run.unwrap();
-        assert_eq!(
-            (r.origin, r.before, r.first),
-            (Bson::Int64(0), 0, Bson::Int64(0))
-        );
-    }
-
-    #[tokio::test]
-    async fn a_retaken_own_lease_continues_the_chain_past_what_was_published() {
-        let q = queue(None);
-        fill(&q, 1..=8).await;
-        q.became_master(1, None);
-        let mut published = None;
-        for n in 1..=5 {
-            let e = q.take().unwrap();
-            q.finish(1, e, None);
-            if n == 3 {
-                published = q.outgoing(); // the last renewal saw three tasks
-            }
-        }
-        q.became_master(2, published.as_ref());
-        let e = q.take().unwrap();
-        q.finish(2, e, None);
-        let r = q.outgoing().unwrap().run.unwrap();
-        assert_eq!(
-            (r.origin, r.before, r.first),
-            (Bson::Int64(1), 5, Bson::Int64(6))
-        );
-    }
-
-    #[tokio::test]
-    async fn a_member_whose_feed_is_still_arriving_places_the_run_once_it_can() {
-        // A member just started: it has been fed 1..=3 of the tasks 1..=10 when it
-        // first reads the master's run (chain from 1, 7 tasks before 8).
-        let q = queue(None);
-        fill(&q, 1..=3).await;
-        let published = chained(2, 1, 7, 8, 1, 8);
-        q.incoming(2, &published);
-        assert_eq!(q.keys(), [1, 2, 3], "nothing can be placed yet");
-        fill(&q, 4..=10).await;
-        q.incoming(2, &published); // the next check reads the same publication
-        assert_eq!(q.keys(), [9, 10]);
-        assert!(!q.should_defer(Some(&published)));
     }
 
     #[tokio::test]
