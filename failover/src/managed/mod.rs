@@ -13,11 +13,13 @@
 //!   starts (the worker waits for it at most one lease).
 //! * After each finished task the master records it in its *run*; the run travels
 //!   with the next renewal (no database write per task). Standbys drop the tasks
-//!   they can place in the run, and keep everything else (see below).
+//!   the run covers, and keep everything else (see below).
 //! * Nothing is lost while one member that holds a task is alive: a standby fed
-//!   from another point than the master (joined late, restarted), or whose keys
-//!   repeat over time, keeps what it cannot place and runs it if it leads. Keys must
-//!   be unique among the tasks in one queue at one time.
+//!   from another point than the master (joined late, restarted) keeps what the
+//!   master's run does not cover and runs it if it leads. Keys must be unique among
+//!   the tasks in one queue at one time; they may repeat over time, with one known
+//!   limit: a key that repeats while a member fed from another point still holds
+//!   the earlier task can be taken for it (the model check keeps that case).
 //! * After a crash, the tasks finished after the last published run repeat on the
 //!   new master. A graceful [`Managed::shutdown`] finishes the running task (for at
 //!   most [`Options::shutdown_timeout`]) and publishes the run in the release, so a
@@ -31,13 +33,17 @@
 //! # Placing the master's run on a standby
 //!
 //! The master publishes its run of the epoch: the first key, the number of tasks,
-//! the last key. A standby drops tasks only from the run's first key on (found in
-//! its queue, or among the tasks it finished itself before it stepped down), as
-//! many as the run counts, and only once the last of them is the published last
-//! key; a standby whose feed lags counts the arriving tasks into the run. A member
-//! that cannot place the last run gives better-fed members one lease of head start
-//! before taking an expired lease, and reports
-//! [`Event::ResumePointUnknown`](crate::Event::ResumePointUnknown) if it leads anyway.
+//! the last key, and whether it is *chained* (the master resumed right after the
+//! last task its predecessor published). A standby drops, for a chained run,
+//! everything up to and including the last key (the original's rule); for a run
+//! that is not chained (its master was fed from another point and did not know
+//! where its predecessor stopped), only the run itself, keeping the tasks before it
+//! as *orphans* that only a run naming them drops and that their holder runs first
+//! when it leads. A last key that a standby has not been fed yet is applied when
+//! it arrives. A member that cannot find the last published key gives better-fed
+//! members one lease of head start before taking an expired lease, and reports
+//! [`Event::ResumePointUnknown`](crate::Event::ResumePointUnknown) if it leads
+//! anyway.
 
 mod queue;
 mod work;
