@@ -247,4 +247,15 @@ async fn start_fails_fast_when_the_database_cannot_be_reached() {
         t.elapsed()
     );
     assert!(err.is_transient(), "{err:?}");
+    // The driver gave up first (server selection, 200 ms): its error is the source,
+    // for its labels and codes.
+    assert!(matches!(err, Error::Database { .. }), "{err:?}");
+    let source = std::error::Error::source(&err).expect("the driver's error as source");
+    let driver = source
+        .downcast_ref::<failover::DriverError>()
+        .expect("a DriverError");
+    assert!(matches!(
+        *driver.driver().kind,
+        mongodb::error::ErrorKind::ServerSelection { .. }
+    ));
 }
