@@ -543,9 +543,6 @@ pub(crate) fn scrub_secrets(text: &str, secrets: &[String]) -> String {
 /// The secrets of driver options given with [`Options::client_options`], in the
 /// forms a message may quote them: the credential's password and the values of
 /// its mechanism properties (an AWS session token, for example).
-// TODO(lead): the store scrubs driver messages with `scrub_secrets(text, &these)`
-// when the options came as `ClientOptions`; until then only the tests use it.
-#[allow(dead_code)]
 pub(crate) fn client_options_secrets(options: &mongodb::options::ClientOptions) -> Vec<String> {
     let mut secrets = Vec::new();
     if let Some(credential) = &options.credential {
@@ -565,7 +562,7 @@ pub(crate) fn client_options_secrets(options: &mongodb::options::ClientOptions) 
 }
 
 /// The secrets of `uri` in every form a message may quote them.
-fn uri_secrets(uri: &str) -> Vec<String> {
+pub(crate) fn uri_secrets(uri: &str) -> Vec<String> {
     let mut secrets = Vec::new();
     for (start, end) in secret_spans(uri) {
         let raw = &uri[start..end];

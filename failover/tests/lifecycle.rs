@@ -2,34 +2,19 @@
 //! shutdown and abort and the states after them. In-memory store, Tokio's paused
 //! clock unless the test needs a real network.
 
+mod common;
+
+use common::{fast, ms};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use failover::fence::FencedCollection;
 use failover::{
-    work_fn, Error, Events, Hooks, Intervals, Leadership, Managed, Member, MemoryStore, Options,
-    State, WorkContext,
+    work_fn, Error, Events, Hooks, Leadership, Managed, Member, MemoryStore, Options, State,
+    WorkContext,
 };
 use tokio::time::{sleep, Instant};
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn fast(store: &MemoryStore, id: &str) -> Options {
-    Options::new()
-        .in_memory(store)
-        .member_id(id)
-        .intervals(Intervals {
-            init: Duration::ZERO,
-            master: ms(100),
-            slave: ms(100),
-            ticking: ms(100),
-            error: ms(100),
-        })
-        .lease(ms(300))
-}
 
 #[test]
 fn the_public_handles_are_send_and_sync() {

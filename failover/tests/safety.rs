@@ -2,43 +2,15 @@
 //! blocks its thread, work that panics before its future exists, a shutdown while a
 //! task runs, keys that repeat, members fed from different points. In-memory store.
 
+mod common;
+
+use common::{fast, ms, until};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use failover::{work_fn, Event, Intervals, Managed, MemoryStore, Options, State, WorkContext};
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// Short timings: renew every 100 ms, lease 300 ms.
-fn fast(store: &MemoryStore, id: &str) -> Options {
-    Options::new()
-        .in_memory(store)
-        .member_id(id)
-        .intervals(Intervals {
-            init: Duration::ZERO,
-            master: ms(100),
-            slave: ms(100),
-            ticking: ms(100),
-            error: ms(100),
-        })
-        .lease(ms(300))
-}
-
-/// Polls `cond` every 5 ms until it holds or `limit` passes (Tokio's clock).
-async fn until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let end = tokio::time::Instant::now() + limit;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < end,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(ms(5)).await;
-    }
-}
+use failover::{work_fn, Event, Managed, MemoryStore, State, WorkContext};
 
 type Starts = Arc<Mutex<Vec<(u32, bool)>>>;
 

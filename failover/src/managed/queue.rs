@@ -104,8 +104,7 @@ struct Inner<W: Work> {
     /// As standby: the run applied last (epoch, count), and whether its last key
     /// was found; a run not found waits here for its last key to arrive.
     applied: Option<(u64, u64)>,
-    pending: Option<Run>,
-    pending_last: Option<Bson>,
+    pending: Option<(Run, Bson)>,
     /// The last finished key: this member's own work as master, or the master's.
     last_done: Option<W::Key>,
     dead: Vec<(W::Key, W::Task)>,
@@ -123,7 +122,6 @@ impl<W: Work> Queue<W> {
                 own_epochs: HashSet::new(),
                 applied: None,
                 pending: None,
-                pending_last: None,
                 last_done: None,
                 dead: Vec::new(),
                 stats: QueueStats::default(),
@@ -173,11 +171,14 @@ impl<W: Work> Queue<W> {
                 };
             }
         }
-        let completes = inner.pending_last.as_ref() == Some(&entry.bkey);
+        let completes = inner
+            .pending
+            .as_ref()
+            .is_some_and(|(_, last)| *last == entry.bkey);
         inner.tasks.push_back(entry);
         if completes {
             // The master's last published task arrived: apply its run now.
-            if let (Some(run), Some(last)) = (inner.pending.take(), inner.pending_last.take()) {
+            if let Some((run, last)) = inner.pending.take() {
                 inner.apply(&run, &last);
             }
             drop(inner);
@@ -298,12 +299,10 @@ impl<W: Work> Inner<W> {
         }
         let Some(j) = self.tasks.iter().position(|e| &e.bkey == last) else {
             // Not fed yet (or already gone): apply it when it arrives.
-            self.pending = Some(run.clone());
-            self.pending_last = Some(last.clone());
+            self.pending = Some((run.clone(), last.clone()));
             return 0;
         };
         self.pending = None;
-        self.pending_last = None;
         self.applied = Some((run.epoch, run.count));
         // A run that is not chained covers only itself: from its first task (if we
         // have it), and what stands before it is kept as orphans.
@@ -391,7 +390,6 @@ impl<W: Work> SyncPort for Queue<W> {
         // Chained when this member resumes right after the inherited run.
         inner.chained = known;
         inner.pending = None;
-        inner.pending_last = None;
         inner.own_epochs.insert(epoch);
         drop(inner);
         self.ready.notify_one();

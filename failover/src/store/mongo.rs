@@ -32,7 +32,9 @@ use mongodb::{Client, Collection, Database};
 use super::{Claim, LeaseStore};
 use crate::error::{Error, Result};
 use crate::lease::{rules, Lease, Published};
-use crate::options::{redact_uri, scrub, Backend, Options};
+use crate::options::{
+    client_options_secrets, redact_uri, scrub, scrub_secrets, uri_secrets, Backend, Options,
+};
 
 /// MongoDB's duplicate-key error code.
 pub(crate) const DUPLICATE_KEY: i32 = 11000;
@@ -48,8 +50,9 @@ fn slot(name: &str, v: u64) -> Document {
 pub(crate) struct MongoStore {
     db: Database,
     leases: Collection<Document>,
-    /// The connection string, kept only to scrub its password out of driver messages.
-    uri: String,
+    /// The secrets of the connection string or client options, kept only to scrub
+    /// them out of driver messages.
+    secrets: Vec<String>,
 }
 
 impl MongoStore {
@@ -64,13 +67,17 @@ impl MongoStore {
         else {
             unreachable!("MongoStore::connect is only called for the MongoDB back-end")
         };
-        let mut uri = String::new();
+        let mut secrets = Vec::new();
         let client = match (client, client_options) {
             (Some(client), _) => client.clone(),
-            (None, Some(co)) => Client::with_options((**co).clone())
-                .map_err(|e| driver_error("create client", &e, ""))?,
+            (None, Some(co)) => {
+                secrets = client_options_secrets(co);
+                Client::with_options((**co).clone())
+                    .map_err(|e| scrubbed_driver_error("create client", &e, &secrets))?
+            }
             (None, None) => {
-                uri = Options::effective_connect_string(connect_string);
+                let uri = Options::effective_connect_string(connect_string);
+                secrets = uri_secrets(&uri);
                 let invalid = |e: mongodb::error::Error| Error::InvalidUri {
                     uri: redact_uri(&uri),
                     reason: scrub(&e.to_string(), &uri),
@@ -98,7 +105,11 @@ impl MongoStore {
                 .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
                 .build(),
         );
-        Ok(MongoStore { db, leases, uri })
+        Ok(MongoStore {
+            db,
+            leases,
+            secrets,
+        })
     }
 
     /// Creates the index that finds a lease's newest version (idempotent). Without
@@ -108,7 +119,7 @@ impl MongoStore {
             .keys(doc! { "_id.lease": 1, "_id.v": -1 })
             .build();
         if let Err(e) = self.leases.create_index(index).await {
-            let e = driver_error("create the lease index", &e, &self.uri);
+            let e = scrubbed_driver_error("create the lease index", &e, &self.secrets);
             tracing::warn!(target: "failover", error = %e, "cannot create the lease index; reading leases by a scan");
         }
     }
@@ -119,7 +130,7 @@ impl MongoStore {
             .find_one(doc! { "_id.lease": name })
             .sort(doc! { "_id.v": -1 })
             .await
-            .map_err(|e| driver_error("read lease", &e, &self.uri))
+            .map_err(|e| scrubbed_driver_error("read lease", &e, &self.secrets))
     }
 
     /// Inserts version `v` of lease `name` with `fields` (and `renewed_at` stamped
@@ -148,7 +159,7 @@ impl MongoStore {
         let doc = match written {
             Ok(doc) => doc,
             Err(e) if error_code(&e) == Some(DUPLICATE_KEY) => None,
-            Err(e) => return Err(driver_error(operation, &e, &self.uri)),
+            Err(e) => return Err(scrubbed_driver_error(operation, &e, &self.secrets)),
         };
         let newest = self.raw(name).await?;
         let Some(doc) = doc else {
@@ -180,7 +191,7 @@ impl MongoStore {
         if v % KEEP_VERSIONS == 0 && v > KEEP_VERSIONS {
             let old = doc! { "_id.lease": name, "_id.v": { "$lt": (v - KEEP_VERSIONS) as i64 } };
             if let Err(e) = self.leases.delete_many(old).await {
-                let e = driver_error("delete old lease versions", &e, &self.uri);
+                let e = scrubbed_driver_error("delete old lease versions", &e, &self.secrets);
                 tracing::debug!(target: "failover", error = %e, "old lease versions stay");
             }
         }
@@ -231,7 +242,7 @@ impl LeaseStore for MongoStore {
             .upsert(true)
             .return_document(ReturnDocument::After)
             .await
-            .map_err(|e| driver_error("read the lease clock", &e, &self.uri))?;
+            .map_err(|e| scrubbed_driver_error("read the lease clock", &e, &self.secrets))?;
         match doc.as_ref().map(|d| d.get("now")) {
             Some(Some(Bson::DateTime(now))) => Ok(now.timestamp_millis()),
             other => Err(Error::Database {
@@ -325,7 +336,7 @@ impl MongoStore {
                 self.ensure_index().await;
                 Ok(())
             }
-            Ok(Err(e)) => Err(driver_error("connect", &e, &self.uri)),
+            Ok(Err(e)) => Err(scrubbed_driver_error("connect", &e, &self.secrets)),
             Err(_) => Err(Error::Timeout {
                 operation: "connect (raise `connect_timeout` if the database is slow to reach)",
                 after: timeout,
@@ -369,9 +380,19 @@ pub(crate) fn error_code(e: &mongodb::error::Error) -> Option<i32> {
     }
 }
 
-/// A driver error as ours, with the password of `uri` scrubbed from the message and
+/// A driver error as ours, with the secrets of `uri` scrubbed from the message and
 /// the driver's error kept as the source.
 pub(crate) fn driver_error(operation: &'static str, e: &mongodb::error::Error, uri: &str) -> Error {
+    scrubbed_driver_error(operation, e, &uri_secrets(uri))
+}
+
+/// A driver error as ours, with `secrets` scrubbed from the message and the
+/// driver's error kept as the source.
+fn scrubbed_driver_error(
+    operation: &'static str,
+    e: &mongodb::error::Error,
+    secrets: &[String],
+) -> Error {
     // The error kind's text, without the labels and the raw server reply that the
     // driver's full `Display` appends.
     let message = match e.kind.as_ref() {
@@ -381,7 +402,7 @@ pub(crate) fn driver_error(operation: &'static str, e: &mongodb::error::Error, u
         }
         kind => kind.to_string(),
     };
-    let message = scrub(&message, uri);
+    let message = scrub_secrets(&message, secrets);
     Error::Database {
         operation,
         message: message.clone(),
