@@ -59,6 +59,7 @@ fn base(name: &'static str) -> Config {
         nodes: vec![ClockCfg::EXACT],
         mongos: ClockCfg::ahead(4),
         keys: Vec::new(),
+        sequenced: false,
         lease: LEASE,
         master: 6,
         slave: 8,
@@ -174,9 +175,9 @@ fn election_large() -> Config {
     }
 }
 
-/// Managed mode: two members fed three tasks whose keys repeat (1, 2, 1), the
-/// first member's feed lagging behind the second's; one fault (loss, pause,
-/// crash).
+/// Managed mode: two members fed three tasks whose keys repeat (1, 2, 1), with
+/// feed sequence numbers, the first member's feed lagging behind the second's;
+/// one fault (loss, pause, crash).
 fn managed_repeated_keys() -> Config {
     let mut members = two_members();
     members[0].feed = vec![Some(1), Some(14), Some(16)];
@@ -184,11 +185,12 @@ fn managed_repeated_keys() -> Config {
     Config {
         members,
         keys: vec![1, 2, 1],
+        sequenced: true,
         faults: Faults {
             primary_change: false,
             ..faults(1)
         },
-        ..managed_base("managed: 2 members, keys 1 2 1, lagging feed, 1 fault")
+        ..managed_base("managed: 2 members, keys 1 2 1 with sequences, lagging feed, 1 fault")
     }
 }
 
@@ -228,22 +230,24 @@ fn managed_hand_over() -> Config {
     }
 }
 
-/// The hand-over of `managed_hand_over`, with keys that repeat (1, 2, 1): the
-/// second real violation (see `known_violation_*`).
+/// The hand-over of `managed_hand_over`, with keys that repeat (1, 2, 1) and
+/// feed sequence numbers.
 fn managed_hand_over_repeated_keys() -> Config {
     Config {
         keys: vec![1, 2, 1],
-        name: "managed: 2 members, keys 1 2 1, a shutdown and 1 fault (loss, crash)",
+        sequenced: true,
+        name: "managed: 2 members, keys 1 2 1 with sequences, a shutdown and 1 fault (loss, crash)",
         ..managed_hand_over()
     }
 }
 
-/// The late joiner of `managed_late_joiner`, with keys that repeat (1, 2, 1):
-/// the real violation (see `known_violation_*`).
+/// The late joiner of `managed_late_joiner`, with keys that repeat (1, 2, 1) and
+/// feed sequence numbers.
 fn managed_late_joiner_repeated_keys() -> Config {
     Config {
         keys: vec![1, 2, 1],
-        name: "managed: 2 members, a late joiner, keys 1 2 1, 1 fault",
+        sequenced: true,
+        name: "managed: 2 members, a late joiner, keys 1 2 1 with sequences, 1 fault",
         ..managed_late_joiner()
     }
 }
@@ -469,57 +473,92 @@ fn mutation_pending_key_prune() {
     );
 }
 
-/// KNOWN VIOLATION (reported to the lead, issue 13): the queue rule as
-/// implemented lets a late joiner drop a task that no master ran when a key
-/// repeats: the master ran task #0 (key 1) and published the run {first 1,
-/// count 1}; the late joiner never had #0, but has #1 (key 2) and #2 (key 1,
-/// submitted after #0 had left every queue, as the key contract allows); it
-/// anchors the run on #2 and drops it. Should the master crash before it runs
-/// #2, #2 is lost. Ignored until the queue rule is fixed: run it with
-/// `cargo test --test model -- --ignored`.
+/// The late joiner with keys that repeat (1, 2, 1), tasks numbered by their feed:
+/// the master ran #0 (key 1); the late joiner never had #0, and holds #1 (key 2)
+/// and #2 (key 1). By key alone it took #2 for #0 and dropped it (the violation
+/// this model found, issue 8); by sequence number it drops only what was run.
 #[test]
-#[ignore = "known violation of the queue rule (issue 13): a late joiner drops a repeated key"]
-fn known_violation_late_joiner_drops_a_repeated_key() {
-    check(managed_late_joiner_repeated_keys(), &[]);
+fn managed_late_joiner_repeated_keys_with_sequences_are_safe() {
+    check(
+        managed_late_joiner_repeated_keys(),
+        &examples(&[SAFETY, CRASH, TASKS]),
+    );
 }
 
-/// KNOWN VIOLATION (reported to the lead, issue 13): the same rule on a member
-/// that ran the first occurrence of a key itself. Master A runs #0 (key 1) and
-/// #1 (key 2) in its epoch, but its renewal is lost, so it publishes nothing and
-/// steps down; B takes over, runs #0 again and hands over with the run {first
-/// 1, count 1}. Meanwhile A was fed #2 (key 1, allowed: #0 had left A's queue).
-/// A takes the released lease, places the inherited run on #2 (it looks in its
-/// queue before the keys it finished itself) and drops it: no member runs #2.
+/// The hand-over with keys that repeat, tasks numbered by their feed: a master
+/// that ran #0 (key 1) itself no longer takes the successor's run of #0 for #2.
 #[test]
-#[ignore = "known violation of the queue rule (issue 13): a hand-over drops a repeated key"]
-fn known_violation_hand_over_drops_a_repeated_key() {
-    check(managed_hand_over_repeated_keys(), &[]);
+fn managed_hand_over_repeated_keys_with_sequences_are_safe() {
+    check(
+        managed_hand_over_repeated_keys(),
+        &examples(&[SAFETY, CRASH, RELEASE]),
+    );
 }
 
-/// The first known violation, replayed on the library itself (the in-memory
-/// store, real members): the late joiner drops a task that no master ran.
-/// Ignored with the model's regression test above, for the same reason.
+/// Without sequence numbers the key is a task's identity, and the documented
+/// contract is that keys never repeat: this shows why. The same late joiner, keys
+/// 1 2 1 with no sequence numbers: the checker finds the loss.
+#[test]
+fn key_mode_needs_keys_that_do_not_repeat_late_joiner() {
+    refute(
+        Config {
+            sequenced: false,
+            ..managed_late_joiner_repeated_keys()
+        },
+        "no task of a live member is lost",
+    );
+}
+
+/// The same for the hand-over: keys 1 2 1 without sequence numbers lose a task.
+#[test]
+fn key_mode_needs_keys_that_do_not_repeat_hand_over() {
+    refute(
+        Config {
+            sequenced: false,
+            ..managed_hand_over_repeated_keys()
+        },
+        "no task of a live member is lost",
+    );
+}
+
+/// The late joiner of the model's first counterexample, on the library itself
+/// (the in-memory store, real members), with feed sequence numbers: B never had
+/// #0 (key 1), holds #1 (key 2) and #2 (key 1), and must not drop #2, which no
+/// master ran.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known violation of the queue rule (issue 13): a late joiner drops a repeated key"]
-async fn known_violation_late_joiner_drops_a_repeated_key_in_the_library() {
+async fn late_joiner_keeps_a_repeated_key_in_the_library() {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use failover::{work_fn, Intervals, Managed, MemoryStore, Options, WorkContext};
+    use failover::{Intervals, Managed, MemoryStore, Options, Outcome, Work, WorkContext};
 
-    // (key, occurrence)
+    /// (key, occurrence); the occurrence is the feed's sequence number.
     type Task = (u32, u32);
+    struct Record {
+        id: &'static str,
+        ran: Arc<Mutex<Vec<(String, Task)>>>,
+    }
+    impl Work for Record {
+        type Task = Task;
+        type Key = u32;
+        fn key(&self, t: &Task) -> u32 {
+            t.0
+        }
+        fn sequence(&self, t: &Task) -> Option<u64> {
+            Some(u64::from(t.1))
+        }
+        async fn work(&self, t: &Task, _: &WorkContext) -> Outcome {
+            self.ran.lock().unwrap().push((self.id.to_owned(), *t));
+            Outcome::Done
+        }
+    }
     let ran: Arc<Mutex<Vec<(String, Task)>>> = Arc::default();
     let store = MemoryStore::new();
     let start = |id: &'static str| {
-        let ran = ran.clone();
-        let work = work_fn(
-            |t: &Task| t.0,
-            move |t: &Task, _: &WorkContext| {
-                ran.lock().unwrap().push((id.to_owned(), *t));
-                async move { true }
-            },
-        );
+        let work = Record {
+            id,
+            ran: ran.clone(),
+        };
         let options = Options::new()
             .in_memory(&store)
             .member_id(id)
@@ -543,14 +582,12 @@ async fn known_violation_late_joiner_drops_a_repeated_key_in_the_library() {
     let b = start("b").await.expect("b starts");
     b.submit_work((2, 1)).await.expect("submit");
     b.submit_work((1, 2)).await.expect("submit");
-    // B checks the lease (every 150 ms) and places A's run {first 1, count 1}.
+    // B checks the lease (every 150 ms) and reads A's publication of #0.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let kept = b.queued_keys();
     let ran_2 = ran.lock().unwrap().iter().any(|(_, t)| *t == (1, 2));
     a.abort();
     b.abort();
-    assert!(
-        ran_2 || kept.contains(&1),
-        "B dropped #2 (key 1), which no master ran: B keeps {kept:?}"
-    );
+    assert!(!ran_2, "no master was fed #2");
+    assert_eq!(kept, [2, 1], "B dropped a task that no master ran");
 }

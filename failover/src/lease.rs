@@ -17,7 +17,7 @@
 //! | `renewed_at` | the time of the last write, stamped by the database node that applied it (`$currentDate`) |
 //! | `released` | the holder handed the lease over; anybody may take it at once |
 //! | `sync` | the master's synchronize id (managed mode: the key of the last task it finished) |
-//! | `run` | managed mode: `{epoch, first, count, chained}`: the epoch, first key and length of the master's run of finished tasks, and whether it resumed right after the previous master's last published task |
+//! | `run` | managed mode: `{epoch, first, count, from, upto}`: the epoch and length of the master's run of finished tasks, the key from which every task up to `sync` was run (its origin), and (tasks with feed sequence numbers) the interval of sequence numbers of which every task was run |
 //! | `step_down` | set by an operator: the master hands over at its next renewal |
 //!
 //! Beside them live small *clock documents*, `_id: {clock: <subsystem>, member: <member id>}`,
@@ -106,10 +106,13 @@
 //! lease is taken within a bound. Each of five known-wrong variants (expiry on the
 //! `mongos` clock, no step-down margin, lease checks batched over tasks, a release
 //! before the task stopped, the old pending-prune rule) yields a counterexample.
-//! The model found one real weakness it keeps as ignored regression tests: a
-//! standby that places the master's run by its keys can mistake a task whose key
-//! repeats for the one the master ran, when members were fed from different points
-//! (see `tests/model.rs`, `known_violation_*`).
+//! The model found one real weakness of the key-only queue rule: a standby that
+//! places the master's run by its keys can mistake a task whose key repeats for
+//! the one the master ran, when members were fed from different points. Tasks
+//! with feed sequence numbers (`Work::sequence`) are placed exactly; the model
+//! checks that rule with repeating keys, and keeps the key-only counterexample as
+//! a test (`key_mode_needs_keys_that_do_not_repeat_*`) of the documented contract:
+//! without sequence numbers, keys never repeat.
 
 use bson::{Bson, Document};
 use tokio::time::Instant;
@@ -135,35 +138,28 @@ pub(crate) struct Lease {
     pub step_down: bool,
 }
 
-/// Managed mode: the tasks that left the master's queue in this epoch, in order: the
-/// first one's key and how many. The last one's key is the lease's `sync`.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Run {
-    /// The epoch the run belongs to.
-    pub epoch: u64,
-    pub first: Bson,
-    pub count: u64,
-    /// The master resumed right after the last task the previous master
-    /// published (or there was none): every task before `first` was run.
-    pub chained: bool,
-}
-
-impl Run {
-    pub fn to_document(&self) -> Document {
-        bson::doc! {
-            "epoch": self.epoch.min(i64::MAX as u64) as i64,
-            "first": self.first.clone(),
-            "count": self.count.min(i64::MAX as u64) as i64,
-            "chained": self.chained,
-        }
-    }
-}
+/// Managed mode: the tasks that left the master's queue in this epoch (see
+/// [`crate::managed`]'s rule). The last one's key is the lease's `sync`.
+pub(crate) type Run = crate::managed::rule::Run<Bson>;
 
 /// What the master publishes: its synchronize id and, in managed mode, its run.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Published {
-    pub id: Bson,
-    pub run: Option<Run>,
+pub(crate) type Published = crate::managed::rule::Published<Bson>;
+
+impl Run {
+    /// The run as the lease document stores it (`run`).
+    pub fn to_document(&self) -> Document {
+        let int = |n: u64| n.min(i64::MAX as u64) as i64;
+        let mut doc = bson::doc! {
+            "epoch": int(self.epoch),
+            "first": self.first.clone(),
+            "count": int(self.count),
+        };
+        if let Some((from, upto)) = self.covers {
+            doc.insert("from", int(from));
+            doc.insert("upto", int(upto));
+        }
+        doc
+    }
 }
 
 impl Lease {
@@ -246,12 +242,15 @@ impl Lease {
                         "field `run.{field}` must be a non-negative integer, found {other:?}"
                     ))),
                 };
+                let covers = match (r.get("from"), r.get("upto")) {
+                    (None, None) => None,
+                    _ => Some((int("from")?, int("upto")?)),
+                };
                 Some(Run {
                     epoch: int("epoch")?,
                     first,
                     count: int("count")?,
-                    // Absent: not claimed.
-                    chained: matches!(r.get("chained"), Some(Bson::Boolean(true))),
+                    covers,
                 })
             }
             Some(other) => {

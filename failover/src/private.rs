@@ -22,6 +22,12 @@ pub use crate::managed::{IntoOutcome, Managed, Outcome, Subsystem, Work, WorkCon
 pub use crate::options::Options;
 pub use crate::state::State;
 
+/// The managed queue's pruning rule, generic over keys, for the model check
+/// (`tests/model.rs`), which runs this very code.
+pub use crate::managed::rule::{
+    Item as QueueItem, Published as QueuePublished, Pushed, QueueCore, Refused, Run as QueueRun,
+};
+
 use serde::Serialize;
 
 /// Converts a task's key to the key type of macro-built subsystems, [`Bson`].

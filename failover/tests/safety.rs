@@ -325,6 +325,81 @@ async fn a_late_joiner_that_wins_does_not_make_others_drop_unrun_tasks() {
     .await;
 }
 
+/// Issue 8, item 7, found by the model check once it ran the library's own rule
+/// (`managed_late_joiner_is_safe`, keys that never repeat): the first master to
+/// publish joined late. A led first but was cut off before it published anything,
+/// holding task 1; B, fed only 2 and 3, took over, ran them and published its run.
+/// Its run claimed everything before 2 as run (the predecessor had published
+/// nothing), so A dropped 1, which nobody ran. Now a run claims only what it
+/// ran from its origin on, and A keeps 1 and runs it when it leads.
+#[tokio::test(start_paused = true)]
+async fn the_first_run_of_a_late_joiner_does_not_make_others_drop_unrun_tasks() {
+    let store = MemoryStore::new();
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let make = |id: &'static str| {
+        let d = done.clone();
+        work_fn(
+            |n: &u32| *n,
+            move |n: &u32, ctx: &WorkContext| {
+                let (d, n, ctx) = (d.clone(), *n, ctx.clone());
+                async move {
+                    tokio::time::sleep(ms(50)).await;
+                    if !ctx.is_master() {
+                        return false; // the term ended: try again later
+                    }
+                    d.lock().unwrap().push((id, n));
+                    true
+                }
+            },
+        )
+    };
+    let a = Managed::start("first-run", fast(&store, "a"), make("a"))
+        .await
+        .unwrap();
+    a.member().wait_for_master().await.unwrap();
+    // A is cut off before it is fed anything: it publishes nothing more, and
+    // steps down at its deadline, holding 1, 2 and 3.
+    store.set_unreachable("a", true);
+    until(ms(2000), "a stepped down", || !a.member().is_master()).await;
+    for n in 1..=3 {
+        a.submit_work(n).await.unwrap();
+    }
+    // B joins late, fed only 2 and 3, and takes over.
+    let b = Managed::start("first-run", fast(&store, "b"), make("b"))
+        .await
+        .unwrap();
+    b.submit_work(2).await.unwrap();
+    b.submit_work(3).await.unwrap();
+    until(ms(10_000), "b took over", || b.member().is_master()).await;
+    until(ms(5000), "b ran 2 and 3", || b.stats().queued == 0).await;
+    tokio::time::sleep(ms(500)).await; // b publishes 3
+    store.set_unreachable("a", false);
+    until(ms(5000), "a follows b", || {
+        a.member().state() == State::Slave && a.stats().pruned >= 2
+    })
+    .await;
+    let kept = a.queued_keys();
+    assert_eq!(kept, [1], "a dropped a task nobody ran, or kept what b ran");
+    // B hands over: A runs 1.
+    let _ = b.shutdown().await;
+    until(ms(10_000), "a ran 1", || {
+        done.lock()
+            .unwrap()
+            .iter()
+            .any(|&(who, n)| who == "a" && n == 1)
+    })
+    .await;
+    assert!(
+        !done
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|&(who, n)| who == "a" && n != 1),
+        "a repeated what b ran: {:?}",
+        done.lock().unwrap()
+    );
+}
+
 /// Issue 8, item 8: a key without a BSON form is refused at submit, not silently
 /// never published.
 #[tokio::test(start_paused = true)]

@@ -186,6 +186,9 @@ pub struct Config {
     pub mongos: ClockCfg,
     /// The keys of the tasks fed, in order (occurrence `i` has key `keys[i]`).
     pub keys: Vec<u8>,
+    /// Whether tasks carry feed sequence numbers (occurrence `i` has `i + 1`),
+    /// as with `Work::sequence`; without them keys must never repeat.
+    pub sequenced: bool,
     /// The lease (`Options::lease`), in ticks.
     pub lease: u64,
     /// `Intervals::master`.
@@ -214,7 +217,7 @@ impl Config {
         if self.mutation == Some(Mutation::PendingKeyPrune) {
             Rule::PendingKey
         } else {
-            Rule::Runs
+            Rule::Library
         }
     }
 
@@ -631,8 +634,7 @@ impl Protocol {
 
     fn worker_may_start(&self, s: &State, m: usize) -> bool {
         let mem = &s.members[m];
-        if mem.up != Up::Running || mem.stopping || mem.task.is_some() || mem.queue.tasks.is_empty()
-        {
+        if mem.up != Up::Running || mem.stopping || mem.task.is_some() || mem.queue.is_empty() {
             return false;
         }
         if let Some(Mutation::BatchedChecks(_)) = self.cfg.mutation {
@@ -983,7 +985,7 @@ impl Protocol {
         let mem = &s.members[m];
         let publish = mem
             .queue
-            .outgoing()
+            .outgoing(self.cfg.rule())
             .filter(|p| mem.published.as_ref() != Some(p));
         let kind = OpKind::Renew {
             epoch: held.epoch,
@@ -1006,7 +1008,7 @@ impl Protocol {
             Some(held) => {
                 let publish = mem
                     .queue
-                    .outgoing()
+                    .outgoing(self.cfg.rule())
                     .filter(|p| mem.published.as_ref() != Some(p));
                 let req = Req::Release {
                     epoch: held.epoch,
@@ -1240,10 +1242,10 @@ impl Protocol {
             unreachable!("a write's answer")
         };
         if landed {
-            mem.queue.finish(task.epoch, task.entry);
+            mem.queue.finish(self.cfg.rule(), task.epoch, task.entry);
         } else {
             // Refused (a newer epoch wrote): the work asks for a retry.
-            mem.queue.restore(task.entry);
+            mem.queue.restore(self.cfg.rule(), task.entry);
             mem.credit.0 = 0;
         }
         if mem.ended {
@@ -1264,10 +1266,11 @@ impl Protocol {
                 Some(at) if at <= now => {
                     let key = self.cfg.keys[i];
                     let running = mem.task.as_ref().is_some_and(|t| t.entry.key == key);
-                    if mem.queue.has_key(key) || running {
-                        break; // the contract: keys unique in one queue at one time
+                    if !self.cfg.sequenced && (mem.queue.has_key(key) || running) {
+                        break; // keys unique in one queue at one time, at least
                     }
-                    mem.queue.push(rule, Entry { occ: i as u8, key });
+                    let seq = self.cfg.sequenced.then_some(i as u64 + 1);
+                    mem.queue.push(rule, Entry::new(i as u8, key, seq));
                     mem.fed_mask |= 1 << i;
                     mem.fed += 1;
                 }
@@ -1302,17 +1305,8 @@ impl Protocol {
                 let left = h.valid_until as i64 - self.local(s, i) as i64;
                 let _ = write!(out, " e{} valid {left:+}", h.epoch % 1000);
             }
-            if !mem.queue.tasks.is_empty() || !mem.queue.aside.is_empty() {
-                let q: Vec<String> = mem
-                    .queue
-                    .tasks
-                    .iter()
-                    .map(|e| format!("{}#{}", e.key, e.occ))
-                    .collect();
-                let _ = write!(out, " q[{}]", q.join(","));
-                if !mem.queue.aside.is_empty() {
-                    let _ = write!(out, "+{} aside", mem.queue.aside.len());
-                }
+            if !mem.queue.is_empty() {
+                let _ = write!(out, " q[{}]", mem.queue.describe().join(","));
             }
             if let Some(t) = &mem.task {
                 let _ = write!(

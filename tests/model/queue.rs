@@ -1,69 +1,62 @@
-//! The managed queue's pruning rule, on small integers.
+//! A model member's managed queue: the library's own pruning rule
+//! (`failover::__private::QueueCore`, the code `failover::managed` runs), on small
+//! integers, plus the old pending-key rule as a mutation.
 //!
-//! TODO(lead): share with failover::managed::queue. The library keeps this rule
-//! inside `Queue<W: Work>` (crate-private, behind a mutex, on `Bson` keys), so the
-//! model carries a line-for-line copy of the committed version (`git show
-//! HEAD:failover/src/managed/queue.rs`, the one without `since`/chains): `try_push`,
-//! `take`, `restore`, `finish`, `settle`, `unsettle`, `apply`, `knows`,
-//! `outgoing`, `incoming`, `became_master`, `should_defer`. A pure, generic core
-//! (`QueueCore<K: Eq + Clone, T>` with exactly these methods) that `Queue` wraps
-//! would let the model use the real rule.
-//!
-//! Every task carries its *occurrence* (which submission it is) beside its key;
-//! the rule only ever looks at keys, the properties look at occurrences.
+//! Every task carries its *occurrence* (which submission it is) beside its key and,
+//! in sequence mode, its feed sequence number; the rule looks at keys and sequence
+//! numbers, the properties look at occurrences.
 
-/// A queued task: its occurrence (index into the feed) and its key.
+use failover::__private::{Pushed, QueueCore, QueueItem, QueuePublished, QueueRun};
+
+/// A queued task: its occurrence (index into the feed), its key, and its feed
+/// sequence number in sequence mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Entry {
     /// Which submission it is.
     pub occ: u8,
     /// Its key.
     pub key: u8,
+    /// Its feed sequence number (sequence mode).
+    pub seq: Option<u64>,
+    orphan: bool,
 }
 
-/// A published run, as in the lease document (`run`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct RunPub {
-    /// The epoch of the run.
-    pub epoch: u64,
-    /// Its first task's key.
-    pub first: u8,
-    /// How many tasks.
-    pub count: u8,
+impl Entry {
+    /// Occurrence `occ` with key `key`.
+    pub fn new(occ: u8, key: u8, seq: Option<u64>) -> Self {
+        Entry {
+            occ,
+            key,
+            seq,
+            orphan: false,
+        }
+    }
 }
 
-/// What a master publishes: the last key (`sync`) and its run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Pub {
-    /// The last key (`sync`).
-    pub id: u8,
-    /// The run.
-    pub run: Option<RunPub>,
+impl QueueItem for Entry {
+    type Key = u8;
+    fn key(&self) -> &u8 {
+        &self.key
+    }
+    fn seq(&self) -> Option<u64> {
+        self.seq
+    }
+    fn orphan(&self) -> bool {
+        self.orphan
+    }
+    fn set_orphan(&mut self) {
+        self.orphan = true;
+    }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct OwnRun {
-    epoch: u64,
-    first: u8,
-    count: u8,
-    last: u8,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct Follow {
-    epoch: u64,
-    anchor: Option<usize>,
-    matched: u8,
-    count: u8,
-    last: u8,
-    broken: bool,
-}
+/// What a master publishes (the lease's `sync` and `run`).
+pub type Pub = QueuePublished<u8>;
 
 /// Which pruning rule a standby follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rule {
-    /// The rule as implemented: runs placed by anchor, count and last key.
-    Runs,
+    /// The library's rule.
+    Library,
     /// MUTATION: the old rule. A standby drops everything up to and including the
     /// published key; a key it has not seen yet is remembered and fires when a
     /// task with that key arrives.
@@ -73,217 +66,119 @@ pub enum Rule {
 /// One member's queue.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Queue {
-    /// Waiting, in order.
-    pub tasks: Vec<Entry>,
-    /// Set aside while a run is placed.
-    pub aside: Vec<Entry>,
-    run: Option<OwnRun>,
-    own_epochs: Vec<u64>,
-    own_tail: Vec<u8>,
-    follow: Option<Follow>,
-    /// The old rule's remembered key.
+    core: QueueCore<Entry>,
+    /// The old rule's queue, remembered key and own last finished task.
+    old: Vec<Entry>,
     pending: Option<u8>,
+    old_run: Option<(u64, u8, u8)>,
 }
 
 impl Queue {
-    /// Whether an occurrence is in the queue (waiting or set aside).
+    fn entries(&self) -> Vec<Entry> {
+        self.core.tasks().chain(&self.old).copied().collect()
+    }
+
+    /// Whether an occurrence is in the queue.
     pub fn holds(&self, occ: u8) -> bool {
-        self.tasks.iter().chain(&self.aside).any(|e| e.occ == occ)
+        self.entries().iter().any(|e| e.occ == occ)
     }
 
-    /// Whether a key is in the queue (waiting or set aside).
+    /// Whether a key is in the queue.
     pub fn has_key(&self, key: u8) -> bool {
-        self.tasks.iter().chain(&self.aside).any(|e| e.key == key)
+        self.entries().iter().any(|e| e.key == key)
     }
 
-    /// `Queue::try_push` (unbounded).
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.core.tasks().len() == 0 && self.old.is_empty()
+    }
+
+    /// The waiting tasks, for traces.
+    pub fn describe(&self) -> Vec<String> {
+        self.entries()
+            .iter()
+            .map(|e| format!("{}#{}", e.key, e.occ))
+            .collect()
+    }
+
+    /// `Queue::submit` (unbounded).
     pub fn push(&mut self, rule: Rule, entry: Entry) {
         if rule == Rule::PendingKey {
             if self.pending == Some(entry.key) {
                 // The remembered key arrived: everything up to it is "done".
-                self.tasks.clear();
+                self.old.clear();
                 self.pending = None;
                 return;
             }
-            self.tasks.push(entry);
+            self.old.push(entry);
             return;
         }
-        let owed = self
-            .follow
-            .as_ref()
-            .is_some_and(|f| !f.broken && f.anchor.is_some() && f.matched < f.count);
-        if owed {
-            let f = self.follow.as_mut().expect("checked above");
-            f.matched += 1;
-            let complete = f.matched == f.count;
-            let matches = entry.key == f.last;
-            self.aside.push(entry);
-            if complete {
-                self.settle(matches);
-            }
-            return;
+        match self.core.push(entry) {
+            Ok(Pushed::Queued | Pushed::Completed(_) | Pushed::AlreadyRun) => {}
+            Err(refused) => unreachable!("the model feeds in order: {refused:?}"),
         }
-        self.tasks.push(entry);
     }
 
     /// `Queue::take`.
     pub fn take(&mut self) -> Option<Entry> {
-        if self.tasks.is_empty() {
-            return None;
+        if !self.old.is_empty() {
+            return Some(self.old.remove(0));
         }
-        let entry = self.tasks.remove(0);
-        if let Some(a) = self.follow.as_mut().and_then(|f| f.anchor.as_mut()) {
-            *a = a.saturating_sub(1);
-        }
-        Some(entry)
+        self.core.take()
     }
 
     /// `Queue::restore`.
-    pub fn restore(&mut self, entry: Entry) {
-        self.tasks.insert(0, entry);
-        if let Some(a) = self.follow.as_mut().and_then(|f| f.anchor.as_mut()) {
-            *a += 1;
+    pub fn restore(&mut self, rule: Rule, entry: Entry) {
+        if rule == Rule::PendingKey {
+            self.old.insert(0, entry);
+            return;
         }
+        let _ = self.core.restore(entry);
     }
 
     /// `Queue::finish` (done).
-    pub fn finish(&mut self, epoch: u64, entry: Entry) {
-        match &mut self.run {
-            Some(run) if run.epoch == epoch => {
-                run.count += 1;
-                run.last = entry.key;
-            }
-            _ => {
-                self.run = Some(OwnRun {
-                    epoch,
-                    first: entry.key,
-                    count: 1,
-                    last: entry.key,
-                })
-            }
-        }
-        self.own_tail.push(entry.key);
-    }
-
-    fn settle(&mut self, matches: bool) {
-        let Some(f) = self.follow.as_mut() else {
-            return;
-        };
-        let aside = std::mem::take(&mut self.aside);
-        if !matches {
-            f.broken = true;
-            let at = f.anchor.unwrap_or(self.tasks.len()).min(self.tasks.len());
-            for (i, e) in aside.into_iter().enumerate() {
-                self.tasks.insert(at + i, e);
-            }
-        }
-    }
-
-    fn unsettle(&mut self) {
-        if self.aside.is_empty() {
+    pub fn finish(&mut self, rule: Rule, epoch: u64, entry: Entry) {
+        if rule == Rule::PendingKey {
+            let first = match self.old_run {
+                Some((e, first, _)) if e == epoch => first,
+                _ => entry.key,
+            };
+            self.old_run = Some((epoch, first, entry.key));
             return;
         }
-        let at = self
-            .follow
-            .as_ref()
-            .and_then(|f| f.anchor)
-            .unwrap_or(0)
-            .min(self.tasks.len());
-        for (i, e) in std::mem::take(&mut self.aside).into_iter().enumerate() {
-            self.tasks.insert(at + i, e);
-        }
-    }
-
-    fn apply(&mut self, run: RunPub, last: u8) {
-        if self.own_epochs.contains(&run.epoch) {
-            return;
-        }
-        if self.follow.as_ref().is_none_or(|f| f.epoch != run.epoch) {
-            self.unsettle();
-            self.follow = Some(Follow {
-                epoch: run.epoch,
-                anchor: None,
-                matched: 0,
-                count: 0,
-                last: 0,
-                broken: false,
-            });
-        }
-        let own_tail = &self.own_tail;
-        let tasks = &mut self.tasks;
-        let f = self.follow.as_mut().expect("set above");
-        if f.broken || run.count <= f.count {
-            return;
-        }
-        f.count = run.count;
-        f.last = last;
-        if f.anchor.is_none() {
-            if let Some(i) = tasks.iter().position(|e| e.key == run.first) {
-                f.anchor = Some(i);
-            } else if let Some(k) = own_tail.iter().position(|k| *k == run.first) {
-                f.anchor = Some(0);
-                f.matched = (own_tail.len() - k) as u8;
-            } else {
-                return;
-            }
-        }
-        let Some(anchor) = f.anchor else { return };
-        let need = f.count.saturating_sub(f.matched) as usize;
-        let have = tasks.len().saturating_sub(anchor);
-        let take = need.min(have);
-        if take == 0 {
-            return;
-        }
-        let moved: Vec<Entry> = tasks.drain(anchor..anchor + take).collect();
-        f.matched += take as u8;
-        let complete = f.matched == f.count;
-        let matches = moved.last().is_some_and(|e| e.key == last);
-        self.aside.extend(moved);
-        if complete {
-            self.settle(matches);
-        }
-    }
-
-    fn knows(&self, published: Option<&Pub>) -> bool {
-        let Some(run) = published.and_then(|p| p.run.as_ref()) else {
-            return true;
-        };
-        if self.own_epochs.contains(&run.epoch) {
-            return true;
-        }
-        self.follow.as_ref().is_some_and(|f| {
-            f.epoch == run.epoch && !f.broken && f.anchor.is_some() && f.matched >= run.count
-        })
+        self.core.finish(epoch, &entry);
     }
 
     /// `SyncPort::outgoing`.
-    pub fn outgoing(&self) -> Option<Pub> {
-        let run = self.run.as_ref()?;
-        Some(Pub {
-            id: run.last,
-            run: Some(RunPub {
-                epoch: run.epoch,
-                first: run.first,
-                count: run.count,
-            }),
-        })
+    pub fn outgoing(&self, rule: Rule) -> Option<Pub> {
+        if rule == Rule::PendingKey {
+            let (epoch, first, last) = self.old_run?;
+            return Some(Pub {
+                id: last,
+                run: Some(QueueRun {
+                    epoch,
+                    first,
+                    count: 1,
+                    covers: None,
+                }),
+            });
+        }
+        self.core.outgoing()
     }
 
     /// `SyncPort::incoming`.
     pub fn incoming(&mut self, rule: Rule, published: &Pub) {
         if rule == Rule::PendingKey {
-            match self.tasks.iter().position(|e| e.key == published.id) {
-                Some(i) => {
-                    self.tasks.drain(..=i);
+            match self.old.iter().position(|e| e.key == published.id) {
+                Some(j) => {
+                    self.old.drain(..=j);
                     self.pending = None;
                 }
                 None => self.pending = Some(published.id),
             }
             return;
         }
-        if let Some(run) = published.run {
-            self.apply(run, published.id);
-        }
+        self.core.incoming(published);
     }
 
     /// `SyncPort::became_master`.
@@ -293,22 +188,13 @@ impl Queue {
                 self.incoming(rule, p);
             }
             self.pending = None;
-            self.own_epochs.push(epoch);
             return;
         }
-        if let Some(p) = inherited {
-            if let Some(run) = p.run {
-                self.apply(run, p.id);
-            }
-        }
-        self.unsettle();
-        self.follow = None;
-        self.own_epochs.push(epoch);
-        self.own_tail.clear();
+        self.core.became_master(epoch, inherited);
     }
 
     /// `SyncPort::should_defer`.
     pub fn should_defer(&self, rule: Rule, published: Option<&Pub>) -> bool {
-        rule == Rule::Runs && !self.knows(published)
+        rule == Rule::Library && !self.core.knows(published)
     }
 }

@@ -16,10 +16,9 @@
 //!   the run covers, and keep everything else (see below).
 //! * Nothing is lost while one member that holds a task is alive: a standby fed
 //!   from another point than the master (joined late, restarted) keeps what the
-//!   master's run does not cover and runs it if it leads. Keys must be unique among
-//!   the tasks in one queue at one time; they may repeat over time, with one known
-//!   limit: a key that repeats while a member fed from another point still holds
-//!   the earlier task can be taken for it (the model check keeps that case).
+//!   master's run does not cover and runs it if it leads. This holds for any keys
+//!   when tasks carry a feed sequence number ([`Work::sequence`]); without one, the
+//!   key is a task's identity and must not repeat (see below).
 //! * After a crash, the tasks finished after the last published run repeat on the
 //!   new master. A graceful [`Managed::shutdown`] finishes the running task (for at
 //!   most [`Options::shutdown_timeout`]) and publishes the run in the release, so a
@@ -32,20 +31,41 @@
 //!
 //! # Placing the master's run on a standby
 //!
-//! The master publishes its run of the epoch: the first key, the number of tasks,
-//! the last key, and whether it is *chained* (the master resumed right after the
-//! last task its predecessor published). A standby drops, for a chained run,
-//! everything up to and including the last key (the original's rule); for a run
-//! that is not chained (its master was fed from another point and did not know
-//! where its predecessor stopped), only the run itself, keeping the tasks before it
-//! as *orphans* that only a run naming them drops and that their holder runs first
-//! when it leads. A last key that a standby has not been fed yet is applied when
-//! it arrives. A member that cannot find the last published key gives better-fed
-//! members one lease of head start before taking an expired lease, and reports
-//! [`Event::ResumePointUnknown`](crate::Event::ResumePointUnknown) if it leads
-//! anyway.
+//! Two ways, chosen by [`Work::sequence`] (the rule is in one place,
+//! `managed/rule.rs`, and the model check in `tests/model.rs` runs that very code):
+//!
+//! * **Feed sequence numbers** (recommended when the feed has them: a message
+//!   log's offset, an auto-increment id). The master publishes the interval of
+//!   sequence numbers of which every task was run: its own feed from its first
+//!   task up to the task before its queue's head, joined with the intervals its
+//!   predecessors published where they touch. A standby drops exactly the tasks in
+//!   a published interval, also those that arrive later (a lagging feed), and
+//!   nothing else. Keys may repeat freely; members may be fed from any point, as
+//!   long as each member is fed the feed's tasks in order from its first one on,
+//!   without gaps (a task refused with an error was not queued). A member whose
+//!   feed starts after the published interval's end cannot know what lies between.
+//! * **Keys** (no sequence numbers). The master publishes its run of the epoch: the
+//!   first key, the number of tasks, the last key, and whether it is *chained* (the
+//!   master resumed right after the last task its predecessor published). A
+//!   standby drops, for a chained run, everything up to and including the last key
+//!   (the original's rule); for a run that is not chained (its master was fed from
+//!   another point and did not know where its predecessor stopped), only the run
+//!   itself, keeping the tasks before it as *orphans* that only a run naming them
+//!   drops and that their holder runs first when it leads. A last key that a
+//!   standby has not been fed yet is applied when it arrives. Here a key names one
+//!   task for good: a key that repeats can be taken for the earlier task with that
+//!   key by a standby that joined late or was fed from another point, which then
+//!   drops a task nobody ran (the model check shows it:
+//!   `key_mode_needs_keys_that_do_not_repeat_*`). Never reuse a key, or number the
+//!   tasks.
+//!
+//! Either way, a member that cannot place the last published run gives
+//! better-fed members one lease of head start before taking an expired lease, and
+//! reports [`Event::ResumePointUnknown`](crate::Event::ResumePointUnknown) if it
+//! leads anyway.
 
 mod queue;
+pub(crate) mod rule;
 mod work;
 mod worker;
 
@@ -267,7 +287,14 @@ impl<W: Work> Managed<W> {
                 "the task has no key (the key field is missing, null, or has no BSON form)",
             ));
         }
-        self.queue.submit(key, bkey, task).await
+        let seq = self.work.sequence(&task);
+        if let Some(seq) = seq.filter(|&s| s > i64::MAX as u64) {
+            return Err(Error::argument(
+                "task",
+                format!("its sequence number {seq} is above i64::MAX, the largest a lease document can hold"),
+            ));
+        }
+        self.queue.submit(key, bkey, seq, task).await
     }
 
     /// The election side: state, epoch, events.

@@ -1,59 +1,47 @@
 //! The managed work queue: FIFO on every member, pruned on the standbys by the
-//! master's published progress.
-//!
-//! # What the master publishes
-//!
-//! Every task that leaves the master's queue in its epoch (done, or moved out as a
-//! dead letter) belongs to the epoch's *run*. With each renewal the master
-//! publishes the run: its epoch, its first key, its length, its last key (the
-//! synchronize id), and whether it is *chained*: the master resumed right after the
-//! last task the previous master published (or there was none), so every task
-//! before the run's first one was run.
-//!
-//! # How a standby prunes
-//!
-//! * A chained run: the standby drops everything up to and including the run's
-//!   last key (the original's rule), except tasks it keeps as *orphans* (below).
-//! * A run that is not chained (its master joined late or was fed from another
-//!   point, and did not know where the previous master stopped): the standby drops
-//!   only the run itself, from its first key to its last, and keeps every task
-//!   before it as an orphan: nobody is known to have run it. Orphans are dropped
-//!   only by a run that names them, and run when their holder leads.
-//! * A last key the standby has not been fed yet is applied when it arrives, as
-//!   long as the master of that epoch is the one it follows and it has not led
-//!   itself since. A member never applies its own epochs' runs to itself.
-//!
-//! So nothing is lost while a member that holds a task is alive, members fed from
-//! the same point repeat nothing on a hand-over, and a member whose queue cannot
-//! place the last run gives better-fed members a head start of one lease before it
-//! takes an expired lease, and reports [`Event::ResumePointUnknown`] if it leads
-//! anyway. The known limit: keys must be unique among the tasks of one queue at one
-//! time; a key that repeats while a member fed from another point still holds the
-//! earlier task can be taken for it (the model check keeps that case,
-//! `tests/model.rs`).
+//! master's published progress. The pruning rule itself is in [`super::rule`]
+//! (see its docs); this wraps it with a lock, wake-ups, a capacity and counters.
 
-use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bson::Bson;
 use tokio::sync::Notify;
 
+use super::rule::{Item, Pushed, QueueCore, Refused};
 use super::work::Work;
 use crate::error::{Error, Result};
 use crate::event::{lock, Event, EventSink};
-use crate::lease::{Published, Run};
+use crate::lease::Published;
 use crate::options::QueueFull;
 use crate::shared::SyncPort;
 
-/// A queued task with its key (typed and as BSON) and how often it was tried.
+/// A queued task with its key (typed and as BSON), its feed sequence number if it
+/// has one, and how often it was tried.
 pub(crate) struct Entry<W: Work> {
     pub key: W::Key,
     pub bkey: Bson,
+    pub seq: Option<u64>,
     pub task: W::Task,
     pub attempts: u32,
-    /// Kept because a run that was not chained started after it: only a run that
-    /// names it drops it.
+    /// Kept because it stands before a run's origin: only a run whose interval
+    /// names it drops it (key mode).
     pub orphan: bool,
+}
+
+impl<W: Work> Item for Entry<W> {
+    type Key = Bson;
+    fn key(&self) -> &Bson {
+        &self.bkey
+    }
+    fn seq(&self) -> Option<u64> {
+        self.seq
+    }
+    fn orphan(&self) -> bool {
+        self.orphan
+    }
+    fn set_orphan(&mut self) {
+        self.orphan = true;
+    }
 }
 
 /// Counters of a managed queue, as [`Managed::stats`](crate::Managed::stats) reports them.
@@ -82,31 +70,13 @@ pub(crate) struct Queue<W: Work> {
     events: Arc<EventSink>,
 }
 
-/// The master's own run in its epoch.
-struct OwnRun {
-    epoch: u64,
-    first: Bson,
-    count: u64,
-    last: Bson,
-    chained: bool,
-}
-
 struct Inner<W: Work> {
-    tasks: VecDeque<Entry<W>>,
-    /// Taken by the worker, not yet finished.
-    in_flight: usize,
-    /// As master: this epoch's run.
-    run: Option<OwnRun>,
-    /// As master: whether this epoch's run is chained (decided at take-over).
-    chained: bool,
-    /// Epochs this member led: their runs need no pruning here.
-    own_epochs: HashSet<u64>,
-    /// As standby: the run applied last (epoch, count), and whether its last key
-    /// was found; a run not found waits here for its last key to arrive.
-    applied: Option<(u64, u64)>,
-    pending: Option<(Run, Bson)>,
+    core: QueueCore<Entry<W>>,
     /// The last finished key: this member's own work as master, or the master's.
     last_done: Option<W::Key>,
+    /// The newest publication read (epoch, count), so that an older one read
+    /// again does not move `last_done` back.
+    newest: Option<(u64, u64)>,
     dead: Vec<(W::Key, W::Task)>,
     stats: QueueStats,
 }
@@ -115,14 +85,9 @@ impl<W: Work> Queue<W> {
     pub fn new(capacity: Option<(usize, QueueFull)>, events: Arc<EventSink>) -> Self {
         Queue {
             inner: Mutex::new(Inner {
-                tasks: VecDeque::new(),
-                in_flight: 0,
-                run: None,
-                chained: true,
-                own_epochs: HashSet::new(),
-                applied: None,
-                pending: None,
+                core: QueueCore::default(),
                 last_done: None,
+                newest: None,
                 dead: Vec::new(),
                 stats: QueueStats::default(),
             }),
@@ -134,10 +99,17 @@ impl<W: Work> Queue<W> {
     }
 
     /// Appends a task, waiting for room or refusing it when the queue is full.
-    pub async fn submit(&self, key: W::Key, bkey: Bson, task: W::Task) -> Result<()> {
+    pub async fn submit(
+        &self,
+        key: W::Key,
+        bkey: Bson,
+        seq: Option<u64>,
+        task: W::Task,
+    ) -> Result<()> {
         let mut entry = Entry {
             key,
             bkey,
+            seq,
             task,
             attempts: 0,
             orphan: false,
@@ -164,70 +136,72 @@ impl<W: Work> Queue<W> {
     fn try_push(&self, entry: Entry<W>) -> Result<Option<Entry<W>>> {
         let mut inner = lock(&self.inner);
         if let Some((capacity, when_full)) = self.capacity {
-            if inner.tasks.len() + inner.in_flight >= capacity {
+            if inner.core.len() >= capacity {
                 return match when_full {
                     QueueFull::Reject => Err(Error::QueueFull { capacity }),
                     QueueFull::Wait => Ok(Some(entry)),
                 };
             }
         }
-        let completes = inner
-            .pending
-            .as_ref()
-            .is_some_and(|(_, last)| *last == entry.bkey);
-        inner.tasks.push_back(entry);
-        if completes {
-            // The master's last published task arrived: apply its run now.
-            if let Some((run, last)) = inner.pending.take() {
-                inner.apply(&run, &last);
+        match inner.core.push(entry) {
+            Ok(Pushed::Queued) => {
+                drop(inner);
+                self.ready.notify_one();
             }
-            drop(inner);
-            self.space.notify_waiters();
-            return Ok(None);
+            Ok(Pushed::AlreadyRun) => {
+                inner.stats.pruned += 1;
+            }
+            Ok(Pushed::Completed(dropped)) => {
+                // The master's last published task arrived: its run was applied.
+                inner.stats.pruned += dropped;
+                drop(inner);
+                self.ready.notify_one();
+                self.space.notify_waiters();
+            }
+            Err(Refused::OutOfOrder { seq, last }) => {
+                return Err(Error::argument(
+                    "task",
+                    format!(
+                        "its sequence number {seq} is not above the last one fed, {last}: \
+                         feed tasks in sequence order, and skip a task the feed delivers again"
+                    ),
+                ))
+            }
+            Err(Refused::Mixed { sequenced }) => {
+                return Err(Error::argument(
+                    "task",
+                    if sequenced {
+                        "it has no sequence number but the queue's tasks have: \
+                         `Work::sequence` must return `Some` for every task or for none"
+                    } else {
+                        "it has a sequence number but the queue's tasks have not: \
+                         `Work::sequence` must return `Some` for every task or for none"
+                    },
+                ))
+            }
         }
-        drop(inner);
-        self.ready.notify_one();
         Ok(None)
     }
 
     /// Moves the next task to the worker.
     pub fn take(&self) -> Option<Entry<W>> {
-        let mut inner = lock(&self.inner);
-        let entry = inner.tasks.pop_front()?;
-        inner.in_flight += 1;
-        Some(entry)
+        lock(&self.inner).core.take()
     }
 
     /// Puts an unfinished task back at the head.
     pub fn restore(&self, entry: Entry<W>) {
         let mut inner = lock(&self.inner);
-        inner.in_flight = inner.in_flight.saturating_sub(1);
-        inner.tasks.push_front(entry);
+        if inner.core.restore(entry).is_some() {
+            // A master published meanwhile that it ran it.
+            inner.stats.pruned += 1;
+        }
     }
 
     /// The worker finished a task of `epoch` (done, or dead-lettered when
     /// `dead_letter` is given): it joins the epoch's run.
     pub fn finish(&self, epoch: u64, entry: Entry<W>, dead_letter: Option<String>) {
         let mut inner = lock(&self.inner);
-        inner.in_flight = inner.in_flight.saturating_sub(1);
-        let chained = inner.chained;
-        match &mut inner.run {
-            Some(run) if run.epoch == epoch => {
-                run.count += 1;
-                run.last = entry.bkey.clone();
-            }
-            _ => {
-                inner.run = Some(OwnRun {
-                    epoch,
-                    first: entry.bkey.clone(),
-                    count: 1,
-                    last: entry.bkey.clone(),
-                    // A run that starts with an orphan did not resume where the
-                    // previous master stopped.
-                    chained: chained && !entry.orphan,
-                });
-            }
-        }
+        inner.core.finish(epoch, &entry);
         match dead_letter {
             None => {
                 inner.stats.finished += 1;
@@ -265,7 +239,7 @@ impl<W: Work> Queue<W> {
     pub fn stats(&self) -> QueueStats {
         let inner = lock(&self.inner);
         QueueStats {
-            queued: inner.tasks.len() + inner.in_flight,
+            queued: inner.core.len(),
             ..inner.stats.clone()
         }
     }
@@ -277,122 +251,54 @@ impl<W: Work> Queue<W> {
     /// The keys waiting, in order (not the one being worked on).
     pub fn keys(&self) -> Vec<W::Key> {
         lock(&self.inner)
-            .tasks
-            .iter()
+            .core
+            .tasks()
             .map(|e| e.key.clone())
             .collect()
     }
 }
 
 impl<W: Work> Inner<W> {
-    /// Applies the master's published run (see the module docs); returns how many
-    /// tasks it dropped. A last key not in the queue yet waits in `pending`.
-    fn apply(&mut self, run: &Run, last: &Bson) -> u64 {
-        if self.own_epochs.contains(&run.epoch) {
-            return 0; // our own run: its tasks left our queue as we ran them
-        }
-        if self
-            .applied
-            .is_some_and(|(e, c)| e == run.epoch && c >= run.count)
-        {
-            return 0; // seen already
-        }
-        let Some(j) = self.tasks.iter().position(|e| &e.bkey == last) else {
-            // Not fed yet (or already gone): apply it when it arrives.
-            self.pending = Some((run.clone(), last.clone()));
-            return 0;
-        };
-        self.pending = None;
-        self.applied = Some((run.epoch, run.count));
-        // A run that is not chained covers only itself: from its first task (if we
-        // have it), and what stands before it is kept as orphans.
-        let first_at = if run.chained {
-            None
-        } else {
-            self.tasks
-                .iter()
-                .take(j + 1)
-                .position(|e| e.bkey == run.first)
-        };
-        if let Some(i) = first_at {
-            for e in self.tasks.iter_mut().take(i) {
-                e.orphan = true;
-            }
-        }
-        let mut dropped = 0;
-        let mut kept = VecDeque::with_capacity(self.tasks.len());
-        for (i, e) in std::mem::take(&mut self.tasks).into_iter().enumerate() {
-            let in_run = match first_at {
-                Some(start) => i >= start && i <= j,
-                None => i <= j && !e.orphan,
-            };
-            if in_run {
-                if i == j {
-                    self.last_done = Some(e.key.clone());
-                }
-                dropped += 1;
-            } else {
-                kept.push_back(e);
-            }
-        }
-        self.tasks = kept;
+    /// Applies a master's publication and notes its last key.
+    fn apply(&mut self, published: &Published) -> u64 {
+        let dropped = self.core.incoming(published);
         self.stats.pruned += dropped;
+        if let Some(run) = &published.run {
+            if self.newest.is_none_or(|seen| (run.epoch, run.count) > seen) {
+                self.newest = Some((run.epoch, run.count));
+                if let Ok(key) = bson::from_bson(published.id.clone()) {
+                    self.last_done = Some(key);
+                }
+            }
+        }
         dropped
-    }
-
-    /// Whether this member knows where the master that published `published`
-    /// stopped (or needs not).
-    fn knows(&self, published: Option<&Published>) -> bool {
-        let Some(run) = published.and_then(|p| p.run.as_ref()) else {
-            return true;
-        };
-        self.own_epochs.contains(&run.epoch)
-            || self
-                .applied
-                .is_some_and(|(e, c)| e == run.epoch && c >= run.count)
     }
 }
 
 impl<W: Work> SyncPort for Queue<W> {
     fn outgoing(&self) -> Option<Published> {
-        let inner = lock(&self.inner);
-        let run = inner.run.as_ref()?;
-        Some(Published {
-            id: run.last.clone(),
-            run: Some(Run {
-                epoch: run.epoch,
-                first: run.first.clone(),
-                count: run.count,
-                chained: run.chained,
-            }),
-        })
+        lock(&self.inner).core.outgoing()
     }
 
     fn incoming(&self, _lease_epoch: u64, published: &Published) {
-        let Some(run) = &published.run else { return };
-        let pruned = {
-            let mut inner = lock(&self.inner);
-            inner.apply(run, &published.id)
-        };
+        let pruned = lock(&self.inner).apply(published);
         if pruned > 0 && self.capacity.is_some() {
             self.space.notify_waiters();
         }
     }
 
     fn became_master(&self, epoch: u64, inherited: Option<&Published>) {
-        let mut inner = lock(&self.inner);
-        if let Some(p) = inherited {
-            if let Some(run) = &p.run {
-                inner.apply(run, &p.id);
+        let known = {
+            let mut inner = lock(&self.inner);
+            if let Some(p) = inherited {
+                inner.apply(p);
             }
-        }
-        let known = inner.knows(inherited);
-        // Chained when this member resumes right after the inherited run.
-        inner.chained = known;
-        inner.pending = None;
-        inner.own_epochs.insert(epoch);
-        drop(inner);
+            inner.core.became_master(epoch, inherited)
+        };
         self.ready.notify_one();
+        if self.capacity.is_some() {
+            self.space.notify_waiters();
+        }
         if !known {
             if let Some(p) = inherited {
                 tracing::warn!(target: "failover::managed", epoch, last = %p.id,
@@ -406,13 +312,14 @@ impl<W: Work> SyncPort for Queue<W> {
     }
 
     fn should_defer(&self, published: Option<&Published>) -> bool {
-        !lock(&self.inner).knows(published)
+        !lock(&self.inner).core.knows(published)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lease::Run;
     use crate::managed::work::{Outcome, WorkContext};
 
     struct Numbers;
@@ -434,34 +341,146 @@ mod tests {
 
     async fn fill(q: &Queue<Numbers>, tasks: impl IntoIterator<Item = u32>) {
         for t in tasks {
-            q.submit(t, Bson::Int64(i64::from(t)), t).await.unwrap();
+            q.submit(t, Bson::Int64(i64::from(t)), None, t)
+                .await
+                .unwrap();
         }
     }
 
-    fn run(epoch: u64, first: u32, count: u64, last: u32, chained: bool) -> Published {
+    /// A run of `count` tasks in `epoch`, from origin `first` to `last`.
+    fn run(epoch: u64, first: u32, count: u64, last: u32) -> Published {
         Published {
             id: Bson::Int64(i64::from(last)),
             run: Some(Run {
                 epoch,
                 first: Bson::Int64(i64::from(first)),
                 count,
-                chained,
+                covers: None,
             }),
         }
     }
 
+    /// Tasks `(seq, key)`: key mode is not used here.
+    async fn feed(q: &Queue<Numbers>, tasks: impl IntoIterator<Item = (u64, u32)>) {
+        for (seq, key) in tasks {
+            q.submit(key, Bson::Int64(i64::from(key)), Some(seq), key)
+                .await
+                .unwrap();
+        }
+    }
+
+    fn covers(epoch: u64, last: u32, from: u64, upto: u64) -> Published {
+        Published {
+            id: Bson::Int64(i64::from(last)),
+            run: Some(Run {
+                epoch,
+                first: Bson::Int64(0),
+                count: 1,
+                covers: Some((from, upto)),
+            }),
+        }
+    }
+
+    fn seqs(q: &Queue<Numbers>) -> Vec<u64> {
+        lock(&q.inner).core.tasks().filter_map(Item::seq).collect()
+    }
+
     #[tokio::test]
-    async fn a_chained_run_drops_everything_up_to_its_last_key() {
+    async fn with_sequences_a_repeated_key_is_never_taken_for_another_task() {
+        // The late joiner of the model's counterexample: the master ran #1 (key 1);
+        // B joined late and holds #2 (key 2) and #3 (key 1).
+        let b = queue(None);
+        feed(&b, [(2, 2), (3, 1)]).await;
+        b.incoming(1, &covers(1, 1, 1, 1));
+        assert_eq!(seqs(&b), [2, 3], "nothing B holds was run");
+        // B's feed starts right after the interval: it knows where A stopped.
+        assert!(!b.should_defer(Some(&covers(1, 1, 1, 1))));
+        // The master runs #2 and #3: B drops both.
+        b.incoming(1, &covers(1, 1, 1, 3));
+        assert!(seqs(&b).is_empty());
+        assert_eq!(b.stats().pruned, 2);
+    }
+
+    #[tokio::test]
+    async fn with_sequences_a_master_vouches_only_for_what_it_ran() {
+        let a = queue(None);
+        feed(&a, [(5, 1), (6, 2), (7, 1), (8, 3)]).await;
+        // The previous master ran up to 4: A's feed starts at 5, so it resumes
+        // exactly there.
+        a.became_master(2, Some(&covers(1, 9, 1, 4)));
+        assert!(!a.should_defer(Some(&covers(1, 9, 1, 4))));
+        for _ in 0..2 {
+            let e = a.take().unwrap();
+            a.finish(2, e, None);
+        }
+        let run = a.outgoing().unwrap().run.unwrap();
+        assert_eq!(
+            run.covers,
+            Some((1, 6)),
+            "joined with the predecessor's interval"
+        );
+        // A task taken but not finished is not vouched for.
+        let e = a.take().unwrap();
+        assert_eq!(a.outgoing().unwrap().run.unwrap().covers, Some((1, 6)));
+        a.restore(e);
+        assert_eq!(seqs(&a), [7, 8]);
+    }
+
+    #[tokio::test]
+    async fn with_sequences_a_gap_is_never_vouched_for() {
+        // C was fed from 6 on; the previous master published up to 2; B still
+        // holds 3 to 5. C leads: its interval starts at 6, and B keeps 3 to 5.
+        let c = queue(None);
+        feed(&c, [(6, 6), (7, 7)]).await;
+        assert!(c.should_defer(Some(&covers(1, 2, 1, 2))));
+        c.became_master(3, Some(&covers(1, 2, 1, 2)));
+        for _ in 0..2 {
+            let e = c.take().unwrap();
+            c.finish(3, e, None);
+        }
+        let published = c.outgoing().unwrap();
+        assert_eq!(published.run.as_ref().unwrap().covers, Some((6, 7)));
+        let b = queue(None);
+        feed(&b, (1..=7).map(|s| (s, s as u32))).await;
+        b.incoming(1, &covers(1, 2, 1, 2));
+        b.incoming(3, &published);
+        assert_eq!(seqs(&b), [3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn with_sequences_a_lagging_feed_drops_what_was_run_on_arrival() {
+        let q = queue(None);
+        q.incoming(1, &covers(1, 3, 1, 3));
+        feed(&q, [(1, 1), (2, 2), (3, 3), (4, 4)]).await;
+        assert_eq!(seqs(&q), [4]);
+        assert_eq!(q.stats().pruned, 3);
+        // Out of order, or mixed with tasks without a sequence: refused.
+        let err = q.submit(9, Bson::Int64(9), Some(2), 9).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("sequence number 2 is not above the last one fed, 4"),
+            "{err}"
+        );
+        let err = q.submit(9, Bson::Int64(9), None, 9).await.unwrap_err();
+        assert!(
+            err.to_string().contains("for every task or for none"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_run_drops_from_its_origin_through_its_last_key() {
         let q = queue(None);
         fill(&q, 1..=10).await;
-        q.incoming(1, &run(1, 1, 3, 3, true));
+        q.incoming(1, &run(1, 1, 3, 3));
         assert_eq!(q.keys(), (4..=10).collect::<Vec<_>>());
-        // A standby that missed publications catches up at the next one.
-        q.incoming(2, &run(2, 6, 2, 7, true));
+        // A standby that missed publications catches up at the next one: the
+        // successor continued origin 1, which left our queue before.
+        q.incoming(2, &run(2, 1, 2, 7));
         assert_eq!(q.keys(), [8, 9, 10]);
         // Repeated and older publications change nothing.
-        q.incoming(2, &run(2, 6, 2, 7, true));
-        q.incoming(1, &run(1, 1, 3, 3, true));
+        q.incoming(2, &run(2, 1, 2, 7));
+        q.incoming(1, &run(1, 1, 3, 3));
         assert_eq!(q.keys(), [8, 9, 10]);
         assert_eq!(q.stats().pruned, 7);
         assert_eq!(q.last_done(), Some(7));
@@ -471,7 +490,7 @@ mod tests {
     async fn a_last_key_not_yet_fed_is_applied_when_it_arrives() {
         let q = queue(None);
         fill(&q, 1..=3).await;
-        q.incoming(1, &run(1, 1, 5, 5, true)); // the master is ahead of our feed
+        q.incoming(1, &run(1, 1, 5, 5)); // the master is ahead of our feed
         assert_eq!(
             q.keys(),
             [1, 2, 3],
@@ -479,40 +498,39 @@ mod tests {
         );
         fill(&q, [4, 5, 6]).await;
         assert_eq!(q.keys(), [6]);
-        assert!(!q.should_defer(Some(&run(1, 1, 5, 5, true))));
+        assert!(!q.should_defer(Some(&run(1, 1, 5, 5))));
     }
 
     #[tokio::test]
-    async fn a_run_that_is_not_chained_keeps_what_stands_before_it() {
-        // A late joiner led: its run starts at 6 and did not resume where the
-        // previous master stopped.
+    async fn what_stands_before_a_runs_origin_is_kept() {
+        // A late joiner led: its run's origin is its own first task, 6.
         let q = queue(None);
         fill(&q, 3..=7).await;
-        q.incoming(2, &run(2, 6, 1, 6, false));
+        q.incoming(2, &run(2, 6, 1, 6));
         assert_eq!(q.keys(), [3, 4, 5, 7]);
-        // A later chained run (its successor resumed after 6) keeps the orphans.
+        // Its successor continued origin 6: the orphans are kept.
         fill(&q, 8..=9).await;
-        q.incoming(3, &run(3, 7, 2, 8, true));
+        q.incoming(3, &run(3, 6, 2, 8));
         assert_eq!(q.keys(), [3, 4, 5, 9]);
         // A member that cannot place the run defers.
         let late = queue(None);
         fill(&late, [6, 7]).await;
-        let published = run(1, 1, 2, 2, true);
+        let published = run(1, 1, 2, 2);
         late.incoming(1, &published);
         assert_eq!(late.keys(), [6, 7]);
         assert!(late.should_defer(Some(&published)));
     }
 
     #[tokio::test]
-    async fn orphans_lead_their_holders_run_unchained() {
+    async fn orphans_start_their_holders_run() {
         let q = queue(None);
         fill(&q, 3..=7).await;
-        q.incoming(2, &run(2, 6, 2, 7, false));
-        q.became_master(3, Some(&run(2, 6, 2, 7, false)));
+        q.incoming(2, &run(2, 6, 2, 7));
+        q.became_master(3, Some(&run(2, 6, 2, 7)));
         let e = q.take().unwrap();
         q.finish(3, e, None);
         let r = q.outgoing().unwrap().run.unwrap();
-        assert_eq!((r.first, r.chained), (Bson::Int64(3), false));
+        assert_eq!(r.first, Bson::Int64(3), "the orphan is the new origin");
     }
 
     #[tokio::test]
@@ -525,7 +543,6 @@ mod tests {
             q.finish(1, e, None);
         }
         let published = q.outgoing().unwrap();
-        assert!(published.run.as_ref().unwrap().chained);
         // We step down and re-take our own lease: our own run is inherited.
         q.became_master(2, Some(&published));
         fill(&q, [4, 5, 3, 7]).await;
@@ -537,13 +554,13 @@ mod tests {
         let q = queue(Some((2, QueueFull::Reject)));
         fill(&q, [1, 2]).await;
         assert_eq!(
-            q.submit(3, Bson::Int64(3), 3).await,
+            q.submit(3, Bson::Int64(3), None, 3).await,
             Err(Error::QueueFull { capacity: 2 })
         );
         let q = Arc::new(queue(Some((1, QueueFull::Wait))));
         fill(&q, [1]).await;
         let q2 = q.clone();
-        let waiting = tokio::spawn(async move { q2.submit(2, Bson::Int64(2), 2).await });
+        let waiting = tokio::spawn(async move { q2.submit(2, Bson::Int64(2), None, 2).await });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
         let e = q.take().unwrap();

@@ -45,8 +45,22 @@ pub trait Work: Send + Sync + 'static {
     /// What identifies a task; published to the standbys after the task is done.
     type Key: Serialize + DeserializeOwned + PartialEq + Clone + Debug + Send + Sync + 'static;
 
-    /// The task's key. Keys should be unique among the tasks in a queue.
+    /// The task's key: its identity when the standbys drop what the master ran.
+    /// Without [`sequence`](Work::sequence), a key must not be reused while a
+    /// member may still hold or be fed the earlier task with that key (in practice:
+    /// keys never repeat); with it, keys may repeat freely.
     fn key(&self, task: &Self::Task) -> Self::Key;
+
+    /// The task's feed sequence number, if the feed numbers its tasks: a number
+    /// that grows with every task in feed order, the same for a task on every
+    /// member (a message log's offset, a table's auto-increment id). With one,
+    /// the standbys drop exactly the tasks a master ran, whatever their keys and
+    /// wherever each member's feed started (see [`crate::managed`]). Return
+    /// `Some` for every task or for none. The default is `None`.
+    fn sequence(&self, task: &Self::Task) -> Option<u64> {
+        let _ = task;
+        None
+    }
 
     /// Does the task, on the master only, one task at a time, in submission order.
     fn work(&self, task: &Self::Task, ctx: &WorkContext) -> impl Future<Output = Outcome> + Send;
