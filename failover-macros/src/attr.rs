@@ -19,11 +19,13 @@ pub const NAME: &str = "name";
 pub const KEY: &str = "key";
 /// `key_fn = path::to::function`
 pub const KEY_FN: &str = "key_fn";
+/// `sequence = "offset"`
+pub const SEQUENCE: &str = "sequence";
 /// `crate = "path::to::failover"`
 pub const CRATE: &str = "crate";
 
 /// The arguments of the struct attribute, in the order a message lists them.
-const STRUCT_ARGS: &[&str] = &[NAME, KEY, KEY_FN, CRATE];
+const STRUCT_ARGS: &[&str] = &[NAME, KEY, KEY_FN, SEQUENCE, CRATE];
 
 /// The marker attributes of methods in a subsystem's `impl` block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +170,8 @@ pub struct StructArgs {
     pub key_given: bool,
     /// Whether `name` was written at all.
     pub name_given: bool,
+    /// `sequence = "offset"`: the task's feed sequence number field.
+    pub sequence: Option<(LitStr, Vec<Member>)>,
     /// `crate = "..."`.
     pub krate: Option<Path>,
 }
@@ -182,6 +186,7 @@ pub fn struct_args(cx: &Ctxt, args: TokenStream) -> StructArgs {
     let mut name = Attr::none(cx, NAME);
     let mut key = Attr::none(cx, KEY);
     let mut key_fn = Attr::none(cx, KEY_FN);
+    let mut sequence = Attr::none(cx, SEQUENCE);
     let mut krate = Attr::none(cx, CRATE);
     let mut name_given = false;
     let mut key_given = false;
@@ -234,6 +239,23 @@ pub fn struct_args(cx: &Ctxt, args: TokenStream) -> StructArgs {
                 },
                 None => key_fn.set(&meta.path, expr),
             }
+        } else if meta.path.is_ident(SEQUENCE) {
+            // sequence = "offset"
+            let Some(expr) = value(cx, &meta, "sequence = \"offset\"")? else {
+                return Ok(());
+            };
+            match string_literal(&expr) {
+                Some(lit) => {
+                    if let Some(members) = field_path(cx, &lit) {
+                        sequence.set(&meta.path, (lit, members));
+                    }
+                }
+                None => cx.error_spanned_by(
+                    &expr,
+                    "`sequence` names the task's feed sequence number field as a string \
+                     literal, like `sequence = \"offset\"`",
+                ),
+            }
         } else if meta.path.is_ident(CRATE) {
             // crate = "path::to::failover"
             if let Some(path) = crate_arg(cx, &meta)? {
@@ -271,6 +293,7 @@ pub fn struct_args(cx: &Ctxt, args: TokenStream) -> StructArgs {
         name_given,
         key,
         key_given,
+        sequence: sequence.get().map(|(_, v)| v),
         krate: krate.get().map(|(_, path)| path),
     }
 }
@@ -284,7 +307,10 @@ pub fn impl_args(cx: &Ctxt, args: TokenStream) -> ImplArgs {
             if let Some(path) = crate_arg(cx, &meta)? {
                 krate.set(&meta.path, path);
             }
-        } else if [NAME, KEY, KEY_FN].iter().any(|a| meta.path.is_ident(a)) {
+        } else if [NAME, KEY, KEY_FN, SEQUENCE]
+            .iter()
+            .any(|a| meta.path.is_ident(a))
+        {
             cx.error_spanned_by(
                 &meta.path,
                 format!(
@@ -503,6 +529,7 @@ fn describe(arg: &str) -> &'static str {
         NAME => "`name = \"...\"`",
         KEY => "`key = \"field\"`",
         KEY_FN => "`key_fn = path`",
+        SEQUENCE => "`sequence = \"field\"`",
         CRATE => "`crate = \"path\"`",
         _ => "",
     }

@@ -32,6 +32,8 @@ pub struct DeclaredPlan {
     pub name: LitStr,
     /// How to key a task; `None` (missing or bad) generates a stub.
     pub key: Option<KeySpec>,
+    /// The task's feed sequence number field, if given.
+    pub sequence: Option<(LitStr, Vec<syn::Member>)>,
 }
 
 /// Checks the struct attribute.
@@ -107,6 +109,7 @@ pub fn struct_plan(cx: &Ctxt, input: TypeInput) -> StructPlan {
         declared: (!generic).then_some(DeclaredPlan {
             name,
             key: args.key,
+            sequence: args.sequence,
         }),
     }
 }

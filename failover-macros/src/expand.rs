@@ -159,7 +159,11 @@ fn local(name: &str) -> Ident {
 /// The struct side: the name and the task key, for the `impl` side to read.
 fn struct_impls(plan: &StructPlan, declared: &DeclaredPlan) -> TokenStream {
     let StructPlan { ident, krate, .. } = plan;
-    let DeclaredPlan { name, key } = declared;
+    let DeclaredPlan {
+        name,
+        key,
+        sequence,
+    } = declared;
     let p = quote!(#krate::__private);
     let task = local("task");
     let key_body = match key {
@@ -182,7 +186,19 @@ fn struct_impls(plan: &StructPlan, declared: &DeclaredPlan) -> TokenStream {
     let name = located(quote!(const NAME: &'static str = #name;));
     let signature = located(quote!(fn key(#task: &<Self as #p::Work>::Task) -> #p::Bson));
     let body = block(ident.span(), key_body);
-    let items = block(ident.span(), quote!(#name #signature #body));
+    // Located at the literal: a field the task does not have, or whose type is
+    // not an integer, is reported at `sequence = "offset"`.
+    let sequence = sequence.as_ref().map(|(lit, members)| {
+        let signature = located(quote!(
+            fn sequence(#task: &<Self as #p::Work>::Task) -> ::core::option::Option<u64>
+        ));
+        let body = block(
+            ident.span(),
+            at(lit.span(), quote!(#p::to_sequence(&#task #(.#members)*))),
+        );
+        quote!(#signature #body)
+    });
+    let items = block(ident.span(), quote!(#name #signature #body #sequence));
     quote!(#[automatically_derived] #header #items)
 }
 
@@ -412,6 +428,13 @@ fn work_impl(p: &TokenStream, self_ty: &Type, plan: &Result<WorkPlan, syn::Error
 
             fn key(&self, #task: &<Self as #p::Work>::Task) -> #p::Bson {
                 #declared::key(#task)
+            }
+
+            fn sequence(
+                &self,
+                #task: &<Self as #p::Work>::Task,
+            ) -> ::core::option::Option<u64> {
+                #declared::sequence(#task)
             }
 
             fn work(

@@ -70,6 +70,42 @@ pub trait Declared {
     fn key(task: &<Self as Work>::Task) -> Bson
     where
         Self: Work;
+
+    /// The feed sequence number of `task` (`sequence = "field"`), if given.
+    fn sequence(task: &<Self as Work>::Task) -> Option<u64>
+    where
+        Self: Work,
+    {
+        let _ = task;
+        None
+    }
+}
+
+/// A task's feed sequence number field (`sequence = "field"`): an unsigned
+/// integer, or a signed one that is never negative.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a feed sequence number",
+    label = "`sequence` names an integer field of the task (`u64`, `u32`, `i64`, ...)"
+)]
+pub trait Sequence {
+    /// The number; `None` for a negative one (then `submit_work` refuses the task).
+    fn sequence(&self) -> Option<u64>;
+}
+
+macro_rules! sequences {
+    ($($t:ty),*) => {$(
+        impl Sequence for $t {
+            fn sequence(&self) -> Option<u64> {
+                u64::try_from(*self).ok()
+            }
+        }
+    )*};
+}
+sequences!(u8, u16, u32, u64, usize, i8, i16, i32, i64, isize);
+
+/// Reads a task's feed sequence number field (see [`Sequence`]).
+pub fn to_sequence<T: Sequence + ?Sized>(value: &T) -> Option<u64> {
+    value.sequence()
 }
 
 /// Passes the task to a `#[work]` method that takes it by value: clones it.

@@ -1,0 +1,18 @@
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct Job {
+    id: u64,
+    offset: String,
+}
+
+#[failover::subsystem(name = "jobs", key = "id", sequence = "offset")]
+struct Jobs;
+
+#[failover::subsystem]
+impl Jobs {
+    #[work]
+    async fn run(&self, job: &Job) -> bool { job.id > 0 }
+}
+
+fn main() {}
