@@ -41,6 +41,9 @@
 //!   `FAILOVER_CHAOS_FERRETDB_SECS` (default 30 s); it runs when
 //!   `FAILOVER_TEST_SERVER` selects FerretDB, as it does by default (see
 //!   `tests/support/ferretdb.rs`).
+//! * `chaos_sequenced`: the bundled test server (or `MONGODB_URI`), with keys that
+//!   repeat all the time (`n % 10`) and tasks numbered by their feed
+//!   (`failover-member --sequenced`); `FAILOVER_CHAOS_SEQ_SECS` (default 30 s).
 //!
 //! `FAILOVER_CHAOS_SEED` replays a run's choices (the seed is printed). The logs
 //! stay in `target/failover-runs/chaos-*` for inspection. The checker is the same
@@ -801,7 +804,13 @@ mod check {
 }
 
 /// Member `i`'s spec.
-fn spec(dir: &std::path::Path, collection: &str, i: usize, tasks: u64) -> Spec {
+fn spec(
+    dir: &std::path::Path,
+    collection: &str,
+    i: usize,
+    tasks: u64,
+    sequenced: bool,
+) -> Spec {
     let (id, skew) = MEMBERS[i];
     Spec {
         name: "chaos".to_owned(),
@@ -812,6 +821,7 @@ fn spec(dir: &std::path::Path, collection: &str, i: usize, tasks: u64) -> Spec {
         task_ms: TASK_MS,
         fence: false,
         blocking: id == BLOCKING,
+        sequenced,
         faketime: (skew != 0).then(|| format!("{:+}s", skew / 1000)),
         log: dir.join(format!("{id}.log")),
     }
@@ -1024,6 +1034,17 @@ fn chaos() {
     run_chaos(
         Setup::Single(support::mongodb_uri()),
         env_u64("FAILOVER_CHAOS_SECS").unwrap_or(45),
+        false,
+    );
+}
+
+/// The same with keys that repeat all the time and feed sequence numbers.
+#[test]
+fn chaos_sequenced() {
+    run_chaos(
+        Setup::Single(support::mongodb_uri()),
+        env_u64("FAILOVER_CHAOS_SEQ_SECS").unwrap_or(30),
+        true,
     );
 }
 
@@ -1036,6 +1057,7 @@ fn chaos_ferretdb() {
         run_chaos(
             Setup::Single(uri),
             env_u64("FAILOVER_CHAOS_FERRETDB_SECS").unwrap_or(30),
+            false,
         );
     });
 }
@@ -1050,10 +1072,11 @@ fn chaos_replica_set() {
     run_chaos(
         Setup::ReplicaSet(rs),
         env_u64("FAILOVER_CHAOS_RS_SECS").unwrap_or(30),
+        false,
     );
 }
 
-fn run_chaos(setup: Setup, secs: u64) {
+fn run_chaos(setup: Setup, secs: u64, sequenced: bool) {
     members::require_libfaketime();
     let seed = env_u64("FAILOVER_CHAOS_SEED").unwrap_or_else(Rng::seed_from_clock);
     let mut rng = Rng::new(seed);
@@ -1129,7 +1152,7 @@ fn run_chaos(setup: Setup, secs: u64) {
         .collection::<Document>(&collection);
     let clock_ref = (members::mono_ns(), members::wall_ms());
     let specs: Vec<Spec> = (0..MEMBERS.len())
-        .map(|i| spec(&dir, &collection, i, tasks))
+        .map(|i| spec(&dir, &collection, i, tasks, sequenced))
         .collect();
     if kind == Server::Mock {
         let offset = (TIMINGS.lease() + 1000) as i64;

@@ -48,6 +48,7 @@ support::server_tests! {
             task_ms: TASK_MS,
             fence: true,
             blocking: false,
+            sequenced: false,
             faketime: None,
             log: dir.join(format!("{id}.log")),
         };

@@ -4,7 +4,7 @@
 //! ```text
 //! failover-member --name jobs --id m1 --collection chaos --log m1.log \
 //!     [--master-ms 2000] [--slave-ms 2500] [--lease-ms 3000] [--ticking-ms 2000] \
-//!     [--error-ms 5000] [--tasks N] [--task-ms 5] [--fence] [--blocking]
+//!     [--error-ms 5000] [--tasks N] [--task-ms 5] [--fence] [--blocking] [--sequenced]
 //! ```
 //!
 //! It connects to `MONGODB_URI` (required), feeds itself the tasks `0..N` in order
@@ -64,7 +64,7 @@ use failover::bson::{doc, Document};
 mod clock;
 use clock::mono_ns;
 use failover::fence::FencedCollection;
-use failover::{work_fn, Error, Event, Intervals, Managed, Options, Outcome, WorkContext};
+use failover::{Error, Event, Intervals, Managed, Options, Outcome, Work, WorkContext};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// The append-only event log.
@@ -124,11 +124,12 @@ struct Args {
     log: PathBuf,
     fence: bool,
     blocking: bool,
+    sequenced: bool,
 }
 
 const USAGE: &str = "usage: failover-member --name NAME --id ID --collection COLL --log FILE \
 [--master-ms MS] [--slave-ms MS] [--lease-ms MS] [--ticking-ms MS] [--error-ms MS] \
-[--tasks N] [--task-ms MS] [--fence] [--blocking]   (MONGODB_URI must be set)";
+[--tasks N] [--task-ms MS] [--fence] [--blocking] [--sequenced]   (MONGODB_URI must be set)";
 
 fn parse_args() -> Result<Args, String> {
     let defaults = Intervals::default();
@@ -146,6 +147,7 @@ fn parse_args() -> Result<Args, String> {
         log: PathBuf::new(),
         fence: false,
         blocking: false,
+        sequenced: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -155,6 +157,10 @@ fn parse_args() -> Result<Args, String> {
         }
         if flag == "--blocking" {
             a.blocking = true;
+            continue;
+        }
+        if flag == "--sequenced" {
+            a.sequenced = true;
             continue;
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -287,16 +293,13 @@ async fn run(args: Args) -> Result<(), String> {
         options = options.lease(ms(lease));
     }
 
-    let task_ms = args.task_ms;
-    let blocking = args.blocking;
-    let work_log = log.clone();
-    let work = work_fn(
-        |n: &i64| *n,
-        move |n: &i64, ctx: &WorkContext| {
-            let (n, ctx, log, ledger) = (*n, ctx.clone(), work_log.clone(), ledger.clone());
-            async move { task(n, &ctx, &log, ledger.as_ref(), task_ms, blocking).await }
-        },
-    );
+    let work = ChaosWork {
+        log: log.clone(),
+        ledger,
+        task_ms: args.task_ms,
+        blocking: args.blocking,
+        sequenced: args.sequenced,
+    };
     let managed = Managed::start(&args.name, options, work)
         .await
         .map_err(|e| e.to_string())?;
@@ -333,6 +336,42 @@ async fn run(args: Args) -> Result<(), String> {
         ),
     );
     Ok(())
+}
+
+/// Task `n`: its key is `n`, or with `--sequenced` `n % 10` (keys that repeat all
+/// the time) with `n` as its feed sequence number. The log names tasks by `n`.
+struct ChaosWork {
+    log: Arc<Log>,
+    ledger: Option<FencedCollection>,
+    task_ms: u64,
+    blocking: bool,
+    sequenced: bool,
+}
+
+impl Work for ChaosWork {
+    type Task = i64;
+    type Key = i64;
+    fn key(&self, n: &i64) -> i64 {
+        if self.sequenced {
+            n % 10
+        } else {
+            *n
+        }
+    }
+    fn sequence(&self, n: &i64) -> Option<u64> {
+        self.sequenced.then(|| u64::try_from(*n).unwrap_or(0))
+    }
+    async fn work(&self, n: &i64, ctx: &WorkContext) -> Outcome {
+        task(
+            *n,
+            ctx,
+            &self.log,
+            self.ledger.as_ref(),
+            self.task_ms,
+            self.blocking,
+        )
+        .await
+    }
 }
 
 /// One task: check the lease, log, work, (fenced write), log.

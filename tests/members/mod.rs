@@ -105,6 +105,9 @@ pub struct Spec {
     pub fence: bool,
     /// The work blocks its thread (`--blocking`).
     pub blocking: bool,
+    /// Keys repeat (`n % 10`) and tasks carry their feed sequence number
+    /// (`--sequenced`).
+    pub sequenced: bool,
     /// `FAKETIME` for libfaketime (e.g. `+5s`); the monotonic clock is left alone.
     pub faketime: Option<String>,
     pub log: PathBuf,
@@ -134,6 +137,9 @@ impl Spec {
         }
         if self.blocking {
             cmd.arg("--blocking");
+        }
+        if self.sequenced {
+            cmd.arg("--sequenced");
         }
         if let Some(offset) = &self.faketime {
             require_libfaketime();
