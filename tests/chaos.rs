@@ -804,13 +804,7 @@ mod check {
 }
 
 /// Member `i`'s spec.
-fn spec(
-    dir: &std::path::Path,
-    collection: &str,
-    i: usize,
-    tasks: u64,
-    sequenced: bool,
-) -> Spec {
+fn spec(dir: &std::path::Path, collection: &str, i: usize, tasks: u64, sequenced: bool) -> Spec {
     let (id, skew) = MEMBERS[i];
     Spec {
         name: "chaos".to_owned(),
