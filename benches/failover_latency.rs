@@ -87,6 +87,7 @@ impl Bench {
             task_ms: TASK_MS,
             fence: false,
             blocking: false,
+            sequenced: false,
             faketime: None,
             log: self.dir.join(format!("{collection}-{id}.log")),
         }

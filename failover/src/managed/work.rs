@@ -55,7 +55,7 @@ pub trait Work: Send + Sync + 'static {
     /// that grows with every task in feed order, the same for a task on every
     /// member (a message log's offset, a table's auto-increment id). With one,
     /// the standbys drop exactly the tasks a master ran, whatever their keys and
-    /// wherever each member's feed started (see [`crate::managed`]). Return
+    /// wherever each member's feed started (the README's "Managed mode"). Return
     /// `Some` for every task or for none. The default is `None`.
     fn sequence(&self, task: &Self::Task) -> Option<u64> {
         let _ = task;
