@@ -23,9 +23,11 @@ pub const KEY_FN: &str = "key_fn";
 pub const SEQUENCE: &str = "sequence";
 /// `crate = "path::to::failover"`
 pub const CRATE: &str = "crate";
+/// `queue = "mongodb"` (or `"memory"`, the default)
+pub const QUEUE: &str = "queue";
 
 /// The arguments of the struct attribute, in the order a message lists them.
-const STRUCT_ARGS: &[&str] = &[NAME, KEY, KEY_FN, SEQUENCE, CRATE];
+const STRUCT_ARGS: &[&str] = &[NAME, KEY, KEY_FN, SEQUENCE, QUEUE, CRATE];
 
 /// The marker attributes of methods in a subsystem's `impl` block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +176,9 @@ pub struct StructArgs {
     pub sequence: Option<(LitStr, Vec<Member>)>,
     /// `crate = "..."`.
     pub krate: Option<Path>,
+    /// `queue = "mongodb"`: the literal, for the durable queue (`"memory"`, the
+    /// default, is `None`).
+    pub durable: Option<LitStr>,
 }
 
 /// The arguments of the impl attribute: only `crate`.
@@ -188,6 +193,7 @@ pub fn struct_args(cx: &Ctxt, args: TokenStream) -> StructArgs {
     let mut key_fn = Attr::none(cx, KEY_FN);
     let mut sequence = Attr::none(cx, SEQUENCE);
     let mut krate = Attr::none(cx, CRATE);
+    let mut queue = Attr::none(cx, QUEUE);
     let mut name_given = false;
     let mut key_given = false;
 
@@ -261,6 +267,20 @@ pub fn struct_args(cx: &Ctxt, args: TokenStream) -> StructArgs {
             if let Some(path) = crate_arg(cx, &meta)? {
                 krate.set(&meta.path, path);
             }
+        } else if meta.path.is_ident(QUEUE) {
+            // queue = "mongodb"   or   queue = "memory"
+            let Some(expr) = value(cx, &meta, "queue = \"mongodb\"")? else {
+                return Ok(());
+            };
+            match string_literal(&expr) {
+                Some(lit) if lit.value() == "mongodb" => queue.set(&meta.path, Some(lit)),
+                Some(lit) if lit.value() == "memory" => queue.set(&meta.path, None),
+                _ => cx.error_spanned_by(
+                    &expr,
+                    "`queue` is `\"memory\"` (the default: every member keeps the tasks it is \
+                     fed in memory) or `\"mongodb\"` (the durable queue: tasks kept in MongoDB)",
+                ),
+            }
         } else {
             cx.error_spanned_by(
                 &meta.path,
@@ -295,6 +315,7 @@ pub fn struct_args(cx: &Ctxt, args: TokenStream) -> StructArgs {
         key_given,
         sequence: sequence.get().map(|(_, v)| v),
         krate: krate.get().map(|(_, path)| path),
+        durable: queue.get().and_then(|(_, lit)| lit),
     }
 }
 
@@ -307,7 +328,7 @@ pub fn impl_args(cx: &Ctxt, args: TokenStream) -> ImplArgs {
             if let Some(path) = crate_arg(cx, &meta)? {
                 krate.set(&meta.path, path);
             }
-        } else if [NAME, KEY, KEY_FN, SEQUENCE]
+        } else if [NAME, KEY, KEY_FN, SEQUENCE, QUEUE]
             .iter()
             .any(|a| meta.path.is_ident(a))
         {
@@ -530,6 +551,7 @@ fn describe(arg: &str) -> &'static str {
         KEY => "`key = \"field\"`",
         KEY_FN => "`key_fn = path`",
         SEQUENCE => "`sequence = \"field\"`",
+        QUEUE => "`queue = \"mongodb\"`",
         CRATE => "`crate = \"path\"`",
         _ => "",
     }

@@ -34,6 +34,8 @@ pub struct DeclaredPlan {
     pub key: Option<KeySpec>,
     /// The task's feed sequence number field, if given.
     pub sequence: Option<(LitStr, Vec<syn::Member>)>,
+    /// `queue = "mongodb"`: the durable queue.
+    pub durable: Option<LitStr>,
 }
 
 /// Checks the struct attribute.
@@ -110,6 +112,7 @@ pub fn struct_plan(cx: &Ctxt, input: TypeInput) -> StructPlan {
             name,
             key: args.key,
             sequence: args.sequence,
+            durable: args.durable,
         }),
     }
 }

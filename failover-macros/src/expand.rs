@@ -163,6 +163,7 @@ fn struct_impls(plan: &StructPlan, declared: &DeclaredPlan) -> TokenStream {
         name,
         key,
         sequence,
+        durable,
     } = declared;
     let p = quote!(#krate::__private);
     let task = local("task");
@@ -198,7 +199,25 @@ fn struct_impls(plan: &StructPlan, declared: &DeclaredPlan) -> TokenStream {
         );
         quote!(#signature #body)
     });
-    let items = block(ident.span(), quote!(#name #signature #body #sequence));
+    // Located at the literal: a task type that cannot be read back from the
+    // database is reported at `queue = "mongodb"`.
+    let durable = durable.as_ref().map(|lit| {
+        let signature = located(quote!(
+            fn durable() -> ::core::option::Option<#p::Decoder<<Self as #p::Work>::Task>>
+        ));
+        let body = block(
+            ident.span(),
+            at(
+                lit.span(),
+                quote!(::core::option::Option::Some(#p::decoder::<<Self as #p::Work>::Task>())),
+            ),
+        );
+        quote!(#signature #body)
+    });
+    let items = block(
+        ident.span(),
+        quote!(#name #signature #body #sequence #durable),
+    );
     quote!(#[automatically_derived] #header #items)
 }
 
@@ -299,6 +318,9 @@ fn impl_block(plan: ImplPlan) -> TokenStream {
         #[automatically_derived]
         impl #p::Subsystem for #self_ty {
             const NAME: &'static str = #declared::NAME;
+            fn __durable_decoder() -> ::core::option::Option<#p::Decoder<<Self as #p::Work>::Task>> {
+                #declared::durable()
+            }
         }
 
         #work

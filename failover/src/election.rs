@@ -4,14 +4,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::{sleep_until, timeout_at, Instant};
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::lease::{rules, ClockSample, Lease};
+use crate::metrics::{self, TakenFrom};
 use crate::options::Intervals;
 use crate::shared::Shared;
 use crate::state::State;
-use crate::store::{Claim, LeaseStore};
+use crate::store::{Claim, LeaseStore, Renewal};
 
 /// How often a standby re-reads the lease clock when nothing else asks for it.
 const CLOCK_REFRESH: Duration = Duration::from_secs(60);
@@ -25,6 +27,33 @@ struct Held {
     /// The member may act until here (lease clock): the send time of its last
     /// successful renewal plus the lease, minus the step-down margin.
     valid_until: Instant,
+}
+
+/// Which lease write a judgement was made on: a version, and an operator's
+/// step-down copy of it (same epoch and stamp), which extends nothing and so must
+/// not reset what was judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    version: u64,
+    epoch: u64,
+    renewed_at_ms: i64,
+}
+
+impl Seen {
+    fn of(lease: &Lease) -> Seen {
+        Seen {
+            version: lease.version,
+            epoch: lease.epoch,
+            renewed_at_ms: lease.renewed_at_ms,
+        }
+    }
+
+    fn covers(&self, lease: &Lease) -> bool {
+        self.version == lease.version
+            || (lease.step_down
+                && self.epoch == lease.epoch
+                && self.renewed_at_ms == lease.renewed_at_ms)
+    }
 }
 
 /// The timings of one member's election.
@@ -44,12 +73,17 @@ pub(crate) struct Election<S: LeaseStore> {
     state: State,
     held: Option<Held>,
     clock: Option<ClockSample>,
-    /// After a step of the lease clock: the version whose expiry is judged by
+    /// After a step of the lease clock: the lease whose expiry is judged by
     /// local observation alone, and that expiry.
-    fallback: Option<(u64, Instant)>,
-    /// A standby that gives better-fed members a head start: the version of the
-    /// expired lease, and when its head start ends.
-    deferred: Option<(u64, Instant)>,
+    fallback: Option<(Seen, Instant)>,
+    /// A standby that gives better-fed members a head start: the expired lease,
+    /// and when its head start ends.
+    deferred: Option<(Seen, Instant)>,
+    /// The master was asked to step down and hands the lease over.
+    handing_over: bool,
+    /// After a step-down: this member takes no lease before then, so that the
+    /// standbys have their chance first.
+    yield_until: Option<Instant>,
     /// Lost take-over races in a row (a stale read must not make it spin).
     lost_races: u32,
     /// The epoch of the master this member follows as a standby.
@@ -73,6 +107,8 @@ impl<S: LeaseStore> Election<S> {
             clock: None,
             fallback: None,
             deferred: None,
+            handing_over: false,
+            yield_until: None,
             lost_races: 0,
             followed: None,
             seen_sync: None,
@@ -104,13 +140,27 @@ impl<S: LeaseStore> Election<S> {
             }
         }
         self.stop_work(wake).await;
-        self.release().await;
+        let span = metrics::release_span(
+            &self.shared.name,
+            &self.claim.member_id,
+            self.held.as_ref().map(|h| h.epoch),
+        );
+        self.release().instrument(span).await;
     }
 
     /// One check or renewal; returns when to wake up next (lease clock).
     async fn step(&mut self) -> Instant {
         match self.held.clone() {
-            Some(held) => self.renew(held).await,
+            Some(h) if self.handing_over => {
+                let span =
+                    metrics::release_span(&self.shared.name, &self.claim.member_id, Some(h.epoch));
+                self.hand_over().instrument(span).await
+            }
+            Some(held) => {
+                let span =
+                    metrics::renew_span(&self.shared.name, &self.claim.member_id, held.epoch);
+                self.renew(held).instrument(span).await
+            }
             None => self.check().await,
         }
     }
@@ -159,10 +209,20 @@ impl<S: LeaseStore> Election<S> {
             Err(e) => return self.fail(e),
         };
         self.note_connected();
+        self.observe(lease.as_ref());
         let Some(lease) = lease else {
             tracing::debug!(target: "failover::tests", member = %self.claim.member_id, "no lease yet");
             return self.take_over(None).await;
         };
+        let now = self.now();
+        if let Some(until) = self.yielding(now) {
+            // Stepped down on request: the standbys go first.
+            if lease.released || lease.token == Some(self.claim.token) || now >= self.expiry(&lease)
+            {
+                self.follow(&lease);
+                return until.min(now + self.timing.intervals.slave);
+            }
+        }
         if lease.released || lease.token == Some(self.claim.token) {
             // Handed over, or our own lease from before a step-down: take it at once.
             tracing::debug!(target: "failover::tests", member = %self.claim.member_id, epoch = lease.epoch,
@@ -192,12 +252,12 @@ impl<S: LeaseStore> Election<S> {
             return None;
         }
         let until = match self.deferred {
-            Some((version, until)) if version == lease.version => until,
+            Some((seen, until)) if seen.covers(lease) => until,
             _ => {
                 let until = now + self.timing.lease;
                 tracing::info!(target: "failover", member = %self.claim.member_id, epoch = lease.epoch,
                     "the lease expired, but this member's queue does not know where the last master stopped; giving better-fed members a head start");
-                self.deferred = Some((lease.version, until));
+                self.deferred = Some((Seen::of(lease), until));
                 until
             }
         };
@@ -207,7 +267,7 @@ impl<S: LeaseStore> Election<S> {
     /// When `lease` expires, on the lease clock (see [`crate::lease`]).
     fn expiry(&mut self, lease: &Lease) -> Instant {
         match self.fallback {
-            Some((version, expiry)) if version == lease.version => return expiry,
+            Some((seen, expiry)) if seen.covers(lease) => return expiry,
             Some(_) => self.fallback = None,
             None => {}
         }
@@ -226,6 +286,7 @@ impl<S: LeaseStore> Election<S> {
             self.set_state(State::Slave, Some(lease.epoch));
             self.shared.events.emit(Event::Slave { epoch: lease.epoch });
         }
+        self.shared.metrics.followed(lease.epoch);
         if let Some(published) = lease.published() {
             // Every check: a standby whose feed lags catches up with it.
             self.shared.sync.incoming(lease.epoch, &published);
@@ -240,8 +301,14 @@ impl<S: LeaseStore> Election<S> {
         }
     }
 
-    /// Takes the lease over, conditional on the version seen (`None`: no lease yet).
+    /// [`Election::try_take_over`] in its tracing span.
     async fn take_over(&mut self, seen: Option<Lease>) -> Instant {
+        let span = metrics::take_over_span(&self.shared.name, &self.claim.member_id);
+        self.try_take_over(seen).instrument(span).await
+    }
+
+    /// Takes the lease over, conditional on the version seen (`None`: no lease yet).
+    async fn try_take_over(&mut self, seen: Option<Lease>) -> Instant {
         self.set_state(State::Ticking, None);
         let deadline = self.now() + self.timing.intervals.ticking;
         let confirm = seen
@@ -261,7 +328,7 @@ impl<S: LeaseStore> Election<S> {
                     let expiry = self.now() + Duration::from_millis(lease.lease_ms);
                     tracing::warn!(target: "failover", member = %self.claim.member_id,
                         "the lease clock stepped (or a new primary stamps now); judging this lease by local observation");
-                    self.fallback = Some((lease.version, expiry));
+                    self.fallback = Some((Seen::of(lease), expiry));
                 }
                 let expiry = self.expiry(lease);
                 if self.now() < expiry {
@@ -290,7 +357,13 @@ impl<S: LeaseStore> Election<S> {
             )
             .await;
         match attempt {
-            Ok(Some(lease)) => self.become_master(lease, sent),
+            Ok(Some(lease)) => {
+                let from = TakenFrom::of(seen.is_some(), confirm);
+                self.shared
+                    .metrics
+                    .took_over(lease.epoch, from, self.now() + self.timing.lease);
+                self.become_master(lease, sent)
+            }
             Ok(None) => {
                 // Another member won. Read again soon to learn who, backing off so
                 // that a read that lags the winner's write cannot make us spin.
@@ -319,9 +392,13 @@ impl<S: LeaseStore> Election<S> {
         self.followed = None;
         self.fallback = None;
         self.deferred = None;
+        self.yield_until = None;
+        self.handing_over = false;
         self.lost_races = 0;
+        self.observe(Some(&lease));
         self.shared.set_lease(Some((held.epoch, held.valid_until)));
         let epoch = held.epoch;
+        tracing::Span::current().record("epoch", epoch);
         self.held = Some(held);
         self.set_state(State::Master, Some(epoch));
         self.shared.events.emit(Event::Master { epoch });
@@ -335,6 +412,7 @@ impl<S: LeaseStore> Election<S> {
             // The renewal is due after the deadline: this process did not run in
             // time (it was paused, starved or suspended), so the lease may be
             // another's now.
+            self.shared.metrics.renewal_missed();
             return self.step_down(
                 State::Error,
                 Some(Error::LeaseExpired { epoch: held.epoch }),
@@ -352,8 +430,13 @@ impl<S: LeaseStore> Election<S> {
                     .renew(&name, &self.claim, &held.lease, publish.clone()),
             )
             .await;
+        self.shared
+            .metrics
+            .renewal(self.now().saturating_duration_since(sent), result.is_ok());
         match result {
-            Ok(Some(lease)) => {
+            Ok(Renewal::Renewed(lease)) => {
+                let asked = lease.step_down;
+                self.observe(Some(&lease));
                 let held = Held {
                     valid_until: deadline(sent, self.timing.lease),
                     lease,
@@ -365,9 +448,20 @@ impl<S: LeaseStore> Election<S> {
                     self.published = publish;
                 }
                 tracing::trace!(target: "failover::tests", member = %self.claim.member_id, epoch = held.epoch, "lease renewed");
+                if asked && !self.handing_over && !self.shared.is_stopping() {
+                    self.begin_hand_over();
+                    return self.now();
+                }
                 sent + self.timing.intervals.master
             }
-            Ok(None) => {
+            Ok(Renewal::StepDown(lease)) => {
+                // Not extended: the deadline stays that of the last renewal.
+                self.observe(Some(&lease));
+                self.held = Some(Held { lease, ..held });
+                self.begin_hand_over();
+                self.now()
+            }
+            Ok(Renewal::Lost) => {
                 tracing::warn!(target: "failover", member = %self.claim.member_id, epoch = held.epoch, "lease was taken over; stepping down");
                 self.step_down(State::Slave, None);
                 self.now()
@@ -442,39 +536,136 @@ impl<S: LeaseStore> Election<S> {
         let held = self.held.take();
         let was_master = held.is_some();
         self.shared.set_lease(None);
-        if let Some(held) = held.filter(|_| self.shared.is_idle()) {
-            let publish = self
-                .shared
-                .sync
-                .outgoing()
-                .filter(|p| self.published.as_ref() != Some(p));
-            let deadline = self.now() + self.timing.intervals.ticking;
-            let name = self.shared.name.clone();
-            match self
-                .timed(
-                    deadline,
-                    "release lease",
-                    self.store.release(&name, &self.claim, &held.lease, publish),
-                )
-                .await
-            {
-                Ok(true) => {
-                    tracing::info!(target: "failover", member = %self.claim.member_id, epoch = held.epoch, "lease released");
-                    self.shared
-                        .events
-                        .emit(Event::Released { epoch: held.epoch });
-                }
-                Ok(false) => {
-                    tracing::warn!(target: "failover", member = %self.claim.member_id, "lease was no longer ours to release")
-                }
-                Err(e) => self.shared.events.emit(Event::Error(e)),
-            }
+        if self.shared.is_aborted() {
+            // A crash (the task is being aborted): nothing is handed over.
+        } else if let Some(held) = held.filter(|_| self.shared.is_idle()) {
+            self.write_release(held).await;
         } else if was_master {
             tracing::warn!(target: "failover", member = %self.claim.member_id,
                 "work still runs under the lease; not releasing it (it expires instead)");
         }
         self.set_state(State::Stopped, None);
         self.shared.events.close();
+    }
+
+    /// Writes the release of `held`, publishing the last progress; the member has
+    /// stopped acting already.
+    async fn write_release(&mut self, held: Held) {
+        let publish = self
+            .shared
+            .sync
+            .outgoing()
+            .filter(|p| self.published.as_ref() != Some(p));
+        let deadline = self.now() + self.timing.intervals.ticking;
+        let name = self.shared.name.clone();
+        match self
+            .timed(
+                deadline,
+                "release lease",
+                self.store.release(&name, &self.claim, &held.lease, publish),
+            )
+            .await
+        {
+            Ok(Some(lease)) => {
+                self.observe(Some(&lease));
+                tracing::info!(target: "failover", member = %self.claim.member_id, epoch = held.epoch, "lease released");
+                self.shared
+                    .events
+                    .emit(Event::Released { epoch: held.epoch });
+            }
+            Ok(None) => {
+                tracing::warn!(target: "failover", member = %self.claim.member_id, "lease was no longer ours to release")
+            }
+            Err(e) => self.shared.events.emit(Event::Error(e)),
+        }
+    }
+
+    // ----- step-down on request ----------------------------------------------
+
+    /// An operator asked this master to step down: end the term (no new work
+    /// starts, holders of the term learn it), keep the lease valid while the work
+    /// stops, then release it (see [`Election::hand_over`]).
+    fn begin_hand_over(&mut self) {
+        if self.shared.is_stopping() {
+            // A shutdown hands over anyway.
+            return;
+        }
+        let epoch = self.held.as_ref().map(|h| h.epoch);
+        tracing::info!(target: "failover", member = %self.claim.member_id, ?epoch,
+            "asked to step down; handing the lease over once the work has stopped");
+        self.handing_over = true;
+        self.shared.end_term();
+    }
+
+    /// The graceful hand-over after a step-down request, as on shutdown: lets
+    /// the running work finish for at most the grace period while it keeps
+    /// renewing, then stops acting and releases the lease with its progress
+    /// published, and stays a standby, taking no lease for one lease's time.
+    /// Work still running after the grace period is not dropped: the member stops
+    /// acting without a release, and the lease expires instead.
+    async fn hand_over(&mut self) -> Instant {
+        let grace_end = self.now() + self.timing.shutdown_grace;
+        // The operator's copy took the version of the last renewal: renew first.
+        let mut wake = self.now();
+        loop {
+            if self.held.is_none() {
+                // Lost meanwhile (a renewal failed): nothing to hand over.
+                self.handing_over = false;
+                return self.now();
+            }
+            if self.shared.is_stopping() {
+                // The shutdown finishes the hand-over.
+                return wake;
+            }
+            if self.shared.is_idle() {
+                break;
+            }
+            if self.now() >= grace_end {
+                tracing::warn!(target: "failover", member = %self.claim.member_id,
+                    grace = ?self.timing.shutdown_grace,
+                    "the work did not stop within the grace period after a step-down request; stopping without a release (the lease expires instead)");
+                self.handing_over = false;
+                self.yield_until = Some(self.now() + self.timing.lease);
+                self.step_down(State::Slave, None);
+                return self.now();
+            }
+            tokio::select! {
+                _ = self.shared.idle() => {}
+                _ = self.shared.stopping.cancelled() => {}
+                _ = sleep_until(self.shared.clock.timer(wake.min(grace_end))) => {
+                    if self.now() >= wake {
+                        if let Some(held) = self.held.clone() {
+                            wake = self.renew(held).await;
+                        }
+                    }
+                }
+            }
+        }
+        self.handing_over = false;
+        let Some(held) = self.held.take() else {
+            return self.now();
+        };
+        self.shared.set_lease(None);
+        self.write_release(held).await;
+        self.yield_until = Some(self.now() + self.timing.lease);
+        self.set_state(State::Slave, None);
+        self.now()
+    }
+
+    /// Until when this member still lets the standbys go first after a step-down.
+    fn yielding(&mut self, now: Instant) -> Option<Instant> {
+        match self.yield_until {
+            Some(until) if now < until => Some(until),
+            _ => {
+                self.yield_until = None;
+                None
+            }
+        }
+    }
+
+    /// Keeps the lease last read or written, for [`Member::leader`](crate::Member::leader).
+    fn observe(&self, lease: Option<&Lease>) {
+        self.shared.observe(lease.cloned(), self.clock);
     }
 
     // ----- helpers -----------------------------------------------------------

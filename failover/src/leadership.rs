@@ -8,8 +8,11 @@ use crate::shared::{Shared, TermGuard};
 
 /// One term of this member's mastership: its epoch and a cancellation token that
 /// is cancelled when the term ends — at the master's deadline when a renewal
-/// failed (before any standby may take over), when the lease is lost, and when the
-/// member stops.
+/// failed (before any standby may take over), when the lease is lost, when the
+/// member stops, and when an operator asks it to step down ([`crate::step_down`]).
+/// After a step-down request, as on shutdown, the lease stays valid and is handed
+/// over only once the `Leadership` is dropped (at most the shutdown timeout; then
+/// the member stops acting and the lease expires instead).
 ///
 /// While a `Leadership` lives, a graceful [`Member::shutdown`](crate::Member::shutdown)
 /// does not hand the lease over: it waits for it to be dropped (at most the

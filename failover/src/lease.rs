@@ -67,6 +67,14 @@
 //! * **Release** on shutdown marks the lease `released` (only after the master's
 //!   work has stopped), so a standby takes over at its next check instead of after
 //!   expiry.
+//! * **Step-down on request** ([`crate::step_down`]): the operator writes the next
+//!   version as a copy of the newest with `step_down` set: same holder, token,
+//!   epoch and `renewed_at`, so it extends nothing and breaks no lease. The
+//!   master's next renewal finds its version taken; its read-back sees its own
+//!   token with `step_down` and hands over as on shutdown (the term ends, the work
+//!   stops, the lease is released), then lets the standbys go first for one lease.
+//!   A standby's judgement of a lease (its expiry on a stepped clock, its head
+//!   start) carries over to such a copy, since the copy has the same stamp.
 //!
 //! # What is guaranteed, and under which assumptions
 //!

@@ -8,7 +8,10 @@
 //! node that stamps the lease (never a member's or a `mongos`'s), steps a master
 //! down before anybody else may take over, scopes work to a term of leadership
 //! ([`Member::run_while_master`], [`Leadership`]), and hands the lease over once
-//! the work has stopped on [`Member::shutdown`]. The protocol, what it guarantees
+//! the work has stopped on [`Member::shutdown`] or on an operator's [`step_down`].
+//! Any process can see who leads ([`Member::leader`], [`status`], [`list`],
+//! [`watch`]); the `failover` command-line tool (cargo feature `cli`) does it from
+//! a shell and runs any program under failover. The protocol, what it guarantees
 //! and under which assumptions, is described in [`lease`].
 //!
 //! ```
@@ -31,7 +34,10 @@
 //!
 //! Tracing targets mirror the original's debug namespaces: `failover`,
 //! `failover::tests` (every check), `failover::states` (state changes) and
-//! `failover::managed` (synchronization and work).
+//! `failover::managed` (synchronization and work). Take-overs, renewals, releases
+//! and managed tasks run in spans with the fields `subsystem`, `member` and `epoch`;
+//! with the cargo feature `metrics` every member records the metrics listed in
+//! [`metrics`]; [`Member::health`] is a framework-free health check.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -40,14 +46,17 @@ mod election;
 mod error;
 mod event;
 pub mod fence;
+mod health;
 mod leadership;
 pub mod lease;
 mod managed;
 mod member;
+pub mod metrics;
 mod options;
 mod repair;
 mod shared;
 mod state;
+mod status;
 mod store;
 
 #[doc(hidden)]
@@ -56,6 +65,7 @@ pub mod __private;
 
 pub use error::{DriverError, Error, Result};
 pub use event::{Event, Events, Hooks};
+pub use health::{Health, Unhealthy};
 pub use leadership::Leadership;
 
 /// Declares a managed subsystem in one type: its name, how to key its tasks, the
@@ -123,6 +133,7 @@ pub use leadership::Leadership;
 /// | `name = "billing"` | Required. The subsystem's name, the same for all its members. A string literal of 1 to 128 bytes without control characters, white space at either end or a leading `$`, checked at compile time. |
 /// | `key = "id"` | The field of the task that identifies it: `"customer.id"` for a nested field, `"0"` for a tuple struct's first field, `"r#type"` for a keyword. |
 /// | `key_fn = path` | Instead of `key`: a function `fn(&Task) -> impl Serialize` that computes the key. |
+/// | `queue = "mongodb"` | Keeps the queue in MongoDB ([`DurableQueue`], [`Queue`]): `start` then works the durable queue (settings in [`Options::durable_queue`]); the task type must also implement `Deserialize`. `"memory"`, the default, is the in-memory queue. |
 /// | `crate = "path"` | Where this crate is when the dependency is renamed (default `::failover`). Written once, on the struct; the `impl` block's attribute may repeat the same path. |
 ///
 /// The struct has named fields (or none: `struct Jobs;`), no generic parameters,
@@ -226,12 +237,14 @@ pub use failover_macros::on_error;
 pub use managed::{
     key_field, work_fn, IntoOutcome, Managed, Outcome, QueueStats, Subsystem, Work, WorkContext,
 };
+pub use managed::{DeadLetter, DurableQueue, Progress, Queue};
 pub use member::Member;
 pub use options::{
     Backoff, Intervals, Options, QueueFull, DEFAULT_COLLECTION, DEFAULT_CONNECT_STRING,
 };
 pub use repair::repair_lease;
 pub use state::State;
+pub use status::{list, status, step_down, watch, LeaderInfo, LeaseState, Watch};
 pub use store::MemoryStore;
 
 /// Re-exported so that applications need no direct dependency to build ids and tasks.

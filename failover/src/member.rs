@@ -14,6 +14,7 @@ use crate::leadership::Leadership;
 use crate::options::{validate_name, Backend, Options};
 use crate::shared::{Shared, Status, SyncPort, Unmanaged};
 use crate::state::State;
+use crate::status::LeaderInfo;
 use crate::store::{Claim, MongoStore};
 
 /// One member of a subsystem: takes part in the election until shut down.
@@ -40,6 +41,8 @@ pub struct Member {
     shared: Arc<Shared>,
     unmanaged: Option<Arc<Unmanaged>>,
     tasks: Mutex<Tasks>,
+    /// [`Options::unhealthy_after`] in force.
+    unhealthy_after: std::time::Duration,
 }
 
 #[derive(Default)]
@@ -145,6 +148,7 @@ impl Member {
             },
         );
         Ok(Member {
+            unhealthy_after: options.effective_unhealthy_after(),
             shared,
             unmanaged: None,
             tasks: Mutex::new(Tasks {
@@ -183,6 +187,48 @@ impl Member {
     /// Whether this member is master and its lease is valid at this instant.
     pub fn is_master(&self) -> bool {
         self.shared.lease_valid()
+    }
+
+    /// Whether this member works as it should, for a liveness probe: unhealthy
+    /// when it has been in [`State::Error`] longer than
+    /// [`Options::unhealthy_after`] (three ERROR intervals by default), when it is
+    /// master past its lease's deadline (its process did not run in time to step
+    /// down), or once it has stopped. Standbys are healthy. Judged at the call, on
+    /// the lease clock; costs no database operation.
+    ///
+    /// Serve it on an HTTP endpoint with nothing but Tokio (any framework does the
+    /// same in its handler):
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    ///
+    /// use failover::{Member, Options};
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// use tokio::net::TcpListener;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let member = Arc::new(Member::start("billing", Options::new()).await?);
+    /// let listener = TcpListener::bind("127.0.0.1:8080").await?;
+    /// loop {
+    ///     let (mut socket, _) = listener.accept().await?;
+    ///     let member = member.clone();
+    ///     tokio::spawn(async move {
+    ///         let mut request = [0u8; 1024];
+    ///         let _ = socket.read(&mut request).await; // any path: GET /healthz
+    ///         let health = member.health();
+    ///         let status = if health.is_healthy() { "200 OK" } else { "503 Service Unavailable" };
+    ///         let body = format!("{health}\n");
+    ///         let response = format!(
+    ///             "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+    ///             body.len()
+    ///         );
+    ///         let _ = socket.write_all(response.as_bytes()).await;
+    ///     });
+    /// }
+    /// # }
+    /// ```
+    pub fn health(&self) -> crate::Health {
+        crate::health::judge(&self.shared, self.unhealthy_after)
     }
 
     /// The member's events: the first call gets them from the start (see
@@ -266,6 +312,16 @@ impl Member {
             match leadership {
                 Some(l) if !self.shared.is_stopping() && l.is_valid() => return Ok(l),
                 Some(_) if self.shared.is_stopping() => return Err(Error::Shutdown),
+                Some(l) if l.token().is_cancelled() => {
+                    // The term ends while the lease is handed over (a step-down):
+                    // wait until it is no longer ours.
+                    drop(l);
+                    let mut rx = self.shared.watch();
+                    tokio::select! {
+                        _ = rx.wait_for(|s| !(s.state == State::Master && s.epoch == Some(epoch))) => {}
+                        _ = self.shared.stopping.cancelled() => {}
+                    }
+                }
                 _ => tokio::task::yield_now().await,
             }
         }
@@ -325,6 +381,39 @@ impl Member {
         }
     }
 
+    /// The lease of this member's subsystem as this member last read or wrote it:
+    /// who holds it, its epoch, whether it is held, expired or released, and when
+    /// it expires by the clock of the database node that stamps it. `None` before
+    /// the first read, or when there is no lease yet.
+    ///
+    /// Costs no database operation: a standby reads the lease at every check
+    /// anyway, and a master knows what it wrote. It is as fresh as the last check
+    /// (at most [`Intervals::slave`](crate::Intervals::slave) old on a standby, at
+    /// most [`Intervals::master`](crate::Intervals::master) on the master); the
+    /// expiry is judged at the call, on this member's last sample of the stamping
+    /// clock carried forward on its own clock.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> failover::Result<()> {
+    /// use failover::{LeaseState, Member, MemoryStore, Options, State};
+    ///
+    /// let store = MemoryStore::new();
+    /// let a = Member::start("billing", Options::new().in_memory(&store).member_id("a")).await?;
+    /// a.wait_for_master().await?;
+    /// let b = Member::start("billing", Options::new().in_memory(&store).member_id("b")).await?;
+    /// b.wait_for_state(State::Slave).await?;
+    /// let leader = b.leader().expect("b has read the lease");
+    /// assert_eq!(leader.holder.as_deref(), Some("a"));
+    /// assert_eq!(leader.state, LeaseState::Held);
+    /// # a.shutdown().await?; b.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn leader(&self) -> Option<LeaderInfo> {
+        let (lease, clock) = self.shared.observed()?;
+        let now_ms = clock.map(|c| c.stamp_now_ms(self.shared.clock.now()));
+        Some(LeaderInfo::judge(&self.shared.name, &lease, now_ms))
+    }
+
     /// Waits until the member is in `state`.
     ///
     /// # Errors
@@ -349,6 +438,9 @@ impl Member {
     /// lease expires. Dropping the last handle does the same. Afterwards the
     /// state is [`State::Stopped`].
     pub fn abort(&self) {
+        // Before the stop: an election task running on another thread that sees
+        // the stop sees this too, and releases nothing.
+        self.shared.set_aborted();
         self.shared.stop();
         self.shared.kill.cancel();
         self.shared.set_lease(None);

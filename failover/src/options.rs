@@ -109,6 +109,11 @@ pub struct Options {
     /// How long a graceful shutdown waits for the running task before aborting it
     /// ([`Options::shutdown_timeout`]).
     pub(crate) shutdown_timeout: Duration,
+    /// How long `error` may last before [`Member::health`](crate::Member::health)
+    /// reports it ([`Options::unhealthy_after`]); `None`: 3 × `intervals.error`.
+    pub(crate) unhealthy_after: Option<Duration>,
+    /// The durable queue's settings ([`Options::durable_queue`]).
+    pub(crate) durable: Option<crate::DurableQueue>,
 }
 
 impl Default for Options {
@@ -138,6 +143,8 @@ impl Options {
             queue_capacity: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            durable: None,
+            unhealthy_after: None,
         }
     }
 
@@ -247,6 +254,19 @@ impl Options {
         self
     }
 
+    /// Keeps a managed subsystem's queue in MongoDB instead of every member's
+    /// memory: tasks survive the death of every member, any process may submit
+    /// them ([`Queue`](crate::Queue)), and progress is recorded by a fenced write
+    /// (see [`DurableQueue`](crate::DurableQueue)). A member starts on it with
+    /// [`Managed::start_durable`](crate::Managed::start_durable) (its tasks must
+    /// implement `Deserialize`), or `#[failover::subsystem(queue = "mongodb")]`;
+    /// `start_durable` without this option uses [`DurableQueue::new`](crate::DurableQueue::new).
+    #[must_use]
+    pub fn durable_queue(mut self, queue: crate::DurableQueue) -> Self {
+        self.durable = Some(queue);
+        self
+    }
+
     /// How long [`Member::start`](crate::Member::start) (and every `start` built on
     /// it) waits for the database to answer before it fails (default 5 s). A
     /// database that cannot be reached within it fails `start` with an error that
@@ -266,6 +286,22 @@ impl Options {
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
+    }
+
+    /// How long a member may stay in [`State::Error`](crate::State::Error) (the
+    /// database fails) before [`Member::health`](crate::Member::health) reports it
+    /// unhealthy (default: three ERROR intervals, so 15 s with the original's
+    /// intervals: one failed retry is no reason to restart a process).
+    #[must_use]
+    pub fn unhealthy_after(mut self, bound: Duration) -> Self {
+        self.unhealthy_after = Some(bound);
+        self
+    }
+
+    /// The bound of [`Options::unhealthy_after`] in force.
+    pub(crate) fn effective_unhealthy_after(&self) -> Duration {
+        self.unhealthy_after
+            .unwrap_or_else(|| self.intervals.error.saturating_mul(3))
     }
 
     /// The lease duration in force: the one set with [`Options::lease`], or the default.
@@ -305,6 +341,11 @@ impl Options {
             ("lease", self.effective_lease(), false),
             ("connect_timeout", self.connect_timeout, false),
             ("shutdown_timeout", self.shutdown_timeout, true),
+            (
+                "unhealthy_after",
+                self.unhealthy_after.unwrap_or_default(),
+                true,
+            ),
         ] {
             if !zero_ok && value.is_zero() {
                 return Err(Error::invalid(
@@ -714,6 +755,8 @@ impl fmt::Debug for Options {
             .field("queue_capacity", &self.queue_capacity)
             .field("connect_timeout", &self.connect_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("unhealthy_after", &self.effective_unhealthy_after())
+            .field("durable_queue", &self.durable)
             .finish()
     }
 }

@@ -79,6 +79,39 @@ pub trait Declared {
         let _ = task;
         None
     }
+
+    /// `queue = "mongodb"`: how to read a task back from the database.
+    fn durable() -> Option<Decoder<<Self as Work>::Task>>
+    where
+        Self: Work,
+    {
+        None
+    }
+}
+
+/// Reads a stored task back (the durable queue).
+pub type Decoder<T> = fn(Bson) -> core::result::Result<T, String>;
+
+/// A task type the durable queue can read back from the database.
+#[diagnostic::on_unimplemented(
+    message = "`queue = \"mongodb\"` needs a task type that can be read back from the database, and `{Self}` does not implement `serde::Deserialize`",
+    label = "the durable queue stores each task and reads it back on the master",
+    note = "derive `Deserialize` for `{Self}` (`#[derive(serde::Serialize, serde::Deserialize)]`), or keep the in-memory queue"
+)]
+pub trait DurableTask: Sized {
+    /// The decoder.
+    fn decoder() -> Decoder<Self>;
+}
+
+impl<T: serde::de::DeserializeOwned> DurableTask for T {
+    fn decoder() -> Decoder<Self> {
+        crate::managed::durable::decode::<T>
+    }
+}
+
+/// The decoder of `T` (checked through [`DurableTask`]).
+pub fn decoder<T: DurableTask>() -> Decoder<T> {
+    T::decoder()
 }
 
 /// A task's feed sequence number field (`sequence = "field"`): an unsigned

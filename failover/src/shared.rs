@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::LeaseClock;
 use crate::event::{lock, EventSink};
-use crate::lease::Published;
+use crate::lease::{ClockSample, Lease, Published};
 use crate::state::State;
 
 /// What the election publishes and receives as synchronize ids. Unmanaged mode
@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     pub stopping: CancellationToken,
     /// The same, as a flag that is cheap to read before every task.
     stop_flag: std::sync::atomic::AtomicBool,
+    /// Set by an abort, before the stop: a crash hands nothing over.
+    aborted: std::sync::atomic::AtomicBool,
     /// Cancelled when running work must be dropped (abort, or a shutdown whose
     /// grace period ran out).
     pub kill: CancellationToken,
@@ -92,6 +94,13 @@ pub(crate) struct Shared {
     idle: tokio::sync::Notify,
     /// The highest epoch whose `on_master` hook has returned.
     pub hooked: watch::Sender<u64>,
+    /// Nanoseconds after `origin` (lease clock) of the last change of state.
+    state_since: AtomicU64,
+    /// The member's metrics (nothing without the `metrics` feature).
+    pub metrics: crate::metrics::Metrics,
+    /// The lease the election last read or wrote, and its last sample of the
+    /// stamping clock: what [`Member::leader`](crate::Member::leader) reports.
+    observed: Mutex<Option<(Lease, Option<ClockSample>)>>,
 }
 
 impl Shared {
@@ -103,6 +112,7 @@ impl Shared {
         clock: LeaseClock,
     ) -> Shared {
         let origin = clock.now();
+        let metrics = crate::metrics::Metrics::new(&name, &member_id);
         Shared {
             name,
             member_id,
@@ -120,10 +130,14 @@ impl Shared {
             term: Mutex::new(None),
             stopping: CancellationToken::new(),
             stop_flag: std::sync::atomic::AtomicBool::new(false),
+            aborted: std::sync::atomic::AtomicBool::new(false),
             kill: CancellationToken::new(),
             guards: AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
             hooked: watch::channel(0).0,
+            state_since: AtomicU64::new(0),
+            metrics,
+            observed: Mutex::new(None),
         }
     }
 
@@ -158,6 +172,21 @@ impl Shared {
         self.acting_epoch() == Some(epoch)
     }
 
+    /// The deadline of the lease this member holds (lease clock), if it holds one.
+    pub fn deadline(&self) -> Option<Instant> {
+        let until = self.valid_until.load(Ordering::Acquire);
+        (until != 0).then(|| self.origin + std::time::Duration::from_nanos(until))
+    }
+
+    /// When the member entered its current state (lease clock).
+    pub fn state_since(&self) -> Instant {
+        self.origin + std::time::Duration::from_nanos(self.state_since.load(Ordering::Acquire))
+    }
+
+    fn since_origin(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.origin).as_nanos() as u64
+    }
+
     /// The lease-clock instant until which the lease is valid (now, if none).
     pub fn valid_until(&self) -> Instant {
         let until = self.valid_until.load(Ordering::Acquire);
@@ -167,6 +196,7 @@ impl Shared {
     /// Publishes the lease this member may act under (`None`: stop acting). A new
     /// epoch starts a new term; `None` ends the current one.
     pub fn set_lease(&self, lease: Option<(u64, Instant)>) {
+        self.metrics.lease(lease.map(|(epoch, _)| epoch));
         match lease {
             None => {
                 self.valid_until.store(0, Ordering::Release);
@@ -191,6 +221,26 @@ impl Shared {
         }
     }
 
+    /// Ends the current term without ending the lease: its token is cancelled, so
+    /// no new work starts under it and its holders learn that it ends, while the
+    /// lease stays valid for the hand-over (a step-down on request).
+    pub fn end_term(&self) {
+        if let Some((_, token)) = lock(&self.term).as_ref() {
+            token.cancel();
+        }
+    }
+
+    /// Keeps the lease last read or written (`None`: there is none) with the
+    /// last clock sample.
+    pub fn observe(&self, lease: Option<Lease>, clock: Option<ClockSample>) {
+        *lock(&self.observed) = lease.map(|l| (l, clock));
+    }
+
+    /// The lease last read or written, and the clock sample to judge it by.
+    pub fn observed(&self) -> Option<(Lease, Option<ClockSample>)> {
+        lock(&self.observed).clone()
+    }
+
     /// The token of the term of `epoch`, if that term is the current one.
     pub fn term(&self, epoch: u64) -> Option<CancellationToken> {
         lock(&self.term)
@@ -200,6 +250,9 @@ impl Shared {
     }
 
     pub fn set_status(&self, state: State, epoch: Option<u64>) {
+        self.state_since
+            .store(self.since_origin(self.clock.now()), Ordering::Release);
+        self.metrics.state(state);
         self.status.send_replace(Status { state, epoch });
     }
 
@@ -215,6 +268,17 @@ impl Shared {
     pub fn stop(&self) {
         self.stop_flag.store(true, Ordering::SeqCst);
         self.stopping.cancel();
+    }
+
+    /// Marks the stop that follows as an abort (a crash): the election, which may
+    /// see the stop before its task is aborted, must not release the lease.
+    pub fn set_aborted(&self) {
+        self.aborted.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the member was aborted.
+    pub fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::SeqCst)
     }
 
     /// Whether the member was asked to stop (one atomic load).

@@ -244,3 +244,26 @@ async fn start_fails_fast_when_the_database_cannot_be_reached() {
         mongodb::error::ErrorKind::ServerSelection { .. }
     ));
 }
+
+/// An abort is a crash even when the election task runs on another thread and sees
+/// the stop before its task is aborted: it must not release the lease (it did, about
+/// every other time, before the abort flag).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_never_releases_even_on_a_multi_thread_runtime() {
+    for _ in 0..100 {
+        let store = MemoryStore::new();
+        let a = Member::start("life", Options::new().in_memory(&store).member_id("a"))
+            .await
+            .unwrap();
+        a.wait_for_master().await.unwrap();
+        a.abort();
+        // Whatever the election task was doing has ended by then (no database
+        // latency in memory).
+        sleep(ms(5)).await;
+        assert_eq!(
+            store.holder("life").map(|h| h.0),
+            Some("a".to_owned()),
+            "an abort released the lease"
+        );
+    }
+}

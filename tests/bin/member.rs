@@ -4,8 +4,13 @@
 //! ```text
 //! failover-member --name jobs --id m1 --collection chaos --log m1.log \
 //!     [--master-ms 2000] [--slave-ms 2500] [--lease-ms 3000] [--ticking-ms 2000] \
-//!     [--error-ms 5000] [--tasks N] [--task-ms 5] [--fence] [--blocking] [--sequenced]
+//!     [--error-ms 5000] [--tasks N] [--task-ms 5] [--fence] [--blocking] [--sequenced] \
+//!     [--durable]
 //! ```
+//!
+//! With `--durable` it works the subsystem's durable queue in MongoDB
+//! (`Managed::start_durable`, default `DurableQueue` settings) and feeds itself
+//! nothing: a producer submits the tasks (`failover::Queue`), each an `i64`.
 //!
 //! It connects to `MONGODB_URI` (required), feeds itself the tasks `0..N` in order
 //! (every member of a test is fed the same tasks) and works them as master: a task
@@ -125,11 +130,12 @@ struct Args {
     fence: bool,
     blocking: bool,
     sequenced: bool,
+    durable: bool,
 }
 
 const USAGE: &str = "usage: failover-member --name NAME --id ID --collection COLL --log FILE \
 [--master-ms MS] [--slave-ms MS] [--lease-ms MS] [--ticking-ms MS] [--error-ms MS] \
-[--tasks N] [--task-ms MS] [--fence] [--blocking] [--sequenced]   (MONGODB_URI must be set)";
+[--tasks N] [--task-ms MS] [--fence] [--blocking] [--sequenced] [--durable]   (MONGODB_URI must be set)";
 
 fn parse_args() -> Result<Args, String> {
     let defaults = Intervals::default();
@@ -148,6 +154,7 @@ fn parse_args() -> Result<Args, String> {
         fence: false,
         blocking: false,
         sequenced: false,
+        durable: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -161,6 +168,10 @@ fn parse_args() -> Result<Args, String> {
         }
         if flag == "--sequenced" {
             a.sequenced = true;
+            continue;
+        }
+        if flag == "--durable" {
+            a.durable = true;
             continue;
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -300,9 +311,13 @@ async fn run(args: Args) -> Result<(), String> {
         blocking: args.blocking,
         sequenced: args.sequenced,
     };
-    let managed = Managed::start(&args.name, options, work)
-        .await
-        .map_err(|e| e.to_string())?;
+    let managed = if args.durable {
+        let options = options.durable_queue(failover::DurableQueue::new());
+        Managed::start_durable(&args.name, options, work).await
+    } else {
+        Managed::start(&args.name, options, work).await
+    }
+    .map_err(|e| e.to_string())?;
     // On this one-thread runtime the election task has not run yet: no event is missed.
     let mut events = managed.events();
     let event_log = log.clone();
@@ -313,7 +328,9 @@ async fn run(args: Args) -> Result<(), String> {
     });
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    for n in 0..args.tasks {
+    // With `--durable` a producer submits the tasks.
+    let fed = if args.durable { 0 } else { args.tasks };
+    for n in 0..fed {
         managed.submit_work(n).await.map_err(|e| e.to_string())?;
     }
 

@@ -180,7 +180,9 @@ impl WorkContext {
 
     /// Resolves when the term this task runs under ends: the master's deadline
     /// passed without a renewal (before any standby may take over), the lease was
-    /// lost, or the member is stopping. Cancel-safe.
+    /// lost, the member is stopping, or it was asked to step down
+    /// ([`crate::step_down`]; the lease is then handed over once the task has
+    /// finished). Cancel-safe.
     pub async fn cancelled(&self) {
         self.token.cancelled().await
     }

@@ -8,15 +8,88 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use super::queue::Queue;
+use tracing::Instrument;
+
+use super::queue::{Entry, Queue, QueueStats};
 use super::work::{Outcome, Work, WorkContext};
 use crate::event::{panic_message, Event};
 use crate::options::Backoff;
 use crate::shared::Shared;
 
-pub(crate) struct Worker<W: Work> {
+/// What the worker takes next.
+pub(crate) enum Next<E> {
+    /// A task.
+    Task(E),
+    /// Nothing yet: wait for [`Source::wait`].
+    Empty,
+    /// This epoch cannot go on (a newer master wrote the durable queue).
+    Stop,
+}
+
+/// Where the worker's tasks come from: the in-memory queue fed to every member
+/// (`queue.rs`), or the durable queue in MongoDB (`durable.rs`). The worker's
+/// loop, its lease checks and its shutdown are the same for both.
+pub(crate) trait Source<W: Work>: Send + Sync + 'static {
+    /// An epoch's work begins; `false`: it cannot (a newer master).
+    fn begin(&self, epoch: u64) -> impl Future<Output = bool> + Send;
+    /// The next task.
+    fn next(&self, epoch: u64) -> impl Future<Output = Next<Entry<W>>> + Send;
+    /// Resolves when there may be new tasks.
+    fn wait(&self) -> impl Future<Output = ()> + Send;
+    /// Puts an unfinished task back at the head.
+    fn restore(&self, entry: Entry<W>);
+    /// Counts an attempt that asked for a retry.
+    fn retried(&self);
+    /// A task of `epoch` finished (done, or dead when `dead_letter` is given);
+    /// `false`: the epoch cannot go on.
+    fn finish(
+        &self,
+        epoch: u64,
+        entry: Entry<W>,
+        dead_letter: Option<String>,
+    ) -> impl Future<Output = bool> + Send;
+    /// Records what is finished and not recorded yet (called while the worker
+    /// still holds its guard); `false`: the epoch cannot go on.
+    fn flush(&self, epoch: u64) -> impl Future<Output = bool> + Send;
+    /// The counters.
+    fn stats(&self) -> QueueStats;
+}
+
+impl<W: Work> Source<W> for Queue<W> {
+    async fn begin(&self, _: u64) -> bool {
+        true
+    }
+    async fn next(&self, _: u64) -> Next<Entry<W>> {
+        match self.take() {
+            Some(entry) => Next::Task(entry),
+            None => Next::Empty,
+        }
+    }
+    async fn wait(&self) {
+        self.ready.notified().await
+    }
+    fn restore(&self, entry: Entry<W>) {
+        Queue::restore(self, entry)
+    }
+    fn retried(&self) {
+        Queue::retried(self)
+    }
+    async fn finish(&self, epoch: u64, entry: Entry<W>, dead_letter: Option<String>) -> bool {
+        Queue::finish(self, epoch, entry, dead_letter);
+        true
+    }
+    async fn flush(&self, _: u64) -> bool {
+        // The run travels with the renewals.
+        true
+    }
+    fn stats(&self) -> QueueStats {
+        Queue::stats(self)
+    }
+}
+
+pub(crate) struct Worker<W: Work, S: Source<W> = Queue<W>> {
     pub work: Arc<W>,
-    pub queue: Arc<Queue<W>>,
+    pub queue: Arc<S>,
     pub shared: Arc<Shared>,
     pub backoff: Backoff,
     pub max_attempts: Option<u32>,
@@ -24,7 +97,7 @@ pub(crate) struct Worker<W: Work> {
     pub hook_wait: Duration,
 }
 
-impl<W: Work> Worker<W> {
+impl<W: Work, S: Source<W>> Worker<W, S> {
     /// Works whenever this member is master, until the member stops.
     pub async fn run(self) {
         let mut status = self.shared.watch();
@@ -73,6 +146,9 @@ impl<W: Work> Worker<W> {
         let Some(token) = self.shared.term(epoch) else {
             return;
         };
+        if !self.queue.begin(epoch).await {
+            return;
+        }
         // One context per mastership; only the attempt changes from task to task.
         let mut ctx = WorkContext {
             epoch,
@@ -89,27 +165,54 @@ impl<W: Work> Worker<W> {
             if guard.is_none() {
                 guard = Some(self.shared.guard());
             }
-            if self.shared.is_stopping() || !self.shared.holds(epoch) {
+            // A cancelled term whose lease is still valid is handed over (a
+            // step-down): no task starts under it any more.
+            if self.shared.is_stopping() || token.is_cancelled() || !self.shared.holds(epoch) {
+                // What is finished is recorded under the guard (a fenced write
+                // for the durable queue: refused if a newer master took over).
+                self.queue.flush(epoch).await;
                 return;
             }
-            let Some(mut entry) = self.queue.take() else {
-                guard = None;
-                let until = self.shared.clock.timer(self.shared.valid_until());
-                tokio::select! {
-                    _ = self.queue.ready.notified() => {}
+            let mut entry = match self.queue.next(epoch).await {
+                Next::Task(entry) => entry,
+                Next::Stop => return,
+                Next::Empty => {
+                    if !self.queue.flush(epoch).await {
+                        return;
+                    }
+                    guard = None;
+                    let until = self.shared.clock.timer(self.shared.valid_until());
+                    tokio::select! {
+                        _ = self.queue.wait() => {}
                     _ = token.cancelled() => {}
                     _ = self.shared.stopping.cancelled() => {}
-                    _ = tokio::time::sleep_until(until) => {}
+                        _ = tokio::time::sleep_until(until) => {}
+                    }
+                    continue;
                 }
-                continue;
             };
+            // Taking the task may have waited on the database (the durable queue
+            // reads ahead): check again, right before the task starts.
+            if self.shared.is_stopping() || token.is_cancelled() || !self.shared.holds(epoch) {
+                self.queue.restore(entry);
+                self.queue.flush(epoch).await;
+                return;
+            }
             entry.attempts += 1;
             ctx.attempt = entry.attempts;
+            let span = crate::metrics::task_span(
+                &self.shared.name,
+                &self.shared.member_id,
+                epoch,
+                &entry.bkey,
+            );
+            let started = self.shared.clock.now();
             let outcome = tokio::select! {
                 biased;
                 _ = self.shared.kill.cancelled() => None,
-                outcome = run_task(|| self.work.work(&entry.task, &ctx)) => Some(outcome),
+                outcome = run_task(|| self.work.work(&entry.task, &ctx)).instrument(span) => Some(outcome),
             };
+            let elapsed = self.shared.clock.now().saturating_duration_since(started);
             let Some(outcome) = outcome else {
                 // Dropped by an abort: the task is not done.
                 self.queue.restore(entry);
@@ -122,7 +225,14 @@ impl<W: Work> Worker<W> {
                 Outcome::Retry(format!("panicked: {message}"))
             });
             match outcome {
-                Outcome::Done => self.queue.finish(epoch, entry, None),
+                Outcome::Done => {
+                    self.shared
+                        .metrics
+                        .task_finished(epoch, started, elapsed, false);
+                    if !self.queue.finish(epoch, entry, None).await {
+                        return;
+                    }
+                }
                 Outcome::Retry(reason)
                     if self.max_attempts.is_none_or(|max| entry.attempts < max) =>
                 {
@@ -130,6 +240,10 @@ impl<W: Work> Worker<W> {
                     let delay = self.backoff.delay(entry.attempts);
                     tracing::debug!(target: "failover::managed", key = %entry.bkey, attempt = entry.attempts, ?delay, %reason, "retry");
                     self.queue.restore(entry);
+                    self.shared.metrics.task_retried(elapsed);
+                    if !self.queue.flush(epoch).await {
+                        return;
+                    }
                     guard = None;
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -138,7 +252,12 @@ impl<W: Work> Worker<W> {
                     }
                 }
                 Outcome::Retry(reason) | Outcome::Failed(reason) => {
-                    self.queue.finish(epoch, entry, Some(reason))
+                    self.shared
+                        .metrics
+                        .task_finished(epoch, started, elapsed, true);
+                    if !self.queue.finish(epoch, entry, Some(reason)).await {
+                        return;
+                    }
                 }
             }
         }

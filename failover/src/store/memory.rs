@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Claim, LeaseStore};
+use super::{Claim, LeaseStore, Renewal};
 use crate::error::{Error, Result};
 use crate::event::lock;
 use crate::lease::{rules, Lease, Published};
@@ -191,18 +191,25 @@ impl LeaseStore for MemoryConn {
         claim: &Claim,
         held: &Lease,
         published: Option<Published>,
-    ) -> Result<Option<Lease>> {
+    ) -> Result<Renewal> {
         let epoch = held.epoch;
+        let known = held.step_down;
         self.run("renew lease", |leases, now| {
-            Ok(mine(leases, name, claim, epoch).map(|lease| {
-                lease.version += 1;
-                lease.renewed_at_ms = now;
-                if let Some(p) = published {
-                    lease.sync = Some(p.id);
-                    lease.run = p.run;
+            Ok(match mine(leases, name, claim, epoch) {
+                None => Renewal::Lost,
+                // An operator's request that this member has not seen yet took the
+                // version this renewal would have written (as on MongoDB).
+                Some(lease) if lease.step_down && !known => Renewal::StepDown(lease.clone()),
+                Some(lease) => {
+                    lease.version += 1;
+                    lease.renewed_at_ms = now;
+                    if let Some(p) = published {
+                        lease.sync = Some(p.id);
+                        lease.run = p.run;
+                    }
+                    Renewal::Renewed(lease.clone())
                 }
-                lease.clone()
-            }))
+            })
         })
         .await
     }
@@ -213,21 +220,43 @@ impl LeaseStore for MemoryConn {
         claim: &Claim,
         held: &Lease,
         published: Option<Published>,
-    ) -> Result<bool> {
+    ) -> Result<Option<Lease>> {
         let epoch = held.epoch;
         self.run("release lease", |leases, now| {
-            Ok(mine(leases, name, claim, epoch)
-                .map(|lease| {
+            Ok(mine(leases, name, claim, epoch).map(|lease| {
+                lease.version += 1;
+                lease.renewed_at_ms = now;
+                lease.released = true;
+                lease.step_down = false;
+                if let Some(p) = published {
+                    lease.sync = Some(p.id);
+                    lease.run = p.run;
+                }
+                lease.clone()
+            }))
+        })
+        .await
+    }
+
+    async fn names(&self) -> Result<Vec<String>> {
+        self.run("list leases", |leases, _| {
+            let mut names: Vec<String> = leases.keys().cloned().collect();
+            names.sort();
+            Ok(names)
+        })
+        .await
+    }
+
+    async fn request_step_down(&self, name: &str) -> Result<Option<Lease>> {
+        self.run("request a step-down", |leases, _| {
+            Ok(leases.get_mut(name).filter(|l| !l.released).map(|lease| {
+                if !lease.step_down {
+                    // The next version, a copy: the stamp stays, nothing is extended.
                     lease.version += 1;
-                    lease.renewed_at_ms = now;
-                    lease.released = true;
-                    lease.step_down = false;
-                    if let Some(p) = published {
-                        lease.sync = Some(p.id);
-                        lease.run = p.run;
-                    }
-                })
-                .is_some())
+                    lease.step_down = true;
+                }
+                lease.clone()
+            }))
         })
         .await
     }

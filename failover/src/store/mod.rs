@@ -1,6 +1,6 @@
 //! Where leases are kept: MongoDB, or an in-process store with the same semantics.
 //!
-//! Both back-ends implement [`LeaseStore`], the five operations described in
+//! Both back-ends implement [`LeaseStore`], the operations described in
 //! [`crate::lease`]; the election is generic over it and never sees which one it
 //! talks to.
 
@@ -10,7 +10,9 @@ mod mongo;
 use std::future::Future;
 
 pub use memory::MemoryStore;
-pub(crate) use mongo::{driver_error, error_code, MongoStore, DUPLICATE_KEY};
+pub(crate) use mongo::{
+    driver_error, error_code, scrubbed_driver_error, MongoStore, DUPLICATE_KEY,
+};
 
 use crate::error::Result;
 use crate::lease::{Lease, Published};
@@ -45,8 +47,19 @@ pub(crate) trait LeaseStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Lease>>> + Send;
 
     /// Renews `held`, the lease as this member last wrote it, publishing
-    /// `published` when given. `Ok(None)` when the lease is no longer ours.
+    /// `published` when given.
     fn renew(
+        &self,
+        name: &str,
+        claim: &Claim,
+        held: &Lease,
+        published: Option<Published>,
+    ) -> impl Future<Output = Result<Renewal>> + Send;
+
+    /// Marks `held` released, publishing `published` when given (through an
+    /// operator's step-down request). The released lease; `Ok(None)` when the
+    /// lease was no longer ours.
+    fn release(
         &self,
         name: &str,
         claim: &Claim,
@@ -54,13 +67,26 @@ pub(crate) trait LeaseStore: Send + Sync + 'static {
         published: Option<Published>,
     ) -> impl Future<Output = Result<Option<Lease>>> + Send;
 
-    /// Marks `held` released, publishing `published` when given. `Ok(false)` when
-    /// the lease was no longer ours.
-    fn release(
-        &self,
-        name: &str,
-        claim: &Claim,
-        held: &Lease,
-        published: Option<Published>,
-    ) -> impl Future<Output = Result<bool>> + Send;
+    /// The names of every subsystem with a lease in the store, sorted.
+    fn names(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    /// An operator's step-down request: writes the next version of the lease of
+    /// `name` as a copy of the newest one with `step_down` set (same holder,
+    /// token, epoch and `renewed_at`: it extends nothing and breaks nothing). The
+    /// lease asked to step down (already asked: as it is); `Ok(None)` when
+    /// nobody holds it (no lease, or released).
+    fn request_step_down(&self, name: &str) -> impl Future<Output = Result<Option<Lease>>> + Send;
+}
+
+/// What became of a renewal.
+#[derive(Debug, Clone)]
+pub(crate) enum Renewal {
+    /// The renewal is the newest version: the lease is extended from the send.
+    Renewed(Lease),
+    /// The renewal did not land, because an operator asked this holder to step
+    /// down: the newest version is still this member instance's lease (a copy with
+    /// `step_down` set), not extended.
+    StepDown(Lease),
+    /// Another member holds the lease now.
+    Lost,
 }

@@ -29,7 +29,7 @@ use mongodb::options::{
 };
 use mongodb::{Client, Collection, Database};
 
-use super::{Claim, LeaseStore};
+use super::{Claim, LeaseStore, Renewal};
 use crate::error::{Error, Result};
 use crate::lease::{rules, Lease, Published};
 use crate::options::{
@@ -112,6 +112,17 @@ impl MongoStore {
         })
     }
 
+    /// The database the leases are kept in (the durable queue keeps its
+    /// collections beside them).
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// The secrets to scrub out of driver messages.
+    pub(crate) fn secrets(&self) -> &[String] {
+        &self.secrets
+    }
+
     /// Creates the index that finds a lease's newest version (idempotent). Without
     /// it everything still works, by a scan of the small lease collection.
     async fn ensure_index(&self) {
@@ -162,7 +173,19 @@ impl MongoStore {
             Err(e) => return Err(scrubbed_driver_error(operation, &e, &self.secrets)),
         };
         let newest = self.raw(name).await?;
+        // An operator's step-down request is a copy of this member instance's
+        // newest version with `step_down` set: the lease is still ours, not lost.
+        let step_down = newest.as_ref().filter(|d| {
+            fields_token.is_some()
+                && d.get_i64("token").ok() == fields_token
+                && d.get_bool("step_down") == Ok(true)
+        });
         let Some(doc) = doc else {
+            if let Some(newest) = step_down {
+                return Ok(Written::StepDown(Box::new(Lease::from_document(
+                    name, newest,
+                )?)));
+            }
             // Somebody has version `v`: us, if an earlier write of ours was applied
             // but its answer lost (or the wait for it given up), and nobody wrote
             // after it. Its stamp is older than this attempt, so it renews nothing.
@@ -185,8 +208,17 @@ impl MongoStore {
         // A version garbage-collected long ago can be inserted again by a writer
         // that was paused: only the newest version counts.
         match newest {
-            Some(newest) if newest.get_document("_id").ok() == Some(&slot(name, v)) => {}
-            _ => return Ok(Written::Lost),
+            Some(ref newest) if newest.get_document("_id").ok() == Some(&slot(name, v)) => {}
+            // An operator copied this very write with `step_down` set before the
+            // read-back: ours still, but counted as not extended.
+            _ => {
+                return Ok(match step_down {
+                    Some(newest) => {
+                        Written::StepDown(Box::new(Lease::from_document(name, newest)?))
+                    }
+                    None => Written::Lost,
+                })
+            }
         }
         if v % KEEP_VERSIONS == 0 && v > KEEP_VERSIONS {
             let old = doc! { "_id.lease": name, "_id.v": { "$lt": (v - KEEP_VERSIONS) as i64 } };
@@ -199,23 +231,27 @@ impl MongoStore {
     }
 
     /// Writes the next version of a lease this member holds, stepping over a
-    /// version an earlier write of its own already took.
+    /// version an earlier write of its own already took, and (`through_step_down`)
+    /// over an operator's step-down copy of its lease.
     async fn write_next(
         &self,
         operation: &'static str,
         name: &str,
         held: &Lease,
         fields: Document,
-    ) -> Result<Option<Lease>> {
+        through_step_down: bool,
+    ) -> Result<Renewal> {
         let mut v = held.version + 1;
         for _ in 0..4 {
             match self.write(operation, name, v, fields.clone()).await? {
-                Written::Won(lease) => return Ok(Some(*lease)),
-                Written::Lost => return Ok(None),
+                Written::Won(lease) => return Ok(Renewal::Renewed(*lease)),
+                Written::Lost => return Ok(Renewal::Lost),
                 Written::AlreadyOurs => v += 1,
+                Written::StepDown(newest) if through_step_down => v = newest.version + 1,
+                Written::StepDown(newest) => return Ok(Renewal::StepDown(*newest)),
             }
         }
-        Ok(None)
+        Ok(Renewal::Lost)
     }
 }
 
@@ -227,6 +263,9 @@ enum Written {
     Lost,
     /// An earlier write of this member instance has this version, the newest.
     AlreadyOurs,
+    /// The newest version is this member instance's lease, copied by an operator
+    /// with `step_down` set (this write did not count).
+    StepDown(Box<Lease>),
 }
 
 impl LeaseStore for MongoStore {
@@ -291,7 +330,7 @@ impl LeaseStore for MongoStore {
             Written::Won(lease) => Some(*lease),
             // An earlier attempt of ours took it (its answer lost): its time is
             // unknown, so it does not count; the next check re-takes it.
-            Written::Lost | Written::AlreadyOurs => None,
+            Written::Lost | Written::AlreadyOurs | Written::StepDown(_) => None,
         })
     }
 
@@ -301,12 +340,15 @@ impl LeaseStore for MongoStore {
         claim: &Claim,
         held: &Lease,
         published: Option<Published>,
-    ) -> Result<Option<Lease>> {
+    ) -> Result<Renewal> {
         let mut fields = taken(claim, held.lease_ms, held.epoch);
+        // A step-down request this member has seen stays visible until the release.
+        fields.insert("step_down", held.step_down);
         if let Some(p) = published.or_else(|| held.published()) {
             fields.extend(publish(p));
         }
-        self.write_next("renew lease", name, held, fields).await
+        self.write_next("renew lease", name, held, fields, false)
+            .await
     }
 
     async fn release(
@@ -315,16 +357,90 @@ impl LeaseStore for MongoStore {
         claim: &Claim,
         held: &Lease,
         published: Option<Published>,
-    ) -> Result<bool> {
+    ) -> Result<Option<Lease>> {
         let mut fields = taken(claim, held.lease_ms, held.epoch);
         fields.insert("released", true);
         if let Some(p) = published.or_else(|| held.published()) {
             fields.extend(publish(p));
         }
-        Ok(self
-            .write_next("release lease", name, held, fields)
-            .await?
-            .is_some())
+        Ok(
+            match self
+                .write_next("release lease", name, held, fields, true)
+                .await?
+            {
+                Renewal::Renewed(lease) => Some(lease),
+                Renewal::StepDown(_) | Renewal::Lost => None,
+            },
+        )
+    }
+
+    async fn names(&self) -> Result<Vec<String>> {
+        // Lease versions only: clock documents have no `_id.lease`.
+        let values = self
+            .leases
+            .distinct("_id.lease", doc! { "_id.lease": { "$exists": true } })
+            .await
+            .map_err(|e| scrubbed_driver_error("list leases", &e, &self.secrets))?;
+        let mut names: Vec<String> = values
+            .into_iter()
+            .filter_map(|v| match v {
+                Bson::String(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    async fn request_step_down(&self, name: &str) -> Result<Option<Lease>> {
+        // Renewals race with the copy for the next version: try again on a
+        // duplicate key, with the newer version.
+        for _ in 0..8 {
+            let Some(raw) = self.raw(name).await? else {
+                return Ok(None);
+            };
+            let lease = Lease::from_document(name, &raw)?;
+            if lease.released {
+                return Ok(None);
+            }
+            if lease.step_down {
+                return Ok(Some(lease));
+            }
+            let v = lease.version + 1;
+            let mut fields = raw;
+            fields.remove("_id");
+            fields.insert("version", v.min(i64::MAX as u64) as i64);
+            fields.insert("step_down", true);
+            // No `$currentDate`: the copy keeps the holder's `renewed_at`.
+            let written = self
+                .leases
+                .find_one_and_update(
+                    doc! { "_id": slot(name, v), "version": { "$exists": false } },
+                    doc! { "$set": fields },
+                )
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .await;
+            match written {
+                Ok(Some(doc)) => return Lease::from_document(name, &doc).map(Some),
+                Ok(None) => {}
+                Err(e) if error_code(&e) == Some(DUPLICATE_KEY) => {}
+                Err(e) => {
+                    return Err(scrubbed_driver_error(
+                        "request a step-down",
+                        &e,
+                        &self.secrets,
+                    ))
+                }
+            }
+        }
+        Err(Error::Database {
+            operation: "request a step-down",
+            message: "the lease changed at every attempt; run the request again".to_owned(),
+            code: None,
+            source: None,
+        })
     }
 }
 
@@ -388,7 +504,7 @@ pub(crate) fn driver_error(operation: &'static str, e: &mongodb::error::Error, u
 
 /// A driver error as ours, with `secrets` scrubbed from the message and the
 /// driver's error kept as the source.
-fn scrubbed_driver_error(
+pub(crate) fn scrubbed_driver_error(
     operation: &'static str,
     e: &mongodb::error::Error,
     secrets: &[String],

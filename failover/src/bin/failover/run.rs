@@ -1,0 +1,398 @@
+//! `failover run --name NAME [--id ID] [--restart] [--grace DUR] -- CMD ARGS...`:
+//! a supervisor that takes part in the election of NAME and runs CMD only while
+//! it is master.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::Args;
+use failover::{Intervals, Options};
+
+use crate::duration;
+
+/// What `run` takes.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The command runs only while this process is master, with FAILOVER_EPOCH (the fencing
+token), FAILOVER_SUBSYSTEM and FAILOVER_MEMBER in its environment, in a process group of
+its own.
+
+- When the command exits on its own, the lease is released and failover exits with the
+  command's status (with --restart, the command is started again while still master,
+  at most twice a second).
+- Step-down, SIGTERM, SIGINT (Ctrl-C) or SIGHUP: SIGTERM to the command's process
+  group, up to --grace while the lease is still held, then SIGKILL; then the lease is
+  released. After a step-down the supervisor stays a standby and runs the command again
+  on its next term; after a signal it exits with status 0.
+- The lease is lost (no renewal before the deadline): SIGKILL at once, before any standby
+  may take over; the supervisor stays a standby.
+- The supervisor is killed (even SIGKILL): the kernel kills the command (Linux
+  PR_SET_PDEATHSIG). The command's own children are not covered by that: have them exit
+  with their parent.
+
+Examples:
+  failover run --name billing -- ./billing-worker --port 8080
+  failover run --name cron --id host-a --restart --grace 30s -- ./cron-daemon
+  failover run --name tick --lease 1s -- sh -c 'echo \"master under epoch $FAILOVER_EPOCH\"; sleep 600'")]
+pub struct RunArgs {
+    /// The subsystem's name, the same for every supervisor of the command
+    #[arg(long)]
+    name: String,
+    /// This supervisor's member id [default: hostname:pid]
+    #[arg(long)]
+    id: Option<String>,
+    /// Start the command again when it exits while this process is still master
+    #[arg(long)]
+    restart: bool,
+    /// How long the command may take to stop after SIGTERM before SIGKILL
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    grace: Duration,
+    /// The lease duration; the renewal and check intervals follow it
+    /// [default: 3s, renewed every 2s]
+    #[arg(long, value_parser = duration)]
+    lease: Option<Duration>,
+    /// The command and its arguments, after `--`
+    #[arg(required = true, last = true, value_name = "CMD")]
+    command: Vec<OsString>,
+}
+
+impl RunArgs {
+    /// The member's options: the connection's, plus the timings.
+    fn member_options(&self, options: Options) -> Options {
+        let mut options = options;
+        if let Some(id) = &self.id {
+            options = options.member_id(id);
+        }
+        let lease = self.lease.unwrap_or_else(|| {
+            let master = Intervals::default().master;
+            master.saturating_mul(3) / 2
+        });
+        if let Some(lease) = self.lease {
+            // The original's proportions: renew at 2/3 of the lease, check at 5/6.
+            options = options
+                .intervals(Intervals {
+                    init: Duration::ZERO,
+                    master: lease * 2 / 3,
+                    slave: lease * 5 / 6,
+                    ticking: lease * 2 / 3,
+                    error: (lease * 5 / 3).min(Duration::from_secs(5)),
+                })
+                .lease(lease);
+        }
+        // The election waits for the command to stop (the grace period, then the
+        // kill) before it releases the lease; it must never give up first.
+        options.shutdown_timeout(self.grace + lease + Duration::from_secs(1))
+    }
+}
+
+#[cfg(unix)]
+pub use unix::run;
+
+/// Not on this system.
+#[cfg(not(unix))]
+pub async fn run(_: Options, _: RunArgs) -> u8 {
+    eprintln!("failover: `run` needs a Unix system (process groups and signals)");
+    crate::RUN_FAILED
+}
+
+#[cfg(unix)]
+mod unix {
+    use std::io;
+    use std::process::ExitStatus;
+    use std::time::Duration;
+
+    use failover::{Leadership, Member, Options};
+    use tokio::process::{Child, Command};
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+
+    use super::RunArgs;
+    use crate::{command_line, CANNOT_EXECUTE, COMMAND_NOT_FOUND, OK, RUN_FAILED};
+
+    /// How often a stopping supervisor checks that its lease is still valid.
+    const LEASE_CHECK: Duration = Duration::from_millis(5);
+
+    /// With `--restart`, a command that ran shorter than this is started again
+    /// only this long after its last start (a crash loop does not spin).
+    const RESTART_PAUSE: Duration = Duration::from_millis(500);
+
+    fn note(message: std::fmt::Arguments<'_>) {
+        eprintln!("failover: {message}");
+    }
+
+    /// SIGTERM, SIGINT and SIGHUP (a closed terminal).
+    struct Stop {
+        term: Signal,
+        int: Signal,
+        hup: Signal,
+    }
+
+    impl Stop {
+        fn new() -> io::Result<Stop> {
+            Ok(Stop {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+                hup: signal(SignalKind::hangup())?,
+            })
+        }
+
+        /// Resolves at the next SIGTERM, SIGINT or SIGHUP.
+        async fn requested(&mut self) -> &'static str {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+                _ = self.hup.recv() => "SIGHUP",
+            }
+        }
+    }
+
+    /// How a run of the command ended.
+    enum End {
+        Exited(io::Result<ExitStatus>),
+        TermEnded,
+        Stop(&'static str),
+    }
+
+    /// The supervisor: waits for mastership, runs the command for each term,
+    /// stops it when the term ends; see [`RunArgs`].
+    pub async fn run(options: Options, args: RunArgs) -> u8 {
+        let mut stop = match Stop::new() {
+            Ok(stop) => stop,
+            Err(e) => {
+                note(format_args!(
+                    "cannot listen for SIGTERM, SIGINT and SIGHUP: {e}"
+                ));
+                return RUN_FAILED;
+            }
+        };
+        let shown = command_line(&args.command);
+        let options = args.member_options(options);
+        let member = match Member::start(&args.name, options).await {
+            Ok(member) => member,
+            Err(e) => {
+                crate::fail(&e);
+                return RUN_FAILED;
+            }
+        };
+        note(format_args!(
+            "member {} of {}: waiting to be master",
+            member.member_id(),
+            args.name
+        ));
+        loop {
+            let term = tokio::select! {
+                term = member.leadership() => match term {
+                    Ok(term) => term,
+                    Err(e) => {
+                        crate::fail(&e);
+                        return RUN_FAILED;
+                    }
+                },
+                signal = stop.requested() => {
+                    note(format_args!("{signal}: leaving the election"));
+                    return leave(&member, OK).await;
+                }
+            };
+            let epoch = term.epoch();
+            loop {
+                let mut child = match spawn(&args, &member, epoch) {
+                    Ok(child) => child,
+                    Err(e) => {
+                        note(format_args!("cannot run `{shown}`: {e}"));
+                        drop(term);
+                        let code = if e.kind() == io::ErrorKind::NotFound {
+                            COMMAND_NOT_FOUND
+                        } else {
+                            CANNOT_EXECUTE
+                        };
+                        return leave(&member, code).await;
+                    }
+                };
+                let started = tokio::time::Instant::now();
+                let group = child.id();
+                note(format_args!(
+                    "master with epoch {epoch}: started `{shown}` (pid {})",
+                    group.map_or_else(|| "?".to_owned(), |p| p.to_string())
+                ));
+                let end = tokio::select! {
+                    biased;
+                    signal = stop.requested() => End::Stop(signal),
+                    _ = term.cancelled() => End::TermEnded,
+                    status = child.wait() => End::Exited(status),
+                };
+                match end {
+                    End::Exited(status) => {
+                        // Whatever it left in its group goes with it.
+                        signal_group(group, libc::SIGKILL);
+                        let code = match &status {
+                            Ok(status) => exit_code(*status),
+                            Err(_) => RUN_FAILED,
+                        };
+                        let shown_status = status
+                            .as_ref()
+                            .map_or_else(|e| e.to_string(), |s| s.to_string());
+                        if args.restart && term.is_valid() {
+                            note(format_args!(
+                                "`{shown}` exited ({shown_status}); starting it again (--restart)"
+                            ));
+                            tokio::select! {
+                                _ = tokio::time::sleep_until(started + RESTART_PAUSE) => {}
+                                _ = term.cancelled() => {}
+                                signal = stop.requested() => {
+                                    note(format_args!("{signal}: releasing the lease"));
+                                    drop(term);
+                                    return leave(&member, OK).await;
+                                }
+                            }
+                            if term.is_valid() {
+                                continue;
+                            }
+                        }
+                        if args.restart {
+                            note(format_args!("`{shown}` exited ({shown_status}) as the term ended; waiting for the next term"));
+                            drop(term);
+                            break;
+                        }
+                        note(format_args!(
+                            "`{shown}` exited ({shown_status}); releasing the lease"
+                        ));
+                        drop(term);
+                        return leave(&member, code).await;
+                    }
+                    End::TermEnded if member.is_master() => {
+                        note(format_args!(
+                            "asked to step down: stopping `{shown}`, then handing the lease over"
+                        ));
+                        stop_gracefully(&mut child, group, args.grace, &term, &member).await;
+                        drop(term);
+                        break;
+                    }
+                    End::TermEnded => {
+                        kill_now(&mut child, group).await;
+                        note(format_args!(
+                            "the lease was lost: killed `{shown}`; waiting for the next term"
+                        ));
+                        drop(term);
+                        break;
+                    }
+                    End::Stop(signal) => {
+                        note(format_args!(
+                            "{signal}: stopping `{shown}`, then releasing the lease"
+                        ));
+                        stop_gracefully(&mut child, group, args.grace, &term, &member).await;
+                        drop(term);
+                        return leave(&member, OK).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Shuts the member down (releasing a lease it holds) and returns `code`.
+    async fn leave(member: &Member, code: u8) -> u8 {
+        if let Err(e) = member.shutdown().await {
+            note(format_args!("{e}"));
+        }
+        code
+    }
+
+    /// Starts the command in a process group of its own, killed by the kernel if
+    /// this process dies.
+    fn spawn(args: &RunArgs, member: &Member, epoch: u64) -> io::Result<Child> {
+        let (program, rest) = args
+            .command
+            .split_first()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no command"))?;
+        let mut command = Command::new(program);
+        command
+            .args(rest)
+            .env("FAILOVER_EPOCH", epoch.to_string())
+            .env("FAILOVER_SUBSYSTEM", &args.name)
+            .env("FAILOVER_MEMBER", member.member_id())
+            .process_group(0)
+            .kill_on_drop(true);
+        let parent = std::process::id();
+        // SAFETY: the closure runs in the child between fork and exec and only
+        // makes async-signal-safe system calls (prctl, getppid); it allocates
+        // nothing.
+        unsafe {
+            command.pre_exec(move || {
+                #[cfg(any(target_os = "linux", target_os = "android"))]
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                ) == -1
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                // The supervisor died before the death signal was set.
+                if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+        command.spawn()
+    }
+
+    /// SIGTERM to the group; waits for the command up to `grace` while the lease
+    /// is still valid; then SIGKILL to the group. The term is held meanwhile, so
+    /// the lease is not released before the command is gone.
+    async fn stop_gracefully(
+        child: &mut Child,
+        group: Option<u32>,
+        grace: Duration,
+        _term: &Leadership,
+        member: &Member,
+    ) {
+        signal_group(group, libc::SIGTERM);
+        let lease_lost = async {
+            while member.is_master() {
+                tokio::time::sleep(LEASE_CHECK).await;
+            }
+        };
+        tokio::select! {
+            _ = child.wait() => {}
+            _ = tokio::time::sleep(grace) => {
+                note(format_args!("the command did not stop within --grace {grace:?}: killing it"));
+            }
+            _ = lease_lost => {
+                note(format_args!("the lease ran out while the command was stopping: killing it"));
+            }
+        }
+        kill_now(child, group).await;
+    }
+
+    /// SIGKILL to the group, and waits for the command.
+    async fn kill_now(child: &mut Child, group: Option<u32>) {
+        signal_group(group, libc::SIGKILL);
+        let _ = child.kill().await;
+    }
+
+    /// Sends `signal` to the process group `group` (the command's pid).
+    fn signal_group(group: Option<u32>, signal: libc::c_int) {
+        let Some(pgid) = group.and_then(|g| libc::pid_t::try_from(g).ok()) else {
+            return;
+        };
+        if pgid <= 1 {
+            return;
+        }
+        // SAFETY: kill(2) with a negative pid signals that process group; it has no
+        // memory-safety preconditions. ESRCH (the group is gone) is fine.
+        unsafe {
+            libc::kill(-pgid, signal);
+        }
+    }
+
+    /// The shell's convention: the exit code, or 128 + the signal that killed it.
+    fn exit_code(status: ExitStatus) -> u8 {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => u8::try_from(code & 0xff).unwrap_or(RUN_FAILED),
+            (None, Some(signal)) => u8::try_from(128 + (signal & 0x7f)).unwrap_or(RUN_FAILED),
+            (None, None) => RUN_FAILED,
+        }
+    }
+}
