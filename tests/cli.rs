@@ -258,6 +258,7 @@ support::server_tests! {
         assert!(left > 0 && left <= LEASE_MS as i64, "{s}");
         assert_eq!(s["lease_ms"], LEASE_MS);
         assert_eq!(s["step_down"], false);
+        assert_eq!(s["queue_depth"], serde_json::Value::Null, "no durable queue: {s}");
 
         let (out, _) = run_to_end(failover(&uri, c).args(["status", NAME]));
         assert!(out.status.success(), "{}", text(&out.stderr));
@@ -268,6 +269,31 @@ support::server_tests! {
         let (out, _) = run_to_end(failover(&uri, c).args(["status", "nosuch"]));
         assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
         assert!(text(&out.stderr).contains("no lease"), "{}", text(&out.stderr));
+    }
+
+    /// The durable queue's depth: tasks submitted by a producer, none worked (the
+    /// member holding the lease is not a managed one).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn status_reports_the_durable_queue_depth(uri: String) {
+        let c = "cli_depth";
+        let a = member(&uri, c, "cli-a").await;
+        a.wait_for_master().await.expect("a leads");
+        let options = Options::new().connect_string(&uri).collection(c);
+        let queue = failover::Queue::connect(NAME, options).await.expect("producer");
+        queue.submit_many([1_u32, 2, 3]).await.expect("submitted");
+
+        let (out, _) = run_to_end(failover(&uri, c).args(["status", "--json"]));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let lines = json_lines(&out.stdout);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["queue_depth"], 3, "{}", lines[0]);
+
+        let (out, _) = run_to_end(failover(&uri, c).args(["status", NAME]));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let table = text(&out.stdout);
+        assert!(table.lines().next().is_some_and(|h| h.contains("QUEUE")), "{table}");
+        assert!(table.lines().nth(1).is_some_and(|row| row.split_whitespace().any(|cell| cell == "3")), "{table}");
+        a.shutdown().await.expect("shutdown");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::lease::{ClockSample, Lease};
+use crate::managed::durable;
 use crate::options::{validate_name, Backend, Options};
 use crate::store::{Claim, LeaseStore, MongoStore};
 
@@ -63,8 +64,9 @@ impl std::fmt::Display for LeaseState {
 /// clock: what [`Member::leader`](crate::Member::leader), [`status`], [`list`] and
 /// [`watch`] return.
 ///
-/// The managed queue's depth is not part of it (yet): a queue lives in its
-/// members' memory and is not in the lease.
+/// `queue_depth` is the number of tasks waiting in the subsystem's durable queue,
+/// given by [`status`] and [`list`] (two reads per subsystem); an in-memory queue
+/// lives in its members' memory and has no depth here.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct LeaderInfo {
@@ -93,6 +95,11 @@ pub struct LeaderInfo {
     /// The lease's version: it grows with every write (take-over, renewal,
     /// release, step-down request).
     pub version: u64,
+    /// Durable queue ([`Managed::start_durable`](crate::Managed::start_durable)):
+    /// how many tasks wait, from [`status`] and [`list`]; `None` for a subsystem
+    /// without one, and from [`Member::leader`](crate::Member::leader) and
+    /// [`watch`] (which read only the lease).
+    pub queue_depth: Option<u64>,
 }
 
 impl LeaderInfo {
@@ -126,6 +133,7 @@ impl LeaderInfo {
             sync: lease.sync.clone(),
             step_down: lease.step_down,
             version: lease.version,
+            queue_depth: None,
         }
     }
 
@@ -185,11 +193,13 @@ pub async fn status(options: &Options, name: &str) -> Result<Option<LeaderInfo>>
         }
         Backend::Mongo { .. } => {
             let store = connect(options, &claim).await?;
-            bounded(
-                limit,
-                "read the lease status",
-                status_on(&store, name, &claim),
-            )
+            bounded(limit, "read the lease status", async {
+                let mut info = status_on(&store, name, &claim).await?;
+                if let Some(info) = info.as_mut() {
+                    info.queue_depth = durable::depth(&store, options, name).await?;
+                }
+                Ok(info)
+            })
             .await
         }
     }
@@ -211,7 +221,14 @@ pub async fn list(options: &Options) -> Result<Vec<LeaderInfo>> {
         }
         Backend::Mongo { .. } => {
             let store = connect(options, &claim).await?;
-            bounded(limit, "list the leases", list_on(&store, &claim)).await
+            bounded(limit, "list the leases", async {
+                let mut all = list_on(&store, &claim).await?;
+                for info in &mut all {
+                    info.queue_depth = durable::depth(&store, options, &info.name).await?;
+                }
+                Ok(all)
+            })
+            .await
         }
     }
 }

@@ -1032,6 +1032,45 @@ impl<W: Work> Durable<W> {
 }
 
 /// Decodes a stored task.
+/// The number of tasks waiting in subsystem `name`'s durable queue, read with two
+/// queries and no write (for [`status`](crate::status)); `None` when the subsystem
+/// has no durable queue (no task and no progress document).
+pub(crate) async fn depth(
+    store: &MongoStore,
+    options: &Options,
+    name: &str,
+) -> Result<Option<u64>> {
+    let collection = options
+        .durable
+        .as_ref()
+        .and_then(|d| d.collection.clone())
+        .unwrap_or_else(|| format!("{}_tasks", options.collection));
+    let tasks = store.database().collection_with_options::<Document>(
+        &collection,
+        CollectionOptions::builder()
+            .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
+            .build(),
+    );
+    let err = |operation: &'static str, e: &mongodb::error::Error| {
+        scrubbed_driver_error(operation, e, store.secrets())
+    };
+    let top = tasks
+        .find_one(doc! { "_id.q": name, "_id.seq": { "$gt": 0_i64 } })
+        .sort(doc! { "_id.seq": -1 })
+        .await
+        .map_err(|e| err("read the queue's last task", &e))?;
+    let progress = tasks
+        .find_one(doc! { "_id": progress_id(name) })
+        .await
+        .map_err(|e| err("read the queue's progress", &e))?;
+    if top.is_none() && progress.is_none() {
+        return Ok(None);
+    }
+    let top = top.as_ref().and_then(seq_of).unwrap_or(0);
+    let done = progress.as_ref().and_then(|d| int(d, "seq")).unwrap_or(0);
+    Ok(Some(top.saturating_sub(done).max(0) as u64))
+}
+
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(task: Bson) -> std::result::Result<T, String> {
     bson::from_bson(task).map_err(|e| e.to_string())
 }

@@ -266,6 +266,7 @@ fn json(info: &LeaderInfo) -> serde_json::Map<String, serde_json::Value> {
     );
     map.insert("step_down".into(), info.step_down.into());
     map.insert("version".into(), info.version.into());
+    map.insert("queue_depth".into(), info.queue_depth.into());
     map
 }
 

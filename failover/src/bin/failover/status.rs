@@ -49,9 +49,10 @@ fn table(leases: &[LeaderInfo]) -> String {
         "STATE",
         "EXPIRES IN",
         "LAST SYNC",
+        "QUEUE",
         "STEP-DOWN",
     ];
-    let rows: Vec<[String; 7]> = leases
+    let rows: Vec<[String; 8]> = leases
         .iter()
         .map(|i| {
             [
@@ -63,6 +64,8 @@ fn table(leases: &[LeaderInfo]) -> String {
                 i.sync
                     .as_ref()
                     .map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                i.queue_depth
+                    .map_or_else(|| "-".to_owned(), |d| d.to_string()),
                 if i.step_down { "requested" } else { "-" }.to_owned(),
             ]
         })
