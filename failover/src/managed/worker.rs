@@ -232,6 +232,7 @@ impl<W: Work, S: Source<W>> Worker<W, S> {
                     if !self.queue.finish(epoch, entry, None).await {
                         return;
                     }
+                    self.shared.metrics.queue_depth();
                 }
                 Outcome::Retry(reason)
                     if self.max_attempts.is_none_or(|max| entry.attempts < max) =>
@@ -258,6 +259,7 @@ impl<W: Work, S: Source<W>> Worker<W, S> {
                     if !self.queue.finish(epoch, entry, Some(reason)).await {
                         return;
                     }
+                    self.shared.metrics.queue_depth();
                 }
             }
         }
