@@ -88,6 +88,7 @@ impl Bench {
             fence: false,
             blocking: false,
             sequenced: false,
+            durable: false,
             faketime: None,
             log: self.dir.join(format!("{collection}-{id}.log")),
         }

@@ -44,6 +44,17 @@
 //! * `chaos_sequenced`: the bundled test server (or `MONGODB_URI`), with keys that
 //!   repeat all the time (`n % 10`) and tasks numbered by their feed
 //!   (`failover-member --sequenced`); `FAILOVER_CHAOS_SEQ_SECS` (default 30 s).
+//! * `chaos_durable`: the bundled test server (or `MONGODB_URI`), the members on
+//!   the durable queue (`failover-member --durable`, progress after every task),
+//!   fed by a producer process (`failover-member --produce N`: `Queue::submit_many`
+//!   in batches of 30 every 0.5 s, straight to the database, then it exits); the
+//!   same actions, plus at least once a SIGKILL of every member at the same moment
+//!   (at a third of the run, then with a small chance per action) and a restart of
+//!   all; `FAILOVER_CHAOS_DURABLE_SECS` (default 30 s). On top of the rules below:
+//!   nothing lost (every task the producer logged as stored has a `task-done`,
+//!   [`check::lost`]); a task done in epochs E1 < E2 needs E1 to have ended by a
+//!   kill, a pause or a fault of its holder, and each such end repeats at most one
+//!   task, the one in flight ([`check::durable_repeats`]).
 //!
 //! `FAILOVER_CHAOS_SEED` replays a run's choices (the seed is printed). The logs
 //! stay in `target/failover-runs/chaos-*` for inspection. The checker is the same
@@ -210,6 +221,8 @@ mod check {
         pub epoch_ends: BTreeMap<&'static str, usize>,
         /// Epochs held by each member.
         pub held: BTreeMap<String, usize>,
+        /// How each epoch but the last ended, by epoch (the causes above).
+        pub ends: BTreeMap<u64, &'static str>,
     }
 
     /// A member process: (member id, instance number).
@@ -378,6 +391,7 @@ mod check {
                         .unwrap_or("lost")
                 };
                 *r.epoch_ends.entry(cause).or_default() += 1;
+                r.ends.insert(e, cause);
             }
         }
         intervals.sort();
@@ -542,6 +556,90 @@ mod check {
 
         r.violations = v;
         r
+    }
+
+    /// Durable queue: the tasks the producer logged as stored
+    /// (`submitted - - <first>-<last>`, one line per `submit_many` that returned).
+    pub fn submitted(producer: &[Line]) -> Vec<u64> {
+        let mut tasks = Vec::new();
+        for l in producer.iter().filter(|l| l.event == "submitted") {
+            if let Some((a, b)) = l.detail.split_once('-') {
+                if let (Ok(a), Ok(b)) = (a.trim().parse::<u64>(), b.trim().parse::<u64>()) {
+                    tasks.extend(a..=b);
+                }
+            }
+        }
+        tasks
+    }
+
+    /// Durable queue, nothing lost: every task whose submit returned has a
+    /// `task-done` line.
+    pub fn lost(submitted: &[u64], lines: &[Line]) -> Vec<String> {
+        let done: std::collections::HashSet<u64> = lines
+            .iter()
+            .filter(|l| l.event == "task-done")
+            .filter_map(Line::key_num)
+            .collect();
+        let lost: Vec<u64> = submitted
+            .iter()
+            .copied()
+            .filter(|k| !done.contains(k))
+            .collect();
+        if lost.is_empty() {
+            return Vec::new();
+        }
+        vec![format!(
+            "{} of {} submitted tasks lost (never done), the first: {:?}",
+            lost.len(),
+            submitted.len(),
+            &lost[..lost.len().min(10)]
+        )]
+    }
+
+    /// Durable queue, repeats: a task done in epochs E1 < E2 (consecutive among
+    /// the epochs that did it) needs E1 to have ended uncleanly, by a kill, a pause
+    /// or a fault of its holder (`ends`, from [`check`]'s [`Report::ends`]); and
+    /// with per-task progress each such end repeats at most one task (the one in
+    /// flight). Returns the violations and the number of repeated runs.
+    pub fn durable_repeats(
+        lines: &[Line],
+        ends: &BTreeMap<u64, &'static str>,
+    ) -> (Vec<String>, usize) {
+        let mut v = Vec::new();
+        let mut done: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for l in lines.iter().filter(|l| l.event == "task-done") {
+            if let (Some(k), Some(e)) = (l.key_num(), l.epoch) {
+                done.entry(k).or_default().push(e);
+            }
+        }
+        let mut repeated_after: BTreeMap<u64, Vec<u64>> = BTreeMap::new(); // E1 -> tasks
+        for (k, es) in &mut done {
+            es.sort_unstable();
+            es.dedup();
+            for w in es.windows(2) {
+                let cause = ends.get(&w[0]).copied().unwrap_or("not ended");
+                if !matches!(cause, "killed" | "paused" | "faulted") {
+                    v.push(format!(
+                        "task {k} done in epoch {} and again in epoch {}, but epoch {} ended {cause}, not by a kill, pause or fault",
+                        w[0], w[1], w[0]
+                    ));
+                }
+                repeated_after.entry(w[0]).or_default().push(*k);
+            }
+        }
+        let mut repeats = 0;
+        for (e, ks) in &repeated_after {
+            repeats += ks.len();
+            if ks.len() > 1 {
+                v.push(format!(
+                    "epoch {e} ended {} and {} of its tasks were done again: {:?}, more than the one in flight",
+                    ends.get(e).copied().unwrap_or("?"),
+                    ks.len(),
+                    &ks[..ks.len().min(10)]
+                ));
+            }
+        }
+        (v, repeats)
     }
 
     fn ls_of<'a>(by_member: &BTreeMap<&str, Vec<&'a Line>>, member: &str) -> Vec<&'a Line> {
@@ -791,6 +889,97 @@ mod check {
             assert_caught(&text, &clean_actions(), "did not release it");
         }
 
+        /// The producer's log of a durable run: tasks 0..=4 in two batches.
+        const PRODUCED: &str = "
+            0 p start - - pid=90 wall_ms=1000000 tasks=0
+            1 p submitted - - 0-2
+            2 p submitted - - 3-4
+            3 p exit - - submitted=5
+        ";
+
+        #[test]
+        fn submitted_tasks_are_read_from_the_producer_log() {
+            assert_eq!(submitted(&log(PRODUCED)), vec![0, 1, 2, 3, 4]);
+        }
+
+        #[test]
+        fn a_lost_durable_task_is_caught() {
+            let tasks = submitted(&log(PRODUCED));
+            assert!(lost(&tasks, &log(CLEAN)).is_empty());
+            let text = CLEAN.replace("1107 c task-done 3 4", "");
+            let v = lost(&tasks, &log(&text));
+            assert!(
+                v.iter()
+                    .any(|s| s.contains("1 of 5 submitted tasks lost (never done), the first: [4]")),
+                "{v:#?}"
+            );
+        }
+
+        /// CLEAN as a durable run: a was killed after doing 1 (recorded) and 2 (not
+        /// recorded); b redoes only 2.
+        fn durable_clean() -> String {
+            CLEAN.replace(
+                "702 b task-start 2 1 attempt=1\n            708 b task-done 2 1\n",
+                "",
+            )
+        }
+
+        #[test]
+        fn a_durable_repeat_after_a_kill_passes() {
+            let lines = log(&durable_clean());
+            let r = check(&lines, &clean_actions(), &params(5));
+            assert!(r.violations.is_empty(), "{:#?}", r.violations);
+            assert_eq!(r.ends.get(&1), Some(&"killed"));
+            let (v, repeats) = durable_repeats(&lines, &r.ends);
+            assert!(v.is_empty(), "{v:#?}");
+            assert_eq!(repeats, 1);
+        }
+
+        #[test]
+        fn two_durable_repeats_after_one_kill_are_caught() {
+            let lines = log(CLEAN); // b redoes 1 and 2
+            let r = check(&lines, &clean_actions(), &params(5));
+            let (v, repeats) = durable_repeats(&lines, &r.ends);
+            assert_eq!(repeats, 2);
+            assert!(
+                v.iter().any(|s| s.contains(
+                    "epoch 1 ended killed and 2 of its tasks were done again: [1, 2], more than the one in flight"
+                )),
+                "{v:#?}"
+            );
+        }
+
+        #[test]
+        fn a_durable_repeat_after_no_disruption_is_caught() {
+            // a was not killed: its epoch was lost, not ended by the test.
+            let lines = log(&durable_clean());
+            let actions: Vec<_> = clean_actions()
+                .into_iter()
+                .filter(|a| a.kind != Kind::Kill)
+                .collect();
+            let r = check(&lines, &actions, &params(5));
+            assert_eq!(r.ends.get(&1), Some(&"lost"));
+            let (v, _) = durable_repeats(&lines, &r.ends);
+            assert!(
+                v.iter().any(|s| s.contains(
+                    "task 2 done in epoch 1 and again in epoch 2, but epoch 1 ended lost"
+                )),
+                "{v:#?}"
+            );
+            // And after a graceful release (c redoes 3 after b released epoch 2).
+            let text = durable_clean().replace(
+                "1101 c task-start 3 4 attempt=1",
+                "1101 c task-start 3 3 attempt=1\n 1102 c task-done 3 3\n 1103 c task-start 3 4 attempt=1",
+            );
+            let lines = log(&text);
+            let r = check(&lines, &clean_actions(), &params(5));
+            let (v, _) = durable_repeats(&lines, &r.ends);
+            assert!(
+                v.iter().any(|s| s.contains("but epoch 2 ended released")),
+                "{v:#?}"
+            );
+        }
+
         #[test]
         fn an_unskewed_clock_is_caught() {
             let text = CLEAN.replace("pid=30 wall_ms=1005002", "pid=30 wall_ms=1000002");
@@ -804,7 +993,14 @@ mod check {
 }
 
 /// Member `i`'s spec.
-fn spec(dir: &std::path::Path, collection: &str, i: usize, tasks: u64, sequenced: bool) -> Spec {
+fn spec(
+    dir: &std::path::Path,
+    collection: &str,
+    i: usize,
+    tasks: u64,
+    sequenced: bool,
+    durable: bool,
+) -> Spec {
     let (id, skew) = MEMBERS[i];
     Spec {
         name: "chaos".to_owned(),
@@ -816,6 +1012,7 @@ fn spec(dir: &std::path::Path, collection: &str, i: usize, tasks: u64, sequenced
         fence: false,
         blocking: id == BLOCKING,
         sequenced,
+        durable,
         faketime: (skew != 0).then(|| format!("{:+}s", skew / 1000)),
         log: dir.join(format!("{id}.log")),
     }
@@ -1029,6 +1226,7 @@ fn chaos() {
         Setup::Single(support::mongodb_uri()),
         env_u64("FAILOVER_CHAOS_SECS").unwrap_or(45),
         false,
+        false,
     );
 }
 
@@ -1039,6 +1237,7 @@ fn chaos_sequenced() {
         Setup::Single(support::mongodb_uri()),
         env_u64("FAILOVER_CHAOS_SEQ_SECS").unwrap_or(30),
         true,
+        false,
     );
 }
 
@@ -1051,6 +1250,7 @@ fn chaos_ferretdb() {
         run_chaos(
             Setup::Single(uri),
             env_u64("FAILOVER_CHAOS_FERRETDB_SECS").unwrap_or(30),
+            false,
             false,
         );
     });
@@ -1067,14 +1267,40 @@ fn chaos_replica_set() {
         Setup::ReplicaSet(rs),
         env_u64("FAILOVER_CHAOS_RS_SECS").unwrap_or(30),
         false,
+        false,
     );
 }
 
-fn run_chaos(setup: Setup, secs: u64, sequenced: bool) {
+/// The same on the durable queue: the members work `--durable` and feed
+/// themselves nothing; a producer process (`failover-member --produce`) submits
+/// the tasks in batches while the faults go on, and once at least every member is
+/// SIGKILLed at the same moment, then restarted.
+#[test]
+fn chaos_durable() {
+    run_chaos(
+        Setup::Single(support::mongodb_uri()),
+        env_u64("FAILOVER_CHAOS_DURABLE_SECS").unwrap_or(30),
+        false,
+        true,
+    );
+}
+
+/// Durable runs: tasks per second of the run, submitted by the producer in
+/// batches of `DURABLE_BATCH` (a master records its progress after every task, so
+/// it does fewer tasks a second than on the in-memory queue).
+const DURABLE_TASKS_PER_SEC: u64 = 60;
+const DURABLE_BATCH: u64 = 30;
+
+fn run_chaos(setup: Setup, secs: u64, sequenced: bool, durable: bool) {
     members::require_libfaketime();
     let seed = env_u64("FAILOVER_CHAOS_SEED").unwrap_or_else(Rng::seed_from_clock);
     let mut rng = Rng::new(seed);
-    let tasks = secs * TASKS_PER_SEC;
+    let tasks = secs
+        * if durable {
+            DURABLE_TASKS_PER_SEC
+        } else {
+            TASKS_PER_SEC
+        };
     let dir: PathBuf = members::run_dir("chaos");
     println!(
         "chaos: {secs} s, seed {seed} (FAILOVER_CHAOS_SEED={seed} replays the choices), logs in {}",
@@ -1146,7 +1372,7 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool) {
         .collection::<Document>(&collection);
     let clock_ref = (members::mono_ns(), members::wall_ms());
     let specs: Vec<Spec> = (0..MEMBERS.len())
-        .map(|i| spec(&dir, &collection, i, tasks, sequenced))
+        .map(|i| spec(&dir, &collection, i, tasks, sequenced, durable))
         .collect();
     if kind == Server::Mock {
         let offset = (TIMINGS.lease() + 1000) as i64;
@@ -1181,6 +1407,32 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool) {
     for i in 0..MEMBERS.len() {
         c.start(i);
     }
+    // The durable queue's producer: a process of its own, straight to the
+    // database (no proxy, no fault), that exits once every task is stored.
+    let producer_log = dir.join("producer.log");
+    let mut producer = durable.then(|| {
+        std::process::Command::new(members::MEMBER_BIN)
+            .env("MONGODB_URI", &uri)
+            .args(["--name", "chaos", "--id", "producer"])
+            .args(["--collection", &collection])
+            .arg("--log")
+            .arg(&producer_log)
+            .args(["--produce", &tasks.to_string()])
+            .args(["--batch", &DURABLE_BATCH.to_string()])
+            .args([
+                "--batch-ms",
+                &(1000 * DURABLE_BATCH / DURABLE_TASKS_PER_SEC).to_string(),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(
+                std::fs::File::create(producer_log.with_extension("stderr"))
+                    .expect("the producer's stderr file"),
+            )
+            .spawn()
+            .expect("the producer")
+    });
+    let mut kills_all = 0;
     let began = Instant::now();
     let since = c.server_ms();
     c.wait_master(since, "the start");
@@ -1194,6 +1446,32 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool) {
             continue;
         };
         let what;
+        // Durable runs: once at a third of the run (and then with a kill's chance
+        // in four), SIGKILL every member at the same moment, restart them all.
+        let kill_all = durable
+            && ((kills_all == 0 && began.elapsed() >= Duration::from_secs(secs) / 3)
+                || rng.range(0, 99) < 6);
+        if kill_all {
+            what = "a kill of every member";
+            for i in 0..MEMBERS.len() {
+                c.act(check::Kind::Kill, i);
+                c.procs[i].as_mut().unwrap().kill();
+            }
+            for i in 0..MEMBERS.len() {
+                c.procs[i] = None;
+            }
+            c.kills += MEMBERS.len();
+            kills_all += 1;
+            std::thread::sleep(Duration::from_millis(rng.range(0, lease)));
+            for i in 0..MEMBERS.len() {
+                c.start(i);
+                c.restarts += 1;
+            }
+            let since = c.server_ms();
+            c.wait_master(since, what);
+            std::thread::sleep(Duration::from_millis(rng.range(200, 1500)));
+            continue;
+        }
         match rng.range(0, 99) {
             // SIGKILL the master, restart it a little later.
             0..=24 => {
@@ -1272,6 +1550,27 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool) {
         std::thread::sleep(Duration::from_millis(rng.range(200, 1500)));
     }
     let chaos_time = began.elapsed();
+    if let Some(p) = producer.as_mut() {
+        // It submits at its own pace; the rest of its work is a few seconds'.
+        let bound = Instant::now() + Duration::from_secs(60.max(secs / 2));
+        let status = loop {
+            match p.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                _ if Instant::now() >= bound => break None,
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        match status {
+            Some(s) if s.success() => {}
+            Some(s) => c.violations.push(format!("the producer exited with {s}")),
+            None => {
+                let _ = p.kill();
+                let _ = p.wait();
+                c.violations
+                    .push("the producer did not finish in time".to_owned());
+            }
+        }
+    }
 
     // The end: no more faults; the master drains the queue; everybody stops.
     let since = c.server_ms();
@@ -1330,6 +1629,30 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool) {
     };
     let mut report = check::check(&lines, &c.actions, &params);
     report.violations.append(&mut c.violations);
+    let mut durable_summary = String::new();
+    if durable {
+        let produced =
+            members::parse_log(&std::fs::read_to_string(&producer_log).unwrap_or_default());
+        let submitted = check::submitted(&produced);
+        if submitted.len() as u64 != tasks {
+            report.violations.push(format!(
+                "the producer logged {} tasks stored, not {tasks}",
+                submitted.len()
+            ));
+        }
+        report.violations.extend(check::lost(&submitted, &lines));
+        let (mut v, repeats) = check::durable_repeats(&lines, &report.ends);
+        report.violations.append(&mut v);
+        if kills_all == 0 {
+            report
+                .violations
+                .push("every member was never killed at once".to_owned());
+        }
+        durable_summary = format!(
+            " durable: submitted={} kills_of_all={kills_all} repeats={repeats}",
+            submitted.len()
+        );
+    }
     let skewed_held: usize = MEMBERS
         .iter()
         .filter(|(_, s)| *s != 0)
@@ -1337,7 +1660,7 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool) {
         .sum();
     println!(
         "chaos summary: server={kind}{} duration={:.1}s (+{:.1}s drain) members={} events={} failovers={} (epochs; {} held by the skewed members) \
-         faults={:?} kills={} pauses={} graceful_stops={} restarts={} step_downs={} tasks={} task_runs={} duplicates={} epoch_ends={:?} violations={}",
+         faults={:?} kills={} pauses={} graceful_stops={} restarts={} step_downs={} tasks={} task_runs={} duplicates={} epoch_ends={:?}{} violations={}",
         if c.replica_set.is_some() { "-replica-set" } else { "" },
         chaos_time.as_secs_f64(),
         drain_time.as_secs_f64(),
@@ -1355,6 +1678,7 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool) {
         report.task_runs,
         report.duplicates,
         report.epoch_ends,
+        durable_summary,
         report.violations.len()
     );
     assert!(

@@ -49,6 +49,7 @@ support::server_tests! {
             fence: true,
             blocking: false,
             sequenced: false,
+            durable: false,
             faketime: None,
             log: dir.join(format!("{id}.log")),
         };

@@ -8,6 +8,12 @@
 //!     [--durable]
 //! ```
 //!
+//! With `--produce N` it is no member but a producer of the durable queue: it
+//! submits the tasks `0..N` with `failover::Queue::submit_many`, `--batch B`
+//! (default 100) at a time, `--batch-ms MS` (default 0) apart, logs
+//! `submitted - <first>-<last>` after each batch returned (stored) and `exit`, and
+//! exits with status 0.
+//!
 //! With `--durable` it works the subsystem's durable queue in MongoDB
 //! (`Managed::start_durable`, default `DurableQueue` settings) and feeds itself
 //! nothing: a producer submits the tasks (`failover::Queue`), each an `i64`.
@@ -131,11 +137,16 @@ struct Args {
     blocking: bool,
     sequenced: bool,
     durable: bool,
+    /// `--produce N`: submit `0..N` to the durable queue and exit.
+    produce: Option<i64>,
+    batch: usize,
+    batch_ms: u64,
 }
 
 const USAGE: &str = "usage: failover-member --name NAME --id ID --collection COLL --log FILE \
 [--master-ms MS] [--slave-ms MS] [--lease-ms MS] [--ticking-ms MS] [--error-ms MS] \
-[--tasks N] [--task-ms MS] [--fence] [--blocking] [--sequenced] [--durable]   (MONGODB_URI must be set)";
+[--tasks N] [--task-ms MS] [--fence] [--blocking] [--sequenced] [--durable] \
+[--produce N [--batch B] [--batch-ms MS]]   (MONGODB_URI must be set)";
 
 fn parse_args() -> Result<Args, String> {
     let defaults = Intervals::default();
@@ -155,6 +166,9 @@ fn parse_args() -> Result<Args, String> {
         blocking: false,
         sequenced: false,
         durable: false,
+        produce: None,
+        batch: 100,
+        batch_ms: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -190,6 +204,12 @@ fn parse_args() -> Result<Args, String> {
                 a.tasks = i64::try_from(number(&value)?).map_err(|e| format!("--tasks: {e}"))?
             }
             "--task-ms" => a.task_ms = number(&value)?,
+            "--produce" => {
+                a.produce =
+                    Some(i64::try_from(number(&value)?).map_err(|e| format!("--produce: {e}"))?)
+            }
+            "--batch" => a.batch = number(&value)?.max(1) as usize,
+            "--batch-ms" => a.batch_ms = number(&value)?,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -273,6 +293,10 @@ async fn run(args: Args) -> Result<(), String> {
         ),
     );
 
+    if let Some(n) = args.produce {
+        return produce(&args, &uri, &log, n).await;
+    }
+
     // One driver client for the election and the fenced writes, named like the
     // client `failover` would build (`failover:<member id>`), so that a fail
     // point filtered on that appName hits both.
@@ -352,6 +376,33 @@ async fn run(args: Args) -> Result<(), String> {
             managed.state()
         ),
     );
+    Ok(())
+}
+
+/// The producer: submits `0..n` to the durable queue in batches, logging each.
+async fn produce(args: &Args, uri: &str, log: &Log, n: i64) -> Result<(), String> {
+    let options = Options::new()
+        .connect_string(uri)
+        .collection(&args.collection)
+        .member_id(&args.id)
+        .durable_queue(failover::DurableQueue::new());
+    let queue = failover::Queue::connect(&args.name, options)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut first = 0;
+    while first < n {
+        let last = (first + args.batch as i64).min(n) - 1;
+        queue
+            .submit_many(first..=last)
+            .await
+            .map_err(|e| e.to_string())?;
+        log.line("submitted", None, None, &format!("{first}-{last}"));
+        first = last + 1;
+        if first < n {
+            tokio::time::sleep(Duration::from_millis(args.batch_ms)).await;
+        }
+    }
+    log.line("exit", None, None, &format!("submitted={n}"));
     Ok(())
 }
 

@@ -108,6 +108,8 @@ pub struct Spec {
     /// Keys repeat (`n % 10`) and tasks carry their feed sequence number
     /// (`--sequenced`).
     pub sequenced: bool,
+    /// Works the durable queue (`--durable`) and is fed by a producer.
+    pub durable: bool,
     /// `FAKETIME` for libfaketime (e.g. `+5s`); the monotonic clock is left alone.
     pub faketime: Option<String>,
     pub log: PathBuf,
@@ -140,6 +142,9 @@ impl Spec {
         }
         if self.sequenced {
             cmd.arg("--sequenced");
+        }
+        if self.durable {
+            cmd.arg("--durable");
         }
         if let Some(offset) = &self.faketime {
             require_libfaketime();

@@ -13,7 +13,8 @@
 //! * The master records the last finished task with a write fenced by its epoch;
 //!   a stale master's write matches nothing, is refused, and the stale master
 //!   stops working. With [`Progress::EveryTask`] (the default) at most the one task
-//!   in flight runs again after a crash; with [`Progress::Batched`] at most the
+//!   in flight runs again after a crash or a database fault (a record that fails
+//!   is retried, while the lease is held, before the next task starts); with [`Progress::Batched`] at most the
 //!   tasks finished since the last record.
 //! * The master holds only a bounded read-ahead batch ([`DurableQueue::read_ahead`])
 //!   in memory, never the whole queue.
@@ -1005,27 +1006,43 @@ impl<W: Work> Durable<W> {
             let s = lock(&self.state);
             (s.done_to, force || s.done_to - s.cleaned >= CLEAN_EVERY)
         };
-        match self.store.record(epoch, target, clean).await {
-            Ok(true) => {
-                let mut s = lock(&self.state);
-                s.recorded = s.recorded.max(target);
-                if clean {
-                    s.cleaned = s.cleaned.max(target);
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match self.store.record(epoch, target, clean).await {
+                Ok(true) => {
+                    let mut s = lock(&self.state);
+                    s.recorded = s.recorded.max(target);
+                    if clean {
+                        s.cleaned = s.cleaned.max(target);
+                    }
+                    s.unrecorded = 0;
+                    s.recorded_at = Instant::now();
+                    return true;
                 }
-                s.unrecorded = 0;
-                s.recorded_at = Instant::now();
-                true
-            }
-            Ok(false) => {
-                tracing::warn!(target: "failover::managed", member = %self.shared.member_id, epoch,
-                    "progress write refused: a newer master has taken over; stopping the work");
-                false
-            }
-            Err(e) => {
-                // Kept: the next record carries it.
-                tracing::warn!(target: "failover::managed", error = %e, "cannot record progress yet");
-                self.events.emit(Event::Error(e));
-                true
+                Ok(false) => {
+                    tracing::warn!(target: "failover::managed", member = %self.shared.member_id, epoch,
+                        "progress write refused: a newer master has taken over; stopping the work");
+                    return false;
+                }
+                Err(e) => {
+                    tracing::warn!(target: "failover::managed", error = %e, "cannot record progress yet");
+                    self.events.emit(Event::Error(e));
+                    if self.cadence.0 != 1 {
+                        // Kept: the next record carries it.
+                        return true;
+                    }
+                    // Progress after every task: no next task before this one is
+                    // recorded, or a fault lasting several tasks would leave them all
+                    // to be done again. Retried while the lease is held.
+                    if !self.shared.holds(epoch) {
+                        return false;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(self.error_pause.max(Duration::from_millis(5)));
+                    if !self.shared.holds(epoch) {
+                        return false;
+                    }
+                }
             }
         }
     }
