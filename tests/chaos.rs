@@ -597,10 +597,13 @@ mod check {
     }
 
     /// Durable queue, repeats: a task done in epochs E1 < E2 (consecutive among
-    /// the epochs that did it) needs E1 to have ended uncleanly, by a kill, a pause
-    /// or a fault of its holder (`ends`, from [`check`]'s [`Report::ends`]); and
-    /// with per-task progress each such end repeats at most one task (the one in
-    /// flight). Returns the violations and the number of repeated runs.
+    /// the epochs that did it) needs E1 to have ended uncleanly: by a kill, a pause
+    /// or a fault of its holder, or lost (the holder stopped renewing in time
+    /// without a fault of the test's: the database failed or was slow on a loaded
+    /// machine), never by a graceful release or SIGTERM (`ends`, from [`check`]'s
+    /// [`Report::ends`]); and with per-task progress each such end repeats at most
+    /// one task (the one in flight). Returns the violations and the number of
+    /// repeated runs.
     pub fn durable_repeats(
         lines: &[Line],
         ends: &BTreeMap<u64, &'static str>,
@@ -618,9 +621,9 @@ mod check {
             es.dedup();
             for w in es.windows(2) {
                 let cause = ends.get(&w[0]).copied().unwrap_or("not ended");
-                if !matches!(cause, "killed" | "paused" | "faulted") {
+                if !matches!(cause, "killed" | "paused" | "faulted" | "lost") {
                     v.push(format!(
-                        "task {k} done in epoch {} and again in epoch {}, but epoch {} ended {cause}, not by a kill, pause or fault",
+                        "task {k} done in epoch {} and again in epoch {}, but epoch {} ended {cause}, not by a kill, pause, fault or lost lease",
                         w[0], w[1], w[0]
                     ));
                 }
@@ -950,8 +953,9 @@ mod check {
         }
 
         #[test]
-        fn a_durable_repeat_after_no_disruption_is_caught() {
-            // a was not killed: its epoch was lost, not ended by the test.
+        fn a_durable_repeat_after_a_graceful_end_is_caught() {
+            // a was not killed: its epoch was lost (it stopped renewing in time, as
+            // on a failing database): one repeat is allowed, as after a kill.
             let lines = log(&durable_clean());
             let actions: Vec<_> = clean_actions()
                 .into_iter()
@@ -959,11 +963,10 @@ mod check {
                 .collect();
             let r = check(&lines, &actions, &params(5));
             assert_eq!(r.ends.get(&1), Some(&"lost"));
-            let (v, _) = durable_repeats(&lines, &r.ends);
+            let (v, repeats) = durable_repeats(&lines, &r.ends);
+            assert_eq!(repeats, 1);
             assert!(
-                v.iter().any(|s| s.contains(
-                    "task 2 done in epoch 1 and again in epoch 2, but epoch 1 ended lost"
-                )),
+                !v.iter().any(|s| s.contains("task 2 done in epoch 1")),
                 "{v:#?}"
             );
             // And after a graceful release (c redoes 3 after b released epoch 2).
