@@ -1603,7 +1603,12 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool, durable: bool) {
         ));
     }
     let drain_time = drain_start.elapsed();
-    std::thread::sleep(Duration::from_millis(2 * t.master));
+    // Members faulted or restarted just before the end recover within an ERROR
+    // interval plus a check (the durable queue drains at once, leaving them no
+    // time otherwise): give them that, twice, before the final stop.
+    std::thread::sleep(Duration::from_millis(
+        2 * t.master + 2 * (t.error + t.slave + t.ticking),
+    ));
     let since = c.server_ms();
     let master = c.wait_master(since, "the drain");
     for i in (0..MEMBERS.len()).filter(|&i| Some(i) != master) {
