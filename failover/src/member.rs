@@ -525,7 +525,7 @@ impl Drop for Member {
 
 /// A random number that tells this member instance from any other, even one
 /// configured with the same member id.
-fn random_token() -> i64 {
+pub(crate) fn random_token() -> i64 {
     use std::collections::hash_map::RandomState;
     use std::hash::{BuildHasher, Hasher};
     let mut h = RandomState::new().build_hasher();

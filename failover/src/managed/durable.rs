@@ -308,19 +308,6 @@ fn seq_of(doc: &Document) -> Option<i64> {
     doc.get_document("_id").ok().and_then(|id| int(id, "seq"))
 }
 
-fn random_nonce() -> i64 {
-    use std::collections::hash_map::RandomState;
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    h.finish() as i64
-}
-
 /// The durable queue's database operations for one subsystem.
 pub(crate) struct TaskStore {
     q: String,
@@ -467,7 +454,7 @@ impl TaskStore {
             return Ok(Vec::new());
         }
         self.room_for(tasks.len()).await?;
-        let nonce = random_nonce();
+        let nonce = crate::member::random_token();
         let now = bson::DateTime::now();
         let mut seqs = Vec::with_capacity(tasks.len());
         let mut from = 0usize; // the first task not yet in
