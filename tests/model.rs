@@ -17,6 +17,7 @@
 //! faults, longer horizons) to the same tests; they take much longer.
 
 mod model {
+    pub mod durable;
     pub mod protocol;
     pub mod queue;
 }
@@ -70,6 +71,10 @@ fn base(name: &'static str) -> Config {
         horizon: 45,
         faults: Faults::default(),
         mutation: None,
+        empty: false,
+        supervised: false,
+        durable: 0,
+        flaky: 0,
     }
 }
 
@@ -91,6 +96,9 @@ fn faults(budget: u8) -> Faults {
         crash: true,
         primary_change: true,
         shutdowns: 0,
+        delete: false,
+        gc: false,
+        step_downs: 0,
     }
 }
 
@@ -266,6 +274,101 @@ fn managed_large() -> Config {
     }
 }
 
+/// The election with the lease deleted (every version) or garbage-collected
+/// (every version but the newest) at any instant, and one more fault (a loss,
+/// also of a write's answer after it applied, or a crash): two faults in all.
+fn election_deletion() -> Config {
+    Config {
+        faults: Faults {
+            budget: 2,
+            lose: true,
+            crash: true,
+            delete: true,
+            gc: true,
+            ..Faults::default()
+        },
+        horizon: 50,
+        ..base("election: 2 members, the lease deleted or collected, and 1 more fault (loss, crash)")
+    }
+}
+
+/// The election on an empty database (a vacancy is written first), with one
+/// fault of any kind, the deletion included.
+fn election_empty() -> Config {
+    Config {
+        empty: true,
+        faults: Faults {
+            delete: true,
+            gc: true,
+            ..faults(1)
+        },
+        horizon: 50,
+        ..base("election: 2 members, an empty database, 1 fault of any kind or a deletion")
+    }
+}
+
+/// The election with an operator's step-down request (and one loss or crash).
+fn election_step_down() -> Config {
+    Config {
+        faults: Faults {
+            step_downs: 1,
+            budget: 1,
+            lose: true,
+            crash: true,
+            ..Faults::default()
+        },
+        ..base("election: 2 members, a step-down request and 1 fault (loss, crash)")
+    }
+}
+
+/// `failover run`: each master runs a child under a leash; one pause, crash or
+/// deletion.
+fn supervised() -> Config {
+    Config {
+        supervised: true,
+        faults: Faults {
+            budget: 1,
+            pause: true,
+            crash: true,
+            delete: true,
+            ..Faults::default()
+        },
+        ..base("failover run: 2 supervisors with leashed children, 1 fault (pause, crash, deletion)")
+    }
+}
+
+/// The durable queue: three stored tasks, the second fails on its first run
+/// (a dead letter); one fault (a request lost on the way and landing later, a
+/// crash, a pause).
+fn durable() -> Config {
+    Config {
+        durable: 3,
+        flaky: 0b010,
+        faults: Faults {
+            budget: 1,
+            lose: true,
+            pause: true,
+            crash: true,
+            ..Faults::default()
+        },
+        ..base("durable queue: 2 members, 3 tasks (the 2nd fails once), 1 fault (loss, pause, crash)")
+    }
+}
+
+/// The durable queue with a step-down request and a shutdown (graceful ends:
+/// no repeat).
+fn durable_hand_over() -> Config {
+    Config {
+        faults: Faults {
+            budget: 0,
+            shutdowns: 1,
+            step_downs: 1,
+            ..Faults::default()
+        },
+        ..durable()
+    }
+}
+
 /// Prints a trace: every step but the ticks, with the state after it.
 fn print_trace(
     p: &Protocol,
@@ -361,6 +464,16 @@ const CRASH: &[&str] = &[
 const RELEASE: &[&str] = &[
     "a released lease taken",
     "the release bound checked after a release",
+];
+const DELETION: &[&str] = &[
+    "a lease deleted under a master",
+    "a vacancy taken after a deletion",
+    "the deletion bound checked",
+];
+const DURABLE: &[&str] = &[
+    "a durable task dead-lettered",
+    "a durable task repeated",
+    "the durable queue finished",
 ];
 const TASKS: &[&str] = &[
     "a task done",
@@ -590,4 +703,132 @@ async fn late_joiner_keeps_a_repeated_key_in_the_library() {
     b.abort();
     assert!(!ran_2, "no master was fed #2");
     assert_eq!(kept, [2, 1], "B dropped a task that no master ran");
+}
+
+#[test]
+fn election_deletion_is_safe_and_live() {
+    check(election_deletion(), &examples(&[SAFETY, CRASH, DELETION]));
+}
+
+#[test]
+fn election_empty_database_is_safe_and_live() {
+    check(election_empty(), &examples(&[SAFETY, CRASH, DELETION]));
+}
+
+#[test]
+fn election_step_down_is_safe_and_live() {
+    check(
+        election_step_down(),
+        &examples(&[SAFETY, &["a step-down handed over"]]),
+    );
+}
+
+#[test]
+fn supervised_children_never_overlap() {
+    check(supervised(), &examples(&[SAFETY, CRASH]));
+}
+
+#[test]
+fn durable_queue_is_safe() {
+    check(durable(), &examples(&[SAFETY, DURABLE]));
+}
+
+#[test]
+fn durable_queue_hand_over_repeats_nothing() {
+    check(
+        durable_hand_over(),
+        &examples(&[SAFETY, &["a step-down handed over", "the durable queue finished"]]),
+    );
+}
+
+/// Finding 1, the old rule: a member that finds no lease takes it at once.
+/// After a deletion under a master, both act until the old master's deadline.
+#[test]
+fn mutation_missing_lease_taken_at_once() {
+    refute(
+        Config {
+            mutation: Some(Mutation::TakeMissing),
+            ..election_deletion()
+        },
+        "one acting epoch per tick",
+    );
+}
+
+/// Finding 1, the old rule: the newest version is the highest version. After a
+/// deletion, the old master's next renewal (a higher version, a lower epoch)
+/// wins over the vacancy: the newest epoch goes back.
+#[test]
+fn mutation_newest_by_version() {
+    refute(
+        Config {
+            mutation: Some(Mutation::NewestByVersion),
+            ..election_deletion()
+        },
+        "epochs only grow",
+    );
+}
+
+/// A take-over's stale lower-epoch occupant of its slot (the old master's
+/// renewal after a deletion) is kept: every later take-over loses to it.
+#[test]
+fn mutation_stale_occupant_kept() {
+    refute(
+        Config {
+            mutation: Some(Mutation::KeepStaleOccupant),
+            ..election_deletion()
+        },
+        "a deleted lease is taken again within the bound",
+    );
+}
+
+/// A read-back that compares only the slot: a write whose slot was deleted and
+/// filled by another writer counts as won.
+#[test]
+fn mutation_read_back_by_slot() {
+    refute(
+        Config {
+            mutation: Some(Mutation::ReadBackBySlot),
+            ..election_deletion()
+        },
+        "one acting epoch per tick",
+    );
+}
+
+/// Finding 2, the old supervisor: the child is killed only by the supervisor;
+/// paused, it leaves its child running after its lease expired.
+#[test]
+fn mutation_child_killed_only_by_its_supervisor() {
+    refute(
+        Config {
+            mutation: Some(Mutation::SupervisorKillsChild),
+            ..supervised()
+        },
+        "one supervised child runs at a time",
+    );
+}
+
+/// The old order of the durable queue: a dead letter stored before the
+/// progress write, which a newer master refuses.
+#[test]
+fn mutation_dead_letter_before_progress() {
+    refute(
+        Config {
+            mutation: Some(Mutation::BuryBeforeRecord),
+            ..durable()
+        },
+        "no dead letter from a master whose progress write is refused",
+    );
+}
+
+/// Progress fenced by epoch alone: a record of the same master that lands late
+/// takes the number back.
+#[test]
+fn mutation_progress_may_go_back() {
+    refute(
+        Config {
+            mutation: Some(Mutation::ProgressMayGoBack),
+            ..durable()
+        },
+        "durable progress never goes back",
+    );
 }

@@ -74,6 +74,12 @@ pub const MEMBER_BASE: i64 = 1_000;
 /// Node and mongos clocks read from here (a date in milliseconds).
 pub const NODE_BASE: i64 = 1_000_000;
 
+/// The holder's garbage collection keeps this many versions behind the newest
+/// (the library keeps 16, renewed every 2/3 of a lease: ten leases; two here,
+/// more than a lease, so that a writer whose slot was collected has passed its
+/// deadline, as in the library).
+pub const KEEP_VERSIONS: u32 = 2;
+
 /// TODO(lead): share with failover::election (`CLOCK_REFRESH`, 60 s, 20 leases of
 /// the default 3 s): how long a standby keeps a clock sample when nothing else
 /// asks for a new one. The model scales it to 20 leases.
@@ -155,6 +161,13 @@ pub struct Faults {
     pub primary_change: bool,
     /// Graceful shutdowns allowed (outside the budget).
     pub shutdowns: u8,
+    /// Every version of the lease may be deleted (an operator, a cleanup job).
+    pub delete: bool,
+    /// Every version but the newest may be garbage-collected (as the holder
+    /// does every few versions, at any instant).
+    pub gc: bool,
+    /// Operators' step-down requests allowed (outside the budget).
+    pub step_downs: u8,
 }
 
 /// A rule known to be wrong, put in place of the implemented one.
@@ -171,6 +184,27 @@ pub enum Mutation {
     EarlyRelease,
     /// The old pending-key prune rule of the queue.
     PendingKeyPrune,
+    /// Finding 1, the old rule: a member that finds no lease takes it at once
+    /// (version 1, a fresh epoch) instead of writing a vacancy.
+    TakeMissing,
+    /// Finding 1, the old rule: the newest version is the highest version,
+    /// whatever its epoch.
+    NewestByVersion,
+    /// A write's read-back counts the write as won when the newest version has
+    /// its slot, whoever wrote it (without comparing holder and epoch).
+    ReadBackBySlot,
+    /// A take-over's stale lower-epoch occupant of its slot is not deleted: the
+    /// write loses to it.
+    KeepStaleOccupant,
+    /// Finding 2, the old supervisor: its child is killed only by the
+    /// supervisor's own steps (no leash), so a paused supervisor's child runs on.
+    SupervisorKillsChild,
+    /// The old order of the durable queue: the dead letter is stored before the
+    /// fenced progress write (which may then be refused).
+    BuryBeforeRecord,
+    /// The durable queue's progress write requires only `epoch <= mine`, not
+    /// that the number grows within an epoch.
+    ProgressMayGoBack,
 }
 
 /// A configuration of the model.
@@ -208,6 +242,18 @@ pub struct Config {
     pub horizon: u16,
     /// The faults allowed.
     pub faults: Faults,
+    /// Whether the database starts empty (`false`: with a vacancy that expired
+    /// long ago, as a database whose lease was vacated; it saves a lease of
+    /// waiting before the first election).
+    pub empty: bool,
+    /// `failover run`: each master runs a child process, under a leash that
+    /// kills it at the master's deadline.
+    pub supervised: bool,
+    /// The durable queue: this many tasks stored before the start (0: none).
+    pub durable: u8,
+    /// The durable queue: tasks (bit `i`: task `i + 1`) whose first run fails
+    /// (past `max_attempts`: a dead letter); a later run succeeds.
+    pub flaky: u8,
     /// The wrong rule in place of the implemented one, if any.
     pub mutation: Option<Mutation>,
 }
@@ -261,6 +307,17 @@ impl Config {
             + lost_race_pause(1, self.slave)
     }
 
+    /// After the lease was deleted (or the last fault, whichever is later), some
+    /// member is master within this many ticks of fair scheduling: the old
+    /// master renews (and holds on) unless a standby wrote a vacancy first,
+    /// which is taken as an expired lease: the standby's next check (`slave`,
+    /// or `error` after a failure), the vacancy's write, then the take-over
+    /// bound after earlier faults.
+    pub fn deletion_bound(&self) -> u64 {
+        let rtt = u64::from(self.delays) + 1;
+        self.takeover_bound(true) + self.slave.max(self.error) + 2 * rtt
+    }
+
     /// A released lease is taken within this many ticks of fair scheduling: every
     /// standby checks at least every `slave` ticks (or `error` after a failure that
     /// began before), and a check that finds the lease released takes it at once:
@@ -271,21 +328,49 @@ impl Config {
     }
 }
 
-/// The lease document.
+/// One version of the lease: the document `_id: {lease, v: version}`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Doc {
-    /// Holder and token: the member's index (members never restart).
-    pub holder: u8,
+    /// Holder and token: the member's index (members never restart); `None`: a
+    /// vacancy.
+    pub holder: Option<u8>,
     /// The fencing token.
     pub epoch: u64,
-    /// Grows with every write.
+    /// The version slot (`_id.v`): unique.
     pub version: u32,
-    /// Stamped by the node that applied the last write.
+    /// Stamped by the node that applied the write (an operator's step-down copy
+    /// keeps the stamp it copied).
     pub renewed_at: i64,
     /// Handed over.
     pub released: bool,
+    /// An operator asked the holder to hand over.
+    pub step_down: bool,
     /// What the master published (`sync` and `run`).
     pub publ: Option<Pub>,
+}
+
+/// Which write a standby's judgement was made on (`Seen` in the election): an
+/// operator's step-down copy (same epoch, same stamp) is the same write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Seen {
+    version: u32,
+    epoch: u64,
+    renewed_at: i64,
+}
+
+impl Seen {
+    fn of(d: &Doc) -> Seen {
+        Seen {
+            version: d.version,
+            epoch: d.epoch,
+            renewed_at: d.renewed_at,
+        }
+    }
+
+    fn covers(&self, d: &Doc) -> bool {
+        (self.version == d.version && self.epoch == d.epoch)
+            || (d.step_down && self.epoch == d.epoch && self.renewed_at == d.renewed_at)
+    }
 }
 
 /// A clock sample: the stamping clock read `stamp` at local instant `local`, give
@@ -354,13 +439,18 @@ pub enum Status {
     Error,
 }
 
-/// `Held` in the election: the epoch and the member's deadline on its own clock.
+/// `Held` in the election: the epoch, the member's deadline on its own clock,
+/// and the version it last wrote (or the operator's copy of it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Held {
     /// The held epoch.
     pub epoch: u64,
     /// The member may act while its clock reads less.
     pub valid_until: u64,
+    /// The version its next write follows.
+    pub version: u32,
+    /// The lease it holds carries an operator's step-down request.
+    pub step_down: bool,
 }
 
 /// A request to the database.
@@ -370,14 +460,14 @@ pub enum Req {
     Stamp,
     /// Read the lease.
     Read,
-    /// Take the lease: conditional on the version seen (`None`: insert, with this fresh epoch).
-    Acquire { seen: Option<u32>, fresh: u64 },
-    /// Renew, conditional on token and epoch; publish on the way.
-    Renew { epoch: u64, publish: Option<Pub> },
-    /// Release, conditional on token and epoch; publish on the way.
-    Release { epoch: u64, publish: Option<Pub> },
+    /// Insert a version (`renewed_at` stamped on the way) into its slot; an
+    /// occupant whose epoch is below `base` (the epoch of the lease the write is
+    /// based on) is stale: deleted, and the slot tried again.
+    Put { doc: Doc, base: Option<u64> },
     /// A fenced write of a task.
     Write { epoch: u64, occ: u8 },
+    /// A request of the durable queue's worker.
+    Durable(super::durable::DReq),
 }
 
 /// The database's answer.
@@ -385,16 +475,14 @@ pub enum Req {
 pub enum Reply {
     /// The stamp.
     Stamp(i64),
-    /// The lease.
+    /// The newest version.
     Read(Option<Doc>),
-    /// The lease taken, or `None`: another won.
-    Acquire(Option<Doc>),
-    /// Whether the lease was still ours.
-    Renew(bool),
-    /// Whether the lease was still ours.
-    Release(bool),
+    /// The version as inserted, or `None`: the slot was taken (duplicate key).
+    Put(Option<Doc>),
     /// Whether the write landed (its epoch not older than the document's).
     Write(bool),
+    /// The durable queue's answer.
+    Durable(super::durable::DRep),
 }
 
 /// A message on its way, sent (or answered) at tick `.0`.
@@ -415,12 +503,40 @@ pub enum OpKind {
     CheckRead,
     /// `take_over`: the confirming sample.
     TakeSample { seen: Option<Doc> },
-    /// `take_over`: the conditional write.
-    Acquire,
-    /// `renew`.
-    Renew { epoch: u64, publish: Option<Pub> },
-    /// `release`.
+    /// The vacancy written for a missing lease.
+    Vacate,
+    /// `acquire`: the read of the newest version before the insert (the
+    /// take-over gives up unless it is still the one seen).
+    PreRead { seen: Doc, clean: bool },
+    /// A lease write (`MongoStore::write`): the insert of `doc` (`inserted`
+    /// `None`), then the read-back of the newest version (`Some`: whether the
+    /// insert got the slot); `tries` slots tried so far.
+    Lease {
+        purpose: Purpose,
+        doc: Doc,
+        base: Option<u64>,
+        inserted: Option<Option<Doc>>,
+        tries: u8,
+    },
+}
+
+/// What a lease write is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    /// A take-over (`true`: of a released lease, or a vacancy no term held).
+    Take(bool),
+    /// A renewal.
+    Renew,
+    /// A release (on shutdown, or a hand-over after a step-down request).
     Release,
+}
+
+/// What a lease write's read-back says (`Written` in the store).
+enum Written {
+    Won(Doc),
+    Lost,
+    AlreadyOurs,
+    StepDown(Doc),
 }
 
 /// The election's operation in flight: its deadline and send time (own clock) and
@@ -459,10 +575,17 @@ pub struct Member {
     pub held: Option<Held>,
     /// Its last clock sample.
     pub clock: Option<Sample>,
-    /// `Election::fallback`: version, and expiry by local observation.
-    pub fallback: Option<(u32, u64)>,
-    /// `Election::deferred`: version, and end of the head start.
-    pub deferred: Option<(u32, u64)>,
+    /// `Election::fallback`: the write judged, and expiry by local observation.
+    pub fallback: Option<(Seen, u64)>,
+    /// `Election::deferred`: the write judged, and end of the head start.
+    pub deferred: Option<(Seen, u64)>,
+    /// Asked to step down: hands the lease over once its work stopped.
+    pub handing_over: bool,
+    /// After a step-down: takes no lease before this (own clock).
+    pub yield_until: Option<u64>,
+    /// `failover run`: the child process, its epoch and its leash's deadline
+    /// (own clock).
+    pub child: Option<(u64, u64)>,
     /// Take-over races lost in a row.
     pub lost_races: u8,
     /// What it last published as master.
@@ -488,6 +611,10 @@ pub struct Member {
     pub fed: u8,
     /// Bit `i`: task `i` was submitted to it.
     pub fed_mask: u16,
+    /// Its durable queue worker (while it is or was master).
+    pub dw: Option<super::durable::Worker>,
+    /// Its durable worker's requests lost on the way: they land at any time.
+    pub stuck: Vec<Req>,
 }
 
 /// Violations seen in a transition (bit flags).
@@ -496,6 +623,13 @@ pub const DUP_EPOCH: u8 = 1;
 pub const EPOCH_BACK: u8 = 2;
 /// A fenced write of an older epoch landed after a newer one.
 pub const FENCE_BACK: u8 = 4;
+/// A member acted under an epoch below one an earlier member acted under (so a
+/// fenced collection that holds the earlier one refuses it for good).
+pub const ACT_BACK: u8 = 8;
+/// A durable queue's progress went backwards.
+pub const PROGRESS_BACK: u8 = 16;
+/// A dead letter stored by a master whose progress write was then refused.
+pub const DEAD_REFUSED: u8 = 32;
 
 /// The state of the whole system.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -504,8 +638,18 @@ pub struct State {
     pub now: u16,
     /// Which node is primary.
     pub primary: u8,
-    /// The lease document.
-    pub lease: Option<Doc>,
+    /// The lease's versions, by slot.
+    pub versions: Vec<Doc>,
+    /// The highest epoch the newest version ever had.
+    pub top_epoch: u64,
+    /// The highest epoch any member acted under.
+    pub top_acted: u64,
+    /// Step-down requests used.
+    pub step_downs: u8,
+    /// Supervised children that ran in this tick: (member, epoch), sorted.
+    pub children: Vec<(u8, u64)>,
+    /// The durable queue, if any.
+    pub dq: Option<super::durable::Db>,
     /// The fenced data document's epoch (0: never written).
     pub fence: u64,
     /// The members.
@@ -518,6 +662,8 @@ pub struct State {
     pub unfair: u16,
     /// When a master crashed.
     pub crash: Option<u16>,
+    /// When the lease was last deleted.
+    pub deleted: Option<u16>,
     /// Since when the lease is released and not taken again.
     pub released: Option<u16>,
     /// When the first release landed.
@@ -560,8 +706,17 @@ pub enum Action {
     WDone(u8),
     /// The member's worker starts its next task.
     WStart(u8),
-    /// A message of the member's (`true`: its task's write) takes a tick longer.
-    Delay(u8, bool),
+    /// A message of the member's (0: its election's, 1: its task's write, 2:
+    /// its durable worker's) takes a tick longer.
+    Delay(u8, u8),
+    /// The member's durable worker takes its step.
+    DStep(u8),
+    /// The database applies the member's durable worker's request.
+    DApply(u8),
+    /// The member's durable worker's request is lost on the way (it lands later).
+    DStick(u8),
+    /// The database applies one of the member's stuck requests.
+    ApplyStuck(u8, u8),
     /// The member's message (request or reply) is lost.
     Lose(u8),
     /// The member is paused.
@@ -574,6 +729,12 @@ pub enum Action {
     PrimaryChange,
     /// The member is shut down gracefully.
     Shutdown(u8),
+    /// Every version of the lease is deleted.
+    Delete,
+    /// Every version but the newest is garbage-collected.
+    Gc,
+    /// An operator copies the newest version with `step_down` set.
+    StepDown,
 }
 
 /// The model: a configuration.
@@ -620,9 +781,10 @@ impl Protocol {
         let now = self.local(s, m);
         match &mem.op {
             Some(op) => now >= op.deadline,
-            None if mem.stopping => {
-                // stop_work: renew when due while work holds the term; else release.
-                if mem.held.is_some() && mem.task.is_some() {
+            None if mem.stopping || (mem.handing_over && mem.held.is_some()) => {
+                // stop_work (and a hand-over): renew when due while work holds
+                // the term; else release.
+                if mem.held.is_some() && (mem.task.is_some() || super::durable::busy(s, m)) {
                     now >= mem.wake
                 } else {
                     true
@@ -634,7 +796,12 @@ impl Protocol {
 
     fn worker_may_start(&self, s: &State, m: usize) -> bool {
         let mem = &s.members[m];
-        if mem.up != Up::Running || mem.stopping || mem.task.is_some() || mem.queue.is_empty() {
+        if mem.up != Up::Running
+            || mem.stopping
+            || mem.handing_over
+            || mem.task.is_some()
+            || mem.queue.is_empty()
+        {
             return false;
         }
         if let Some(Mutation::BatchedChecks(_)) = self.cfg.mutation {
@@ -675,6 +842,9 @@ impl Protocol {
         if self.worker_may_start(s, m) {
             out.push(Action::WStart(i));
         }
+        if super::durable::due(self, s, m) {
+            out.push(Action::DStep(i));
+        }
     }
 
     /// What must happen before time moves on: requests arriving at the database,
@@ -708,6 +878,9 @@ impl Protocol {
                     out.push(Action::WApply(m));
                 }
             }
+            if super::durable::request_due(s, i) {
+                out.push(Action::DApply(m));
+            }
         }
         for m in 0..s.members.len() {
             let before = out.len();
@@ -739,14 +912,25 @@ impl Protocol {
         for (i, mem) in s.members.iter().enumerate() {
             let m = i as u8;
             let op_msg = mem.op.as_ref().and_then(|op| op.msg.as_ref());
+            let dw_msg = mem.dw.as_ref().and_then(|w| w.msg.as_ref());
             db_due |= matches!(op_msg, Some(Msg::Req(at, _)) if *at <= s.now)
                 || matches!(&mem.task, Some(Task { msg: Some(Msg::Req(at, _)), .. }) if *at <= s.now)
-                || mem.orphans.iter().any(|(at, _)| *at <= s.now);
+                || mem.orphans.iter().any(|(at, _)| *at <= s.now)
+                || super::durable::request_due(s, i);
             if delay && due_msg(op_msg) {
-                out.push(Action::Delay(m, false));
+                out.push(Action::Delay(m, 0));
             }
             if delay && due_msg(mem.task.as_ref().and_then(|t| t.msg.as_ref())) {
-                out.push(Action::Delay(m, true));
+                out.push(Action::Delay(m, 1));
+            }
+            if delay && due_msg(dw_msg) {
+                out.push(Action::Delay(m, 2));
+            }
+            if budget && f.lose && Self::alive(mem) && super::durable::request_due(s, i) {
+                out.push(Action::DStick(m));
+            }
+            for j in 0..mem.stuck.len() {
+                out.push(Action::ApplyStuck(m, j as u8));
             }
             if budget && f.lose && Self::alive(mem) && due_msg(op_msg) {
                 out.push(Action::Lose(m));
@@ -774,18 +958,54 @@ impl Protocol {
         if budget && f.primary_change && self.cfg.nodes.len() > 1 && db_due {
             out.push(Action::PrimaryChange);
         }
+        // Deletion, garbage collection and an operator's step-down request
+        // matter only to the database's next apply: offered right before one.
+        if budget && f.delete && db_due && !s.versions.is_empty() {
+            out.push(Action::Delete);
+        }
+        if budget && f.gc && db_due && self.collectible(s) {
+            out.push(Action::Gc);
+        }
+        if s.step_downs < f.step_downs && db_due && self.step_down_offered(s) {
+            out.push(Action::StepDown);
+        }
     }
 
-    /// Records who acts in this tick.
+    /// Records who acts in this tick (and which children run).
     fn note_acting(&self, s: &mut State) {
+        for &(_, e) in &s.acting {
+            if e < s.top_acted {
+                s.broken |= ACT_BACK;
+            }
+            s.top_acted = s.top_acted.max(e);
+        }
         for m in 0..s.members.len() {
             if let Some(e) = self.acting(s, m) {
+                if e < s.top_acted {
+                    s.broken |= ACT_BACK;
+                }
+                s.top_acted = s.top_acted.max(e);
                 let entry = (m as u8, e);
                 if let Err(i) = s.acting.binary_search(&entry) {
                     s.acting.insert(i, entry);
                 }
             }
+            if let Some(e) = self.child_acting(s, m) {
+                let entry = (m as u8, e);
+                if let Err(i) = s.children.binary_search(&entry) {
+                    s.children.insert(i, entry);
+                }
+            }
         }
+    }
+
+    /// The epoch a member's supervised child runs under now: until its leash's
+    /// deadline (on the member's clock, which runs on while the supervisor is
+    /// paused); without the leash, until the supervisor kills it.
+    fn child_acting(&self, s: &State, m: usize) -> Option<u64> {
+        let (epoch, until) = s.members[m].child?;
+        let leash = self.cfg.mutation != Some(Mutation::SupervisorKillsChild);
+        (!leash || self.local(s, m) < until).then_some(epoch)
     }
 
     // ----- the election (failover/src/election.rs) ---------------------------
@@ -809,11 +1029,14 @@ impl Protocol {
         mem.wake = now + self.cfg.error;
     }
 
-    /// `Election::step_down`: the term ends at once.
+    /// `Election::step_down`: the term ends at once (the supervisor, which takes
+    /// this step, kills its child).
     fn step_down(&self, s: &mut State, m: usize, to: Status) {
         let now = self.local(s, m);
         let mem = &mut s.members[m];
         mem.held = None;
+        mem.handing_over = false;
+        mem.child = None;
         mem.status = to;
         mem.wake = now + self.cfg.error;
     }
@@ -846,7 +1069,7 @@ impl Protocol {
         let now = self.local(s, m);
         let mem = &mut s.members[m];
         match mem.fallback {
-            Some((version, expiry)) if version == lease.version => return expiry,
+            Some((seen, expiry)) if seen.covers(lease) => return expiry,
             Some(_) => mem.fallback = None,
             None => {}
         }
@@ -875,27 +1098,50 @@ impl Protocol {
             return None;
         }
         let until = match mem.deferred {
-            Some((version, until)) if version == lease.version => until,
+            Some((seen, until)) if seen.covers(lease) => until,
             _ => {
                 let until = now + self.cfg.lease;
-                mem.deferred = Some((lease.version, until));
+                mem.deferred = Some((Seen::of(lease), until));
                 until
             }
         };
         (now < until).then_some(until)
     }
 
+    /// `Election::yielding`: after a step-down the standbys go first.
+    fn yielding(&self, s: &mut State, m: usize, now: u64) -> Option<u64> {
+        let mem = &mut s.members[m];
+        match mem.yield_until {
+            Some(until) if now < until => Some(until),
+            _ => {
+                mem.yield_until = None;
+                None
+            }
+        }
+    }
+
     /// The rest of `Election::check`, once the lease is read.
     fn checked(&self, s: &mut State, m: usize, lease: Option<Doc>) {
         s.members[m].op = None;
         let Some(lease) = lease else {
-            return self.take_over(s, m, None);
+            if self.cfg.mutation == Some(Mutation::TakeMissing) {
+                return self.take_over(s, m, None);
+            }
+            return self.vacate(s, m);
         };
-        if lease.released || lease.holder == m as u8 {
+        let me = Some(m as u8);
+        let now = self.local(s, m);
+        if let Some(until) = self.yielding(s, m, now) {
+            if lease.released || lease.holder == me || now >= self.expiry(s, m, &lease) {
+                self.follow(s, m, &lease);
+                s.members[m].wake = until.min(now + self.cfg.slave);
+                return;
+            }
+        }
+        if lease.released || lease.holder == me {
             return self.take_over(s, m, Some(lease));
         }
         let expiry = self.expiry(s, m, &lease);
-        let now = self.local(s, m);
         if now >= expiry {
             if let Some(until) = self.head_start(s, m, &lease, now) {
                 self.follow(s, m, &lease);
@@ -908,6 +1154,30 @@ impl Protocol {
         s.members[m].wake = expiry.min(now + self.cfg.slave);
     }
 
+    /// No lease: writes a vacancy (version 1, no holder, a fresh epoch), which
+    /// is taken over by the ordinary expiry rule.
+    fn vacate(&self, s: &mut State, m: usize) {
+        let now = self.local(s, m);
+        let doc = Doc {
+            holder: None,
+            epoch: self.fresh_epoch(s, m),
+            version: 1,
+            renewed_at: 0,
+            released: false,
+            step_down: false,
+            publ: None,
+        };
+        let deadline = now + self.cfg.ticking;
+        self.send(s, m, OpKind::Vacate, deadline, Req::Put { doc, base: None });
+    }
+
+    fn fresh_epoch(&self, s: &State, m: usize) -> u64 {
+        let now = self.local(s, m);
+        s.members[m]
+            .clock
+            .map_or(1, |c| rules::fresh_epoch(c.stamp_now(now)))
+    }
+
     /// `Election::take_over`, up to its first request.
     fn take_over(&self, s: &mut State, m: usize, seen: Option<Doc>) {
         let now = self.local(s, m);
@@ -915,7 +1185,7 @@ impl Protocol {
         let deadline = now + self.cfg.ticking;
         let confirm = seen
             .as_ref()
-            .is_none_or(|l| !l.released && l.holder != m as u8);
+            .is_none_or(|l| !l.released && l.holder != Some(m as u8));
         if confirm {
             self.send(s, m, OpKind::TakeSample { seen }, deadline, Req::Stamp);
         } else {
@@ -933,7 +1203,7 @@ impl Protocol {
         if let Some(lease) = seen.as_ref() {
             let now = self.local(s, m);
             if stepped {
-                s.members[m].fallback = Some((lease.version, now + self.cfg.lease));
+                s.members[m].fallback = Some((Seen::of(lease), now + self.cfg.lease));
             }
             let expiry = self.expiry(s, m, lease);
             if now < expiry {
@@ -945,35 +1215,228 @@ impl Protocol {
         self.acquire(s, m, seen, deadline);
     }
 
+    /// `LeaseStore::acquire`: the version after the one seen, with the next
+    /// epoch, once a read shows that the one seen is still the newest. `None`
+    /// (the old rule): version 1 with a fresh epoch, at once.
     fn acquire(&self, s: &mut State, m: usize, seen: Option<Doc>, deadline: u64) {
-        let now = self.local(s, m);
-        let fresh = s.members[m]
-            .clock
-            .map_or(1, |c| rules::fresh_epoch(c.stamp_now(now)));
-        let req = Req::Acquire {
-            seen: seen.map(|l| l.version),
-            fresh,
+        let clean = seen.as_ref().is_some_and(|l| l.released || l.holder.is_none());
+        if let Some(seen) = seen {
+            return self.send(s, m, OpKind::PreRead { seen, clean }, deadline, Req::Read);
+        }
+        self.insert_take(s, m, None, clean, deadline, None);
+    }
+
+    /// The insert of a take-over (after the pre-read, which keeps the send time).
+    fn insert_take(
+        &self,
+        s: &mut State,
+        m: usize,
+        seen: Option<Doc>,
+        clean: bool,
+        deadline: u64,
+        sent: Option<u64>,
+    ) {
+        let fresh = self.fresh_epoch(s, m);
+        let (doc, base) = match seen {
+            Some(l) => (
+                Doc {
+                    holder: Some(m as u8),
+                    epoch: rules::next_epoch(l.epoch),
+                    version: l.version + 1,
+                    renewed_at: 0,
+                    released: false,
+                    step_down: false,
+                    publ: l.publ,
+                },
+                Some(l.epoch),
+            ),
+            None => (
+                Doc {
+                    holder: Some(m as u8),
+                    epoch: fresh,
+                    version: 1,
+                    renewed_at: 0,
+                    released: false,
+                    step_down: false,
+                    publ: None,
+                },
+                None,
+            ),
         };
-        self.send(s, m, OpKind::Acquire, deadline, req);
+        self.put(s, m, Purpose::Take(clean), doc, base, 0, deadline, sent);
+    }
+
+    /// Sends the insert of a lease write; a retry in the next slot keeps the
+    /// operation's send time (`sent`).
+    #[allow(clippy::too_many_arguments)]
+    fn put(
+        &self,
+        s: &mut State,
+        m: usize,
+        purpose: Purpose,
+        doc: Doc,
+        base: Option<u64>,
+        tries: u8,
+        deadline: u64,
+        sent: Option<u64>,
+    ) {
+        let kind = OpKind::Lease {
+            purpose,
+            doc: doc.clone(),
+            base,
+            inserted: None,
+            tries,
+        };
+        self.send(s, m, kind, deadline, Req::Put { doc, base });
+        if let Some(sent) = sent {
+            s.members[m].op.as_mut().expect("sent").sent = sent;
+        }
+    }
+
+    /// `MongoStore::write`'s verdict, from the insert's outcome and the newest
+    /// version read back.
+    fn written(
+        &self,
+        m: usize,
+        doc: &Doc,
+        inserted: &Option<Doc>,
+        newest: Option<Doc>,
+        purpose: Purpose,
+    ) -> Written {
+        let me = Some(m as u8);
+        let by_slot = self.cfg.mutation == Some(Mutation::ReadBackBySlot);
+        let ours = |n: &Doc| n.version == doc.version && (by_slot || (n.holder == me && n.epoch == doc.epoch));
+        // An operator's copy of this member's lease: ours still, not extended.
+        let step_down = newest
+            .as_ref()
+            .filter(|n| !matches!(purpose, Purpose::Take(_)) && n.holder == me && n.step_down)
+            .cloned();
+        match (inserted, newest) {
+            (Some(d), Some(n)) if ours(&n) && !n.step_down => Written::Won(d.clone()),
+            (None, Some(n)) if ours(&n) && step_down.is_none() => Written::AlreadyOurs,
+            _ => step_down.map_or(Written::Lost, Written::StepDown),
+        }
+    }
+
+    /// The lease write's verdict, for the operation it belongs to
+    /// (`write_next`'s retries, `acquire`, `renew`, `release`).
+    #[allow(clippy::too_many_arguments)]
+    fn after_write(
+        &self,
+        s: &mut State,
+        m: usize,
+        purpose: Purpose,
+        doc: Doc,
+        base: Option<u64>,
+        tries: u8,
+        verdict: Written,
+        sent: u64,
+        deadline: u64,
+    ) {
+        let now = self.local(s, m);
+        let next = |mut d: Doc, v: u32, step_down: bool| {
+            d.version = v;
+            d.step_down |= step_down;
+            d
+        };
+        match (purpose, verdict) {
+            (Purpose::Take(clean), Written::Won(lease)) => {
+                if !clean {
+                    if let Some(db) = s.dq.as_mut() {
+                        db.unclean += 1;
+                    }
+                }
+                self.become_master(s, m, lease, sent)
+            },
+            (Purpose::Take(_), _) => self.lost_race(s, m),
+            (Purpose::Renew, Written::Won(lease)) => {
+                let stopping = s.members[m].stopping;
+                let mem = &mut s.members[m];
+                let held = mem.held.as_mut().expect("renewing");
+                held.valid_until = self.cfg.deadline(sent);
+                held.version = lease.version;
+                held.step_down |= lease.step_down;
+                let until = held.valid_until;
+                mem.published = lease.publ;
+                if let Some(child) = mem.child.as_mut() {
+                    // The supervisor renews its child's leash.
+                    child.1 = until;
+                }
+                mem.wake = sent + self.cfg.master;
+                if lease.step_down && !mem.handing_over && !stopping {
+                    mem.handing_over = true;
+                    mem.wake = now;
+                }
+            }
+            (Purpose::Renew | Purpose::Release, Written::AlreadyOurs) if tries < 3 => {
+                let v = doc.version + 1;
+                self.put(s, m, purpose, next(doc, v, false), base, tries + 1, deadline, Some(sent));
+            }
+            (Purpose::Renew, Written::StepDown(copy)) => {
+                // Not extended: the deadline stays that of the last renewal.
+                let stopping = s.members[m].stopping;
+                let mem = &mut s.members[m];
+                let held = mem.held.as_mut().expect("renewing");
+                held.version = copy.version;
+                held.step_down = true;
+                if !stopping {
+                    mem.handing_over = true;
+                }
+                mem.wake = now;
+            }
+            (Purpose::Release, Written::StepDown(copy)) if tries < 3 => {
+                let v = copy.version + 1;
+                self.put(s, m, purpose, next(doc, v, true), base, tries + 1, deadline, Some(sent));
+            }
+            (Purpose::Renew, _) => {
+                self.step_down(s, m, Status::Slave);
+                s.members[m].wake = now;
+            }
+            (Purpose::Release, _) => self.released(s, m),
+        }
+    }
+
+    fn lost_race(&self, s: &mut State, m: usize) {
+        let now = self.local(s, m);
+        let mem = &mut s.members[m];
+        mem.op = None;
+        mem.lost_races = mem.lost_races.saturating_add(1);
+        mem.wake = now + lost_race_pause(mem.lost_races, self.cfg.slave);
     }
 
     /// `Election::become_master`.
     fn become_master(&self, s: &mut State, m: usize, lease: Doc, sent: u64) {
+        if s.taken.contains(&lease.epoch) {
+            s.broken |= DUP_EPOCH;
+        }
+        s.taken.push(lease.epoch);
         let rule = self.cfg.rule();
+        let supervised = self.cfg.supervised;
         let mem = &mut s.members[m];
         let held = Held {
             epoch: lease.epoch,
             valid_until: self.cfg.deadline(sent),
+            version: lease.version,
+            step_down: lease.step_down,
         };
         mem.queue
             .became_master(rule, held.epoch, lease.publ.as_ref());
         mem.published = lease.publ;
         mem.fallback = None;
         mem.deferred = None;
+        mem.yield_until = None;
+        mem.handing_over = false;
         mem.lost_races = 0;
         mem.held = Some(held);
         mem.status = Status::Master;
         mem.wake = sent + self.cfg.master;
+        if supervised {
+            // `failover run` starts its child, leashed to the deadline.
+            mem.child = Some((held.epoch, held.valid_until));
+        }
+        if self.cfg.durable > 0 {
+            super::durable::became_master(s, m, held.epoch);
+        }
     }
 
     /// `Election::renew`, up to its request.
@@ -987,46 +1450,79 @@ impl Protocol {
             .queue
             .outgoing(self.cfg.rule())
             .filter(|p| mem.published.as_ref() != Some(p));
-        let kind = OpKind::Renew {
+        let doc = Doc {
+            holder: Some(m as u8),
             epoch: held.epoch,
-            publish,
+            version: held.version + 1,
+            renewed_at: 0,
+            released: false,
+            step_down: held.step_down,
+            publ: publish.or(mem.published),
         };
-        let req = Req::Renew {
-            epoch: held.epoch,
-            publish,
-        };
-        self.send(s, m, kind, held.valid_until, req);
+        self.put(s, m, Purpose::Renew, doc, Some(held.epoch), 0, held.valid_until, None);
     }
 
     /// `Election::release`: hands the lease over if no work holds the term.
     fn release(&self, s: &mut State, m: usize) {
         let now = self.local(s, m);
+        let early = self.cfg.mutation == Some(Mutation::EarlyRelease);
+        let busy = !early && (s.members[m].task.is_some() || super::durable::busy(s, m));
         let mem = &mut s.members[m];
         let held = mem.held.take();
-        let idle = mem.task.is_none() || self.cfg.mutation == Some(Mutation::EarlyRelease);
-        match held.filter(|_| idle) {
+        // The supervisor stops its child before it hands over.
+        mem.child = None;
+        match held.filter(|_| !busy) {
             Some(held) => {
                 let publish = mem
                     .queue
                     .outgoing(self.cfg.rule())
                     .filter(|p| mem.published.as_ref() != Some(p));
-                let req = Req::Release {
+                let doc = Doc {
+                    holder: Some(m as u8),
                     epoch: held.epoch,
-                    publish,
+                    version: held.version + 1,
+                    renewed_at: 0,
+                    released: true,
+                    step_down: held.step_down,
+                    publ: publish.or(mem.published),
                 };
-                self.send(s, m, OpKind::Release, now + self.cfg.ticking, req);
+                let deadline = now + self.cfg.ticking;
+                self.put(s, m, Purpose::Release, doc, Some(held.epoch), 0, deadline, None);
             }
-            None => self.stopped(s, m),
+            None if mem.stopping => self.stopped(s, m),
+            None => {
+                // A hand-over under running work: the lease expires instead.
+                mem.handing_over = false;
+                self.step_down(s, m, Status::Slave);
+            }
         }
+    }
+
+    /// After the release (or its failure): a shutdown ends; a hand-over leaves a
+    /// standby that lets the others go first for a lease.
+    fn released(&self, s: &mut State, m: usize) {
+        if s.members[m].stopping {
+            return self.stopped(s, m);
+        }
+        let now = self.local(s, m);
+        let mem = &mut s.members[m];
+        mem.op = None;
+        mem.held = None;
+        mem.handing_over = false;
+        mem.yield_until = Some(now + self.cfg.lease);
+        mem.status = Status::Slave;
+        mem.wake = now;
     }
 
     /// The election has ended; the member is gone once its task (if any) is.
     fn stopped(&self, s: &mut State, m: usize) {
+        let busy = super::durable::busy(s, m);
         let mem = &mut s.members[m];
         mem.op = None;
         mem.held = None;
+        mem.child = None;
         mem.ended = true;
-        if mem.task.is_none() {
+        if mem.task.is_none() && !busy {
             mem.up = Up::Stopped;
         }
     }
@@ -1039,14 +1535,20 @@ impl Protocol {
                 s.members[m].orphans.push((at, req));
             }
             return match op.kind {
-                OpKind::Renew { .. } => self.step_down(s, m, Status::Error),
-                OpKind::Release => self.stopped(s, m),
+                OpKind::Lease {
+                    purpose: Purpose::Renew,
+                    ..
+                } => self.step_down(s, m, Status::Error),
+                OpKind::Lease {
+                    purpose: Purpose::Release,
+                    ..
+                } => self.released(s, m),
                 _ => self.fail(s, m),
             };
         }
-        if s.members[m].stopping {
-            let mem = &s.members[m];
-            if let (Some(held), Some(_)) = (mem.held, &mem.task) {
+        let mem = &s.members[m];
+        if mem.stopping || (mem.handing_over && mem.held.is_some()) {
+            if let (Some(held), true) = (mem.held, mem.task.is_some() || super::durable::busy(s, m)) {
                 return self.renew(s, m, held);
             }
             return self.release(s, m);
@@ -1075,122 +1577,141 @@ impl Protocol {
                 let fresh = self.sample(s, m, op.sent, stamp);
                 self.confirmed(s, m, seen, fresh, op.deadline);
             }
-            (OpKind::Acquire, Reply::Acquire(result)) => {
+            (OpKind::PreRead { seen, clean }, Reply::Read(newest)) => {
                 s.members[m].op = None;
-                match result {
-                    Some(lease) => self.become_master(s, m, lease, op.sent),
-                    None => {
-                        let mem = &mut s.members[m];
-                        mem.lost_races = mem.lost_races.saturating_add(1);
-                        mem.wake = now + lost_race_pause(mem.lost_races, self.cfg.slave);
-                    }
-                }
-            }
-            (OpKind::Renew { epoch, publish }, Reply::Renew(ok)) => {
-                s.members[m].op = None;
-                if ok {
-                    let mem = &mut s.members[m];
-                    mem.held = Some(Held {
-                        epoch,
-                        valid_until: self.cfg.deadline(op.sent),
-                    });
-                    if publish.is_some() {
-                        mem.published = publish;
-                    }
-                    mem.wake = op.sent + self.cfg.master;
+                let same = newest.as_ref().is_some_and(|n| {
+                    (n.version, n.epoch, n.holder) == (seen.version, seen.epoch, seen.holder)
+                });
+                if same {
+                    self.insert_take(s, m, Some(seen), clean, op.deadline, Some(op.sent));
                 } else {
-                    self.step_down(s, m, Status::Slave);
-                    s.members[m].wake = now;
+                    self.lost_race(s, m);
                 }
             }
-            (OpKind::Release, Reply::Release(_)) => self.stopped(s, m),
+            (OpKind::Vacate, Reply::Put(written)) => {
+                s.members[m].op = None;
+                match written {
+                    Some(vacancy) => {
+                        self.follow(s, m, &vacancy);
+                        let expiry = self.expiry(s, m, &vacancy);
+                        s.members[m].wake = expiry.min(now + self.cfg.slave);
+                    }
+                    None => self.lost_race(s, m),
+                }
+            }
+            (
+                OpKind::Lease {
+                    purpose,
+                    doc,
+                    base,
+                    inserted: None,
+                    tries,
+                },
+                Reply::Put(inserted),
+            ) => {
+                if matches!(purpose, Purpose::Take(_)) && inserted.is_none() {
+                    // The slot is another's: lost (the read-back decides nothing).
+                    return self.lost_race(s, m);
+                }
+                let kind = OpKind::Lease {
+                    purpose,
+                    doc,
+                    base,
+                    inserted: Some(inserted),
+                    tries,
+                };
+                let mem = &mut s.members[m];
+                mem.op = Some(Op {
+                    kind,
+                    msg: Some(Msg::Req(s.now, Req::Read)),
+                    ..op
+                });
+            }
+            (
+                OpKind::Lease {
+                    purpose,
+                    doc,
+                    base,
+                    inserted: Some(inserted),
+                    tries,
+                },
+                Reply::Read(newest),
+            ) => {
+                s.members[m].op = None;
+                let verdict = self.written(m, &doc, &inserted, newest, purpose);
+                self.after_write(s, m, purpose, doc, base, tries, verdict, op.sent, op.deadline);
+            }
             (kind, reply) => unreachable!("{kind:?} answered by {reply:?}"),
         }
     }
 
     // ----- the database ------------------------------------------------------
 
-    fn note_epoch(s: &mut State, old: Option<u64>, new: u64, taken: bool) {
-        if old.is_some_and(|o| new < o) {
-            s.broken |= EPOCH_BACK;
+    /// The newest version: the highest (epoch, version); the old rule, the
+    /// highest version.
+    pub fn newest<'a>(&self, s: &'a State) -> Option<&'a Doc> {
+        if self.cfg.mutation == Some(Mutation::NewestByVersion) {
+            s.versions.iter().max_by_key(|d| d.version)
+        } else {
+            s.versions.iter().max_by_key(|d| (d.epoch, d.version))
         }
-        if taken {
-            if s.taken.contains(&new) {
-                s.broken |= DUP_EPOCH;
+    }
+
+    /// After the versions changed: the newest epoch must not go back; a released
+    /// newest version counts as released since it appeared.
+    fn note_versions(&self, s: &mut State) {
+        let top = self.newest(s).map(|d| (d.epoch, d.released));
+        if let Some((epoch, _)) = top {
+            if epoch < s.top_epoch {
+                s.broken |= EPOCH_BACK;
             }
-            s.taken.push(new);
+            s.top_epoch = s.top_epoch.max(epoch);
         }
+        s.released = match top {
+            Some((_, true)) => s.released.or(Some(s.now)),
+            _ => None,
+        };
     }
 
     /// The database applies a request of member `m`; returns the reply.
     fn apply(&self, s: &mut State, m: usize, req: Req) -> Reply {
         let clock = self.node_clock(s);
-        let holder = m as u8;
         match req {
             Req::Stamp => Reply::Stamp(if self.cfg.mutation == Some(Mutation::MongosClock) {
                 self.mongos_clock(s)
             } else {
                 clock
             }),
-            Req::Read => Reply::Read(s.lease.clone()),
-            Req::Acquire { seen, fresh } => {
-                let old = s.lease.as_ref().map(|l| l.epoch);
-                let new = match (&s.lease, seen) {
-                    (None, None) => Some(Doc {
-                        holder,
-                        epoch: fresh,
-                        version: 1,
-                        renewed_at: clock,
-                        released: false,
-                        publ: None,
-                    }),
-                    (Some(l), Some(v)) if l.version == v => Some(Doc {
-                        holder,
-                        epoch: rules::next_epoch(l.epoch),
-                        version: l.version + 1,
-                        renewed_at: clock,
-                        released: false,
-                        publ: l.publ,
-                    }),
-                    _ => None,
-                };
-                if let Some(doc) = &new {
-                    if let Some(l) = s.lease.as_ref().filter(|l| l.released) {
-                        // Taken after a release: the releasing member stopped acting
-                        // before it wrote the release, earlier in this tick.
-                        let entry = (l.holder, l.epoch);
-                        s.acting.retain(|e| *e != entry);
+            Req::Read => Reply::Read(self.newest(s).cloned()),
+            Req::Put { mut doc, base } => {
+                let before = self.newest(s).cloned();
+                if let Some(i) = s.versions.iter().position(|d| d.version == doc.version) {
+                    let stale = base.is_some_and(|b| s.versions[i].epoch < b)
+                        && self.cfg.mutation != Some(Mutation::KeepStaleOccupant);
+                    if !stale {
+                        return Reply::Put(None);
                     }
-                    Self::note_epoch(s, old, doc.epoch, true);
-                    s.lease = Some(doc.clone());
-                    s.released = None;
+                    // A stale occupant (a lower epoch than the lease this write
+                    // is based on): deleted, and the slot tried again.
+                    s.versions.remove(i);
                 }
-                Reply::Acquire(new)
-            }
-            Req::Renew { epoch, publish } | Req::Release { epoch, publish } => {
-                let release = matches!(req, Req::Release { .. });
-                let ours = s
-                    .lease
-                    .as_ref()
-                    .is_some_and(|l| l.holder == holder && l.epoch == epoch && !l.released);
-                if ours {
-                    let l = s.lease.as_mut().expect("checked");
-                    l.version += 1;
-                    l.renewed_at = clock;
-                    if let Some(p) = publish {
-                        l.publ = Some(p);
-                    }
-                    if release {
-                        l.released = true;
-                        s.released = Some(s.now);
-                        s.first_release.get_or_insert(s.now);
+                doc.renewed_at = clock;
+                let i = s.versions.partition_point(|d| d.version < doc.version);
+                s.versions.insert(i, doc.clone());
+                if doc.released {
+                    s.first_release.get_or_insert(s.now);
+                }
+                if let Some(b) = before.filter(|b| b.released && b.epoch != doc.epoch) {
+                    if self.newest(s) == Some(&doc) {
+                        // Taken after a release: the releasing member stopped
+                        // acting before it wrote the release, earlier in this tick.
+                        if let Some(h) = b.holder {
+                            s.acting.retain(|e| *e != (h, b.epoch));
+                        }
                     }
                 }
-                if release {
-                    Reply::Release(ours)
-                } else {
-                    Reply::Renew(ours)
-                }
+                self.note_versions(s);
+                Reply::Put(Some(doc))
             }
             Req::Write { epoch, occ } => {
                 // failover::fence: a write of epoch e applies while the document's
@@ -1202,7 +1723,52 @@ impl Protocol {
                 }
                 Reply::Write(landed)
             }
+            Req::Durable(r) => Reply::Durable(super::durable::apply(self, s, m, r)),
         }
+    }
+
+    /// The operator's step-down request: a copy of the newest version with
+    /// `step_down` set, in the next slot (same holder, epoch and stamp).
+    fn request_step_down(&self, s: &mut State) {
+        s.step_downs += 1;
+        let Some(mut copy) = self.newest(s).cloned() else {
+            return;
+        };
+        copy.version += 1;
+        copy.step_down = true;
+        if s.versions.iter().all(|d| d.version != copy.version) {
+            s.versions.push(copy);
+            s.versions.sort_by_key(|d| d.version);
+        }
+        self.note_versions(s);
+    }
+
+    /// The holder's garbage collection (run at any instant): the versions more
+    /// than [`KEEP_VERSIONS`] behind the newest, and those of lower epochs.
+    fn collect(&self, s: &mut State) {
+        if let Some((v, e)) = self.newest(s).map(|n| (n.version, n.epoch)) {
+            s.versions
+                .retain(|d| d.version + KEEP_VERSIONS >= v && d.epoch >= e);
+        }
+        self.note_versions(s);
+    }
+
+    fn collectible(&self, s: &State) -> bool {
+        self.newest(s).is_some_and(|n| {
+            s.versions
+                .iter()
+                .any(|d| d.version + KEEP_VERSIONS < n.version || d.epoch < n.epoch)
+        })
+    }
+
+    /// Whether an operator's step-down request can land now.
+    fn step_down_offered(&self, s: &State) -> bool {
+        self.newest(s).is_some_and(|n| {
+            n.holder.is_some()
+                && !n.released
+                && !n.step_down
+                && s.versions.iter().all(|d| d.version != n.version + 1)
+        })
     }
 
     // ----- the worker (failover/src/managed/worker.rs) -----------------------
@@ -1282,6 +1848,7 @@ impl Protocol {
     fn tick(&self, s: &mut State) {
         s.now += 1;
         s.acting.clear();
+        s.children.clear();
         if s.members.iter().any(|m| m.up == Up::Paused) {
             s.unfair = s.now;
         }
@@ -1317,26 +1884,48 @@ impl Protocol {
                     t.epoch % 1000
                 );
             }
+            if let Some((e, until)) = mem.child {
+                let left = until as i64 - self.local(s, i) as i64;
+                let _ = write!(out, " child e{} leash {left:+}", e % 1000);
+            }
+            if mem.handing_over {
+                out.push_str(" handing over");
+            }
+            out.push_str(&super::durable::describe(s, i));
         }
-        match &s.lease {
-            Some(l) => {
-                let _ = write!(
-                    out,
-                    " | lease m{} e{} v{} at {}{}",
-                    l.holder,
-                    l.epoch % 1000,
-                    l.version,
-                    l.renewed_at - NODE_BASE,
-                    if l.released { " released" } else { "" }
-                );
-                if let Some(p) = &l.publ {
-                    let _ = write!(out, " sync {}", p.id);
-                    if let Some(r) = p.run {
-                        let _ = write!(out, " run(e{} {}x{})", r.epoch % 1000, r.first, r.count);
-                    }
+        if s.versions.is_empty() {
+            out.push_str(" | no lease");
+        }
+        let newest = self.newest(s);
+        for l in &s.versions {
+            let holder = l.holder.map_or("vacant".to_owned(), |h| format!("m{h}"));
+            let _ = write!(
+                out,
+                " | {}v{} {holder} e{} at {}{}{}",
+                if Some(l) == newest { "*" } else { "" },
+                l.version,
+                l.epoch % 1000,
+                l.renewed_at - NODE_BASE,
+                if l.released { " released" } else { "" },
+                if l.step_down { " step_down" } else { "" },
+            );
+            if let Some(p) = &l.publ {
+                let _ = write!(out, " sync {}", p.id);
+                if let Some(r) = p.run {
+                    let _ = write!(out, " run(e{} {}x{})", r.epoch % 1000, r.first, r.count);
                 }
             }
-            None => out.push_str(" | no lease"),
+        }
+        if let Some(db) = &s.dq {
+            let _ = write!(
+                out,
+                " | progress {} e{}{} dead {:?} runs {:?}",
+                db.seq,
+                db.epoch % 1000,
+                db.bury.map_or(String::new(), |b| format!(" bury {b}")),
+                db.letters.iter().map(|(q, e)| (q, e % 1000)).collect::<Vec<_>>(),
+                db.runs,
+            );
         }
         if self.cfg.nodes.len() > 1 {
             let _ = write!(out, " | primary n{}", s.primary);
@@ -1373,18 +1962,44 @@ impl Model for Protocol {
                 queue: Queue::default(),
                 fed: 0,
                 fed_mask: 0,
+                handing_over: false,
+                yield_until: None,
+                child: None,
+                dw: None,
+                stuck: Vec::new(),
             })
             .collect();
+        // A vacancy that expired long ago (or nothing).
+        let vacancy = Doc {
+            holder: None,
+            epoch: rules::fresh_epoch(NODE_BASE - 100),
+            version: 1,
+            renewed_at: NODE_BASE - 100,
+            released: false,
+            step_down: false,
+            publ: None,
+        };
+        let versions = if self.cfg.empty { vec![] } else { vec![vacancy] };
+        let dq = (self.cfg.durable > 0).then(|| super::durable::Db {
+            runs: vec![0; usize::from(self.cfg.durable)],
+            ..Default::default()
+        });
         let mut s = State {
             now: 0,
             primary: 0,
-            lease: None,
+            top_epoch: versions.iter().map(|d| d.epoch).max().unwrap_or(0),
+            versions,
+            top_acted: 0,
+            step_downs: 0,
+            children: Vec::new(),
+            dq,
             fence: 0,
             members,
             faults: 0,
             shutdowns: 0,
             unfair: 0,
             crash: None,
+            deleted: None,
             released: None,
             first_release: None,
             acting: Vec::new(),
@@ -1475,19 +2090,25 @@ impl Model for Protocol {
                 ));
             }
             Action::WStart(m) => self.work_start(&mut s, m as usize),
-            Action::Delay(m, task) => {
+            Action::Delay(m, kind) => {
                 s.delays += 1;
                 let mem = &mut s.members[m as usize];
-                let msg = if task {
-                    mem.task
+                let msg = match kind {
+                    1 => mem
+                        .task
                         .as_mut()
                         .and_then(|t| t.msg.as_mut())
-                        .expect("a write")
-                } else {
-                    mem.op
+                        .expect("a write"),
+                    2 => mem
+                        .dw
+                        .as_mut()
+                        .and_then(|w| w.msg.as_mut())
+                        .expect("a request"),
+                    _ => mem
+                        .op
                         .as_mut()
                         .and_then(|op| op.msg.as_mut())
-                        .expect("a message")
+                        .expect("a message"),
                 };
                 match msg {
                     Msg::Req(at, _) | Msg::Rep(at, _) => *at += 1,
@@ -1508,6 +2129,13 @@ impl Model for Protocol {
                 s.faults += 1;
                 s.unfair = s.now;
                 let mem = &mut s.members[m as usize];
+                if let Some(super::durable::Worker {
+                    msg: Some(Msg::Req(at, req)),
+                    ..
+                }) = mem.dw.take()
+                {
+                    mem.orphans.push((at, req));
+                }
                 if mem.held.is_some() {
                     s.crash = Some(s.now);
                 }
@@ -1535,6 +2163,40 @@ impl Model for Protocol {
                 s.unfair = s.now;
                 s.primary = 1 - s.primary;
             }
+            Action::DStep(m) => {
+                let m = m as usize;
+                super::durable::step(self, &mut s, m);
+                let mem = &mut s.members[m];
+                if mem.ended && !super::durable::busy(&s, m) {
+                    s.members[m].up = Up::Stopped;
+                }
+            }
+            Action::DApply(m) => super::durable::deliver(self, &mut s, m as usize),
+            Action::DStick(m) => {
+                s.faults += 1;
+                s.unfair = s.now;
+                super::durable::stick(&mut s, m as usize);
+            }
+            Action::ApplyStuck(m, j) => {
+                let req = s.members[m as usize].stuck.remove(j as usize);
+                self.apply(&mut s, m as usize, req);
+            }
+            Action::Delete => {
+                s.faults += 1;
+                s.unfair = s.now;
+                let held = self.newest(&s).is_some_and(|n| n.holder.is_some() && !n.released);
+                if let (true, Some(db)) = (held, s.dq.as_mut()) {
+                    db.unclean += 1;
+                }
+                s.versions.clear();
+                s.deleted = Some(s.now);
+                self.note_versions(&mut s);
+            }
+            Action::Gc => {
+                s.faults += 1;
+                self.collect(&mut s);
+            }
+            Action::StepDown => self.request_step_down(&mut s),
             Action::Shutdown(m) => {
                 s.shutdowns += 1;
                 let m = m as usize;
@@ -1575,6 +2237,38 @@ impl Model for Protocol {
                 s.broken & EPOCH_BACK == 0
             }),
             Property::always(
+                "no member acts under an epoch below an earlier one's (no fence wedged)",
+                |_: &Protocol, s: &State| s.broken & ACT_BACK == 0,
+            ),
+            Property::always(
+                "one supervised child runs at a time",
+                |_: &Protocol, s: &State| {
+                    s.children
+                        .iter()
+                        .all(|&(m, e)| s.children.iter().all(|&(n, f)| m == n || e == f))
+                },
+            ),
+            Property::always(
+                "durable progress never goes back",
+                |_: &Protocol, s: &State| s.broken & PROGRESS_BACK == 0,
+            ),
+            Property::always(
+                "no dead letter from a master whose progress write is refused",
+                |_: &Protocol, s: &State| s.broken & DEAD_REFUSED == 0,
+            ),
+            Property::always(
+                "a task that finished well is no dead letter",
+                |_: &Protocol, s: &State| super::durable::done_is_not_dead(s),
+            ),
+            Property::always(
+                "no durable task is lost",
+                |_: &Protocol, s: &State| super::durable::nothing_lost(s),
+            ),
+            Property::always(
+                "at most one repeat per unclean end",
+                |_: &Protocol, s: &State| super::durable::repeats_bounded(s),
+            ),
+            Property::always(
                 "no older fenced write lands after a newer one",
                 |_: &Protocol, s: &State| s.broken & FENCE_BACK == 0,
             ),
@@ -1592,8 +2286,8 @@ impl Model for Protocol {
             ),
             Property::always(
                 "a lease is released only after its work stopped",
-                |_: &Protocol, s: &State| {
-                    let Some(l) = s.lease.as_ref().filter(|l| l.released) else {
+                |p: &Protocol, s: &State| {
+                    let Some(l) = p.newest(s).filter(|l| l.released) else {
                         return true;
                     };
                     s.members
@@ -1617,6 +2311,23 @@ impl Model for Protocol {
                 },
             ),
             Property::always(
+                "a deleted lease is taken again within the bound",
+                |p: &Protocol, s: &State| {
+                    let Some(deleted) = s.deleted else {
+                        return true;
+                    };
+                    let from = u64::from(deleted.max(s.unfair));
+                    if u64::from(s.now) < from + p.cfg.deletion_bound() {
+                        return true;
+                    }
+                    let live = s.members.iter().any(|m| m.up == Up::Running && !m.stopping);
+                    !live
+                        || s.members
+                            .iter()
+                            .any(|m| m.up == Up::Running && m.held.is_some())
+                },
+            ),
+            Property::always(
                 "a released lease is taken at the next check",
                 |p: &Protocol, s: &State| {
                     let Some(released) = s.released else {
@@ -1626,7 +2337,7 @@ impl Model for Protocol {
                     if u64::from(s.now) < from + p.cfg.release_bound() {
                         return true;
                     }
-                    let releaser = s.lease.as_ref().map(|l| l.holder as usize);
+                    let releaser = p.newest(s).and_then(|l| l.holder).map(usize::from);
                     let others =
                         s.members.iter().enumerate().any(|(i, m)| {
                             Some(i) != releaser && m.up == Up::Running && !m.stopping
@@ -1648,9 +2359,9 @@ impl Model for Protocol {
                         .iter()
                         .any(|m| m.up == Up::Running && m.held.is_some())
             }),
-            Property::sometimes("a released lease taken", |_: &Protocol, s: &State| {
+            Property::sometimes("a released lease taken", |p: &Protocol, s: &State| {
                 s.members.iter().any(|m| m.up == Up::Stopped)
-                    && s.lease.as_ref().is_some_and(|l| !l.released)
+                    && p.newest(s).is_some_and(|l| !l.released && l.holder.is_some())
                     && s.taken.len() >= 2
             }),
             Property::sometimes(
@@ -1691,6 +2402,37 @@ impl Model for Protocol {
                             .filter(|i| m.fed_mask & (1 << i) != 0)
                             .any(|i| s.done & (1 << i) != 0 && !m.queue.holds(i))
                 })
+            }),
+            Property::sometimes("a lease deleted under a master", |_: &Protocol, s: &State| {
+                s.versions.is_empty() && s.members.iter().any(|m| m.held.is_some())
+            }),
+            Property::sometimes(
+                "a vacancy taken after a deletion",
+                |_: &Protocol, s: &State| {
+                    s.deleted.is_some() && s.taken.last().is_some_and(|&e| e > s.taken[0] + 2)
+                },
+            ),
+            Property::sometimes(
+                "the deletion bound checked",
+                |p: &Protocol, s: &State| {
+                    s.deleted.is_some_and(|d| {
+                        u64::from(s.now) >= u64::from(d.max(s.unfair)) + p.cfg.deletion_bound()
+                    })
+                },
+            ),
+            Property::sometimes("a step-down handed over", |p: &Protocol, s: &State| {
+                s.step_downs > 0
+                    && s.members.iter().any(|m| m.yield_until.is_some())
+                    && p.newest(s).is_some_and(|l| l.released)
+            }),
+            Property::sometimes("a durable task dead-lettered", |_: &Protocol, s: &State| {
+                s.dq.as_ref().is_some_and(|db| !db.letters.is_empty())
+            }),
+            Property::sometimes("a durable task repeated", |_: &Protocol, s: &State| {
+                s.dq.as_ref().is_some_and(|db| db.repeats() > 0)
+            }),
+            Property::sometimes("the durable queue finished", |p: &Protocol, s: &State| {
+                s.dq.as_ref().is_some_and(|db| db.seq == p.cfg.durable)
             }),
             Property::sometimes(
                 "a primary change under a master",
