@@ -193,9 +193,10 @@ pub enum Mutation {
     /// A write's read-back counts the write as won when the newest version has
     /// its slot, whoever wrote it (without comparing holder and epoch).
     ReadBackBySlot,
-    /// A take-over's stale lower-epoch occupant of its slot is not deleted: the
-    /// write loses to it.
-    KeepStaleOccupant,
+    /// The design as first written: a take-over's read-back checks only that
+    /// the newest version is its own, not that the version it was based on is
+    /// still right below it.
+    NoPredecessorCheck,
     /// Finding 2, the old supervisor: its child is killed only by the
     /// supervisor's own steps (no leash), so a paused supervisor's child runs on.
     SupervisorKillsChild,
@@ -305,17 +306,6 @@ impl Config {
             + recovery
             + 2 * 3 * rtt
             + lost_race_pause(1, self.slave)
-    }
-
-    /// After the lease was deleted (or the last fault, whichever is later), some
-    /// member is master within this many ticks of fair scheduling: the old
-    /// master renews (and holds on) unless a standby wrote a vacancy first,
-    /// which is taken as an expired lease: the standby's next check (`slave`,
-    /// or `error` after a failure), the vacancy's write, then the take-over
-    /// bound after earlier faults.
-    pub fn deletion_bound(&self) -> u64 {
-        let rtt = u64::from(self.delays) + 1;
-        self.takeover_bound(true) + self.slave.max(self.error) + 2 * rtt
     }
 
     /// A released lease is taken within this many ticks of fair scheduling: every
@@ -460,6 +450,8 @@ pub enum Req {
     Stamp,
     /// Read the lease.
     Read,
+    /// Read the two newest versions (a write's read-back).
+    ReadBack,
     /// Insert a version (`renewed_at` stamped on the way) into its slot; an
     /// occupant whose epoch is below `base` (the epoch of the lease the write is
     /// based on) is stale: deleted, and the slot tried again.
@@ -477,6 +469,8 @@ pub enum Reply {
     Stamp(i64),
     /// The newest version.
     Read(Option<Doc>),
+    /// The two newest versions.
+    ReadBack(Option<Doc>, Option<Doc>),
     /// The version as inserted, or `None`: the slot was taken (duplicate key).
     Put(Option<Doc>),
     /// Whether the write landed (its epoch not older than the document's).
@@ -1623,7 +1617,7 @@ impl Protocol {
                 let mem = &mut s.members[m];
                 mem.op = Some(Op {
                     kind,
-                    msg: Some(Msg::Req(s.now, Req::Read)),
+                    msg: Some(Msg::Req(s.now, Req::ReadBack)),
                     ..op
                 });
             }
@@ -1635,9 +1629,20 @@ impl Protocol {
                     inserted: Some(inserted),
                     tries,
                 },
-                Reply::Read(newest),
+                Reply::ReadBack(newest, below),
             ) => {
                 s.members[m].op = None;
+                // A take-over of the version seen: that version must still be
+                // right below the new one (else the lease was deleted since,
+                // and the slot may have been won before by another).
+                let predecessor = match base {
+                    Some(b) if matches!(purpose, Purpose::Take(_)) => {
+                        self.cfg.mutation == Some(Mutation::NoPredecessorCheck)
+                            || below.is_some_and(|d| d.version + 1 == doc.version && d.epoch == b)
+                    }
+                    _ => true,
+                };
+                let newest = newest.filter(|_| predecessor);
                 let verdict = self.written(m, &doc, &inserted, newest, purpose);
                 self.after_write(s, m, purpose, doc, base, tries, verdict, op.sent, op.deadline);
             }
@@ -1683,11 +1688,21 @@ impl Protocol {
                 clock
             }),
             Req::Read => Reply::Read(self.newest(s).cloned()),
+            Req::ReadBack => {
+                let newest = self.newest(s).cloned();
+                let below = newest.as_ref().and_then(|n| {
+                    s.versions
+                        .iter()
+                        .filter(|d| *d != n)
+                        .max_by_key(|d| (d.epoch, d.version))
+                        .cloned()
+                });
+                Reply::ReadBack(newest, below)
+            }
             Req::Put { mut doc, base } => {
                 let before = self.newest(s).cloned();
                 if let Some(i) = s.versions.iter().position(|d| d.version == doc.version) {
-                    let stale = base.is_some_and(|b| s.versions[i].epoch < b)
-                        && self.cfg.mutation != Some(Mutation::KeepStaleOccupant);
+                    let stale = base.is_some_and(|b| s.versions[i].epoch < b);
                     if !stale {
                         return Reply::Put(None);
                     }
@@ -2311,23 +2326,6 @@ impl Model for Protocol {
                 },
             ),
             Property::always(
-                "a deleted lease is taken again within the bound",
-                |p: &Protocol, s: &State| {
-                    let Some(deleted) = s.deleted else {
-                        return true;
-                    };
-                    let from = u64::from(deleted.max(s.unfair));
-                    if u64::from(s.now) < from + p.cfg.deletion_bound() {
-                        return true;
-                    }
-                    let live = s.members.iter().any(|m| m.up == Up::Running && !m.stopping);
-                    !live
-                        || s.members
-                            .iter()
-                            .any(|m| m.up == Up::Running && m.held.is_some())
-                },
-            ),
-            Property::always(
                 "a released lease is taken at the next check",
                 |p: &Protocol, s: &State| {
                     let Some(released) = s.released else {
@@ -2410,14 +2408,6 @@ impl Model for Protocol {
                 "a vacancy taken after a deletion",
                 |_: &Protocol, s: &State| {
                     s.deleted.is_some() && s.taken.last().is_some_and(|&e| e > s.taken[0] + 2)
-                },
-            ),
-            Property::sometimes(
-                "the deletion bound checked",
-                |p: &Protocol, s: &State| {
-                    s.deleted.is_some_and(|d| {
-                        u64::from(s.now) >= u64::from(d.max(s.unfair)) + p.cfg.deletion_bound()
-                    })
                 },
             ),
             Property::sometimes("a step-down handed over", |p: &Protocol, s: &State| {
