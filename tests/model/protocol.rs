@@ -1,7 +1,27 @@
 //! The model of the protocol: members running the election of
-//! `failover/src/election.rs` and the worker of `failover/src/managed/worker.rs`
-//! against one lease document on a database of one or two nodes, behind a
-//! mongos-like router, in discrete time.
+//! `failover/src/election.rs`, the worker of `failover/src/managed/worker.rs`
+//! and the durable queue's worker (`durable.rs`) against the lease store as it
+//! runs (`failover/src/store/mongo.rs`), on a database of one or two nodes,
+//! behind a mongos-like router, in discrete time.
+//!
+//! # The store
+//!
+//! The lease is a set of versions, each in a slot of its own (`_id.v`, unique).
+//! The newest is the highest (epoch, version). A write inserts its version
+//! (a take-over: the one after the version it judged, with the next epoch; a
+//! renewal or release: the one after its own last) and then reads the two newest
+//! back, as separate database steps; it won if the newest is its own (slot,
+//! holder and epoch), and a take-over also needs the version it judged right
+//! below. A take-over first reads the newest and gives up unless it is still the
+//! one it judged. A slot taken by a lower epoch than the lease the write is based
+//! on is stale: the occupant is deleted and the slot tried again (one step with
+//! the insert). A renewal that finds its slot taken by an earlier write of its
+//! own (its answer lost) goes on to the next slot; one that finds an operator's
+//! step-down copy of its lease begins the hand-over. A member that finds no lease
+//! writes a vacancy (version 1, no holder, a fresh epoch), which is taken as any
+//! expired lease. An operator's step-down request is a copy of the newest version
+//! in the next slot, with `step_down` set (same holder, epoch and stamp); the
+//! master hands over after its work stopped and then yields for a lease.
 //!
 //! # Time and clocks
 //!
@@ -20,10 +40,13 @@
 //! * messages' delays: a message leaves and arrives in the same tick unless the
 //!   environment delays it, by a tick at a time, from a budget of `delays` ticks;
 //! * faults, from a budget: a message (request or reply) lost, so also a write
-//!   applied and its reply lost; a member paused for any number of ticks (its
+//!   applied and its reply lost (a durable worker's request lost on the way
+//!   lands at any later time); a member paused for any number of ticks (its
 //!   clock runs on: `CLOCK_BOOTTIME`); a member crashed; the primary moving to the
-//!   other node (the data moves with it: majority writes); and, outside the
-//!   budget, graceful shutdowns.
+//!   other node (the data moves with it: majority writes); every version of the
+//!   lease deleted; the holder's garbage collection (versions more than
+//!   [`KEEP_VERSIONS`] behind the newest, and those of lower epochs); and,
+//!   outside the budget, graceful shutdowns and operators' step-down requests.
 //!
 //! A member takes every step as soon as it is due (a due step is forced before
 //! time moves on), unless it is paused: a late timer is a pause. Requests whose
@@ -39,8 +62,9 @@
 //! * A fault is offered only where it can make a difference: a member is paused,
 //!   crashed or shut down right before a step it would take (earlier is the same,
 //!   as it does nothing in between; resuming is offered at every tick), a message
-//!   is delayed or lost as it would arrive, and the primary changes right before
-//!   the database applies a request.
+//!   is delayed or lost as it would arrive, and the primary changes, the lease
+//!   is deleted or collected and an operator's step-down request lands right
+//!   before the database applies a request.
 //!
 //! # What is abstracted
 //!
@@ -57,7 +81,11 @@
 //! a lease of ten ticks it is worth two tenths of the lease (in the library, with
 //! the default 3 s lease, two thousandths), so clock errors must reach a margin
 //! plus those two ticks before the model shows an overlap; the configurations
-//! put their clocks there. Submissions follow a fixed schedule per member (a
+//! put their clocks there. With `failover run` (`Config::supervised`) a master
+//! starts a child when it takes the lease; the child runs until its leash's
+//! deadline, the master's deadline renewed with each renewal, on the member's
+//! clock, which runs on while the supervisor is paused; the supervisor kills it
+//! when it steps down or hands over. Submissions follow a fixed schedule per member (a
 //! late joiner's starts later and further down the feed); a key is submitted to
 //! a member only while no task with that key is in its queue (the documented
 //! contract of keys).
@@ -197,6 +225,10 @@ pub enum Mutation {
     /// the newest version is its own, not that the version it was based on is
     /// still right below it.
     NoPredecessorCheck,
+    /// The library's rule: a member takes a lease that names it as holder at
+    /// once, whatever the epoch (a take-over that lost its read-back leaves such
+    /// a version behind when the lease was deleted under it).
+    OwnLeaseAtOnce,
     /// Finding 2, the old supervisor: its child is killed only by the
     /// supervisor's own steps (no leash), so a paused supervisor's child runs on.
     SupervisorKillsChild,
@@ -577,6 +609,8 @@ pub struct Member {
     pub handing_over: bool,
     /// After a step-down: takes no lease before this (own clock).
     pub yield_until: Option<u64>,
+    /// The epoch it held last: a lease of that epoch that names it is its own.
+    pub last_epoch: Option<u64>,
     /// `failover run`: the child process, its epoch and its leash's deadline
     /// (own clock).
     pub child: Option<(u64, u64)>,
@@ -634,7 +668,7 @@ pub struct State {
     pub primary: u8,
     /// The lease's versions, by slot.
     pub versions: Vec<Doc>,
-    /// The highest epoch the newest version ever had.
+    /// The highest epoch the newest held version ever had.
     pub top_epoch: u64,
     /// The highest epoch any member acted under.
     pub top_acted: u64,
@@ -1123,16 +1157,16 @@ impl Protocol {
             }
             return self.vacate(s, m);
         };
-        let me = Some(m as u8);
+        let own = self.own(s, m, &lease);
         let now = self.local(s, m);
         if let Some(until) = self.yielding(s, m, now) {
-            if lease.released || lease.holder == me || now >= self.expiry(s, m, &lease) {
+            if lease.released || own || now >= self.expiry(s, m, &lease) {
                 self.follow(s, m, &lease);
                 s.members[m].wake = until.min(now + self.cfg.slave);
                 return;
             }
         }
-        if lease.released || lease.holder == me {
+        if lease.released || own {
             return self.take_over(s, m, Some(lease));
         }
         let expiry = self.expiry(s, m, &lease);
@@ -1146,6 +1180,15 @@ impl Protocol {
         }
         self.follow(s, m, &lease);
         s.members[m].wake = expiry.min(now + self.cfg.slave);
+    }
+
+    /// Whether a lease is this member's own (taken at once): it names the
+    /// member, with the epoch the member held last. A version that names it
+    /// with another epoch is a take-over that lost its read-back.
+    fn own(&self, s: &State, m: usize, lease: &Doc) -> bool {
+        lease.holder == Some(m as u8)
+            && (self.cfg.mutation == Some(Mutation::OwnLeaseAtOnce)
+                || s.members[m].last_epoch == Some(lease.epoch))
     }
 
     /// No lease: writes a vacancy (version 1, no holder, a fresh epoch), which
@@ -1179,7 +1222,7 @@ impl Protocol {
         let deadline = now + self.cfg.ticking;
         let confirm = seen
             .as_ref()
-            .is_none_or(|l| !l.released && l.holder != Some(m as u8));
+            .is_none_or(|l| !l.released && !self.own(s, m, l));
         if confirm {
             self.send(s, m, OpKind::TakeSample { seen }, deadline, Req::Stamp);
         } else {
@@ -1422,6 +1465,7 @@ impl Protocol {
         mem.handing_over = false;
         mem.lost_races = 0;
         mem.held = Some(held);
+        mem.last_epoch = Some(held.epoch);
         mem.status = Status::Master;
         mem.wake = sent + self.cfg.master;
         if supervised {
@@ -1662,11 +1706,13 @@ impl Protocol {
         }
     }
 
-    /// After the versions changed: the newest epoch must not go back; a released
-    /// newest version counts as released since it appeared.
+    /// After the versions changed: the newest held epoch must not go back (a
+    /// vacancy's fresh epoch may: two vacancies written a tick apart by members
+    /// whose estimates of the stamping clock differ; nobody held either); a
+    /// released newest version counts as released since it appeared.
     fn note_versions(&self, s: &mut State) {
         let top = self.newest(s).map(|d| (d.epoch, d.released));
-        if let Some((epoch, _)) = top {
+        if let Some((epoch, _)) = self.newest(s).filter(|d| d.holder.is_some()).map(|d| (d.epoch, ())) {
             if epoch < s.top_epoch {
                 s.broken |= EPOCH_BACK;
             }
@@ -1979,6 +2025,7 @@ impl Model for Protocol {
                 fed_mask: 0,
                 handing_over: false,
                 yield_until: None,
+                last_epoch: None,
                 child: None,
                 dw: None,
                 stuck: Vec::new(),
@@ -2002,7 +2049,7 @@ impl Model for Protocol {
         let mut s = State {
             now: 0,
             primary: 0,
-            top_epoch: versions.iter().map(|d| d.epoch).max().unwrap_or(0),
+            top_epoch: 0,
             versions,
             top_acted: 0,
             step_downs: 0,
