@@ -215,12 +215,9 @@ pub enum Mutation {
     /// Finding 1, the old rule: a member that finds no lease takes it at once
     /// (version 1, a fresh epoch) instead of writing a vacancy.
     TakeMissing,
-    /// Finding 1, the old rule: the newest version is the highest version,
-    /// whatever its epoch.
-    NewestByVersion,
-    /// A write's read-back counts the write as won when the newest version has
-    /// its slot, whoever wrote it (without comparing holder and epoch).
-    ReadBackBySlot,
+    /// Finding 1, both old rules: a missing lease is taken at once, and the
+    /// newest version is the highest version, whatever its epoch.
+    OldRules,
     /// The design as first written: a take-over's read-back checks only that
     /// the newest version is its own, not that the version it was based on is
     /// still right below it.
@@ -1152,7 +1149,7 @@ impl Protocol {
     fn checked(&self, s: &mut State, m: usize, lease: Option<Doc>) {
         s.members[m].op = None;
         let Some(lease) = lease else {
-            if self.cfg.mutation == Some(Mutation::TakeMissing) {
+            if matches!(self.cfg.mutation, Some(Mutation::TakeMissing | Mutation::OldRules)) {
                 return self.take_over(s, m, None);
             }
             return self.vacate(s, m);
@@ -1341,8 +1338,7 @@ impl Protocol {
         purpose: Purpose,
     ) -> Written {
         let me = Some(m as u8);
-        let by_slot = self.cfg.mutation == Some(Mutation::ReadBackBySlot);
-        let ours = |n: &Doc| n.version == doc.version && (by_slot || (n.holder == me && n.epoch == doc.epoch));
+        let ours = |n: &Doc| n.version == doc.version && n.holder == me && n.epoch == doc.epoch;
         // An operator's copy of this member's lease: ours still, not extended.
         let step_down = newest
             .as_ref()
@@ -1699,7 +1695,7 @@ impl Protocol {
     /// The newest version: the highest (epoch, version); the old rule, the
     /// highest version.
     pub fn newest<'a>(&self, s: &'a State) -> Option<&'a Doc> {
-        if self.cfg.mutation == Some(Mutation::NewestByVersion) {
+        if self.cfg.mutation == Some(Mutation::OldRules) {
             s.versions.iter().max_by_key(|d| d.version)
         } else {
             s.versions.iter().max_by_key(|d| (d.epoch, d.version))
