@@ -356,7 +356,9 @@ fn supervised() -> Config {
             delete: true,
             ..Faults::default()
         },
-        ..base("failover run: 2 supervisors with leashed children, 1 fault (pause, crash, deletion)")
+        ..base(
+            "failover run: 2 supervisors with leashed children, 1 fault (pause, crash, deletion)",
+        )
     }
 }
 
@@ -377,7 +379,9 @@ fn durable() -> Config {
         },
         delays: 0,
         horizon: 40,
-        ..base("durable queue: 2 members, 3 tasks (the 2nd fails once), 1 fault (loss, pause, crash)")
+        ..base(
+            "durable queue: 2 members, 3 tasks (the 2nd fails once), 1 fault (loss, pause, crash)",
+        )
     }
 }
 
@@ -766,7 +770,10 @@ fn durable_queue_is_safe() {
 fn durable_queue_hand_over_repeats_nothing() {
     check(
         durable_hand_over(),
-        &examples(&[SAFETY, &["a step-down handed over", "the durable queue finished"]]),
+        &examples(&[
+            SAFETY,
+            &["a step-down handed over", "the durable queue finished"],
+        ]),
     );
 }
 

@@ -23,7 +23,9 @@
 //! (a *stuck* request, within the fault budget): the worker sees an error and
 //! sends it again.
 
-use super::protocol::{Msg, Mutation, Protocol, Reply, Req, State, Up, DEAD_REFUSED, PROGRESS_BACK};
+use super::protocol::{
+    Msg, Mutation, Protocol, Reply, Req, State, Up, DEAD_REFUSED, PROGRESS_BACK,
+};
 
 /// The durable queue's documents, and what the properties need to know.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -190,7 +192,9 @@ pub fn apply(p: &Protocol, s: &mut State, _m: usize, req: DReq) -> DRep {
                 db.seq = seq;
                 db.epoch = epoch;
                 db.bury = bury.then_some(seq);
-                if (bury || db.letters.contains(&(seq, epoch))) && !db.accepted.contains(&(seq, epoch)) {
+                if (bury || db.letters.contains(&(seq, epoch)))
+                    && !db.accepted.contains(&(seq, epoch))
+                {
                     db.accepted.push((seq, epoch));
                 }
             } else if db.letters.contains(&(seq, epoch)) && !db.accepted.contains(&(seq, epoch)) {

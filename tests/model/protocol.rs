@@ -1149,7 +1149,10 @@ impl Protocol {
     fn checked(&self, s: &mut State, m: usize, lease: Option<Doc>) {
         s.members[m].op = None;
         let Some(lease) = lease else {
-            if matches!(self.cfg.mutation, Some(Mutation::TakeMissing | Mutation::OldRules)) {
+            if matches!(
+                self.cfg.mutation,
+                Some(Mutation::TakeMissing | Mutation::OldRules)
+            ) {
                 return self.take_over(s, m, None);
             }
             return self.vacate(s, m);
@@ -1253,7 +1256,9 @@ impl Protocol {
     /// epoch, once a read shows that the one seen is still the newest. `None`
     /// (the old rule): version 1 with a fresh epoch, at once.
     fn acquire(&self, s: &mut State, m: usize, seen: Option<Doc>, deadline: u64) {
-        let clean = seen.as_ref().is_some_and(|l| l.released || l.holder.is_none());
+        let clean = seen
+            .as_ref()
+            .is_some_and(|l| l.released || l.holder.is_none());
         if let Some(seen) = seen {
             return self.send(s, m, OpKind::PreRead { seen, clean }, deadline, Req::Read);
         }
@@ -1380,7 +1385,7 @@ impl Protocol {
                     }
                 }
                 self.become_master(s, m, lease, sent)
-            },
+            }
             (Purpose::Take(_), _) => self.lost_race(s, m),
             (Purpose::Renew, Written::Won(lease)) => {
                 let stopping = s.members[m].stopping;
@@ -1403,7 +1408,16 @@ impl Protocol {
             }
             (Purpose::Renew | Purpose::Release, Written::AlreadyOurs) if tries < 3 => {
                 let v = doc.version + 1;
-                self.put(s, m, purpose, next(doc, v, false), base, tries + 1, deadline, Some(sent));
+                self.put(
+                    s,
+                    m,
+                    purpose,
+                    next(doc, v, false),
+                    base,
+                    tries + 1,
+                    deadline,
+                    Some(sent),
+                );
             }
             (Purpose::Renew, Written::StepDown(copy)) => {
                 // Not extended: the deadline stays that of the last renewal.
@@ -1419,7 +1433,16 @@ impl Protocol {
             }
             (Purpose::Release, Written::StepDown(copy)) if tries < 3 => {
                 let v = copy.version + 1;
-                self.put(s, m, purpose, next(doc, v, true), base, tries + 1, deadline, Some(sent));
+                self.put(
+                    s,
+                    m,
+                    purpose,
+                    next(doc, v, true),
+                    base,
+                    tries + 1,
+                    deadline,
+                    Some(sent),
+                );
             }
             (Purpose::Renew, _) => {
                 self.step_down(s, m, Status::Slave);
@@ -1493,7 +1516,16 @@ impl Protocol {
             step_down: held.step_down,
             publ: publish.or(mem.published),
         };
-        self.put(s, m, Purpose::Renew, doc, Some(held.epoch), 0, held.valid_until, None);
+        self.put(
+            s,
+            m,
+            Purpose::Renew,
+            doc,
+            Some(held.epoch),
+            0,
+            held.valid_until,
+            None,
+        );
     }
 
     /// `Election::release`: hands the lease over if no work holds the term.
@@ -1521,7 +1553,16 @@ impl Protocol {
                     publ: publish.or(mem.published),
                 };
                 let deadline = now + self.cfg.ticking;
-                self.put(s, m, Purpose::Release, doc, Some(held.epoch), 0, deadline, None);
+                self.put(
+                    s,
+                    m,
+                    Purpose::Release,
+                    doc,
+                    Some(held.epoch),
+                    0,
+                    deadline,
+                    None,
+                );
             }
             None if mem.stopping => self.stopped(s, m),
             None => {
@@ -1582,7 +1623,8 @@ impl Protocol {
         }
         let mem = &s.members[m];
         if mem.stopping || (mem.handing_over && mem.held.is_some()) {
-            if let (Some(held), true) = (mem.held, mem.task.is_some() || super::durable::busy(s, m)) {
+            if let (Some(held), true) = (mem.held, mem.task.is_some() || super::durable::busy(s, m))
+            {
                 return self.renew(s, m, held);
             }
             return self.release(s, m);
@@ -1684,7 +1726,17 @@ impl Protocol {
                 };
                 let newest = newest.filter(|_| predecessor);
                 let verdict = self.written(m, &doc, &inserted, newest, purpose);
-                self.after_write(s, m, purpose, doc, base, tries, verdict, op.sent, op.deadline);
+                self.after_write(
+                    s,
+                    m,
+                    purpose,
+                    doc,
+                    base,
+                    tries,
+                    verdict,
+                    op.sent,
+                    op.deadline,
+                );
             }
             (kind, reply) => unreachable!("{kind:?} answered by {reply:?}"),
         }
@@ -1708,7 +1760,11 @@ impl Protocol {
     /// released newest version counts as released since it appeared.
     fn note_versions(&self, s: &mut State) {
         let top = self.newest(s).map(|d| (d.epoch, d.released));
-        if let Some((epoch, _)) = self.newest(s).filter(|d| d.holder.is_some()).map(|d| (d.epoch, ())) {
+        if let Some((epoch, _)) = self
+            .newest(s)
+            .filter(|d| d.holder.is_some())
+            .map(|d| (d.epoch, ()))
+        {
             if epoch < s.top_epoch {
                 s.broken |= EPOCH_BACK;
             }
@@ -1980,7 +2036,10 @@ impl Protocol {
                 db.seq,
                 db.epoch % 1000,
                 db.bury.map_or(String::new(), |b| format!(" bury {b}")),
-                db.letters.iter().map(|(q, e)| (q, e % 1000)).collect::<Vec<_>>(),
+                db.letters
+                    .iter()
+                    .map(|(q, e)| (q, e % 1000))
+                    .collect::<Vec<_>>(),
                 db.runs,
             );
         }
@@ -2037,7 +2096,11 @@ impl Model for Protocol {
             step_down: false,
             publ: None,
         };
-        let versions = if self.cfg.empty { vec![] } else { vec![vacancy] };
+        let versions = if self.cfg.empty {
+            vec![]
+        } else {
+            vec![vacancy]
+        };
         let dq = (self.cfg.durable > 0).then(|| super::durable::Db {
             runs: vec![0; usize::from(self.cfg.durable)],
             ..Default::default()
@@ -2242,7 +2305,9 @@ impl Model for Protocol {
             Action::Delete => {
                 s.faults += 1;
                 s.unfair = s.now;
-                let held = self.newest(&s).is_some_and(|n| n.holder.is_some() && !n.released);
+                let held = self
+                    .newest(&s)
+                    .is_some_and(|n| n.holder.is_some() && !n.released);
                 if let (true, Some(db)) = (held, s.dq.as_mut()) {
                     db.unclean += 1;
                 }
@@ -2318,10 +2383,9 @@ impl Model for Protocol {
                 "a task that finished well is no dead letter",
                 |_: &Protocol, s: &State| super::durable::done_is_not_dead(s),
             ),
-            Property::always(
-                "no durable task is lost",
-                |_: &Protocol, s: &State| super::durable::nothing_lost(s),
-            ),
+            Property::always("no durable task is lost", |_: &Protocol, s: &State| {
+                super::durable::nothing_lost(s)
+            }),
             Property::always(
                 "at most one repeat per unclean end",
                 |_: &Protocol, s: &State| super::durable::repeats_bounded(s),
@@ -2402,7 +2466,8 @@ impl Model for Protocol {
             }),
             Property::sometimes("a released lease taken", |p: &Protocol, s: &State| {
                 s.members.iter().any(|m| m.up == Up::Stopped)
-                    && p.newest(s).is_some_and(|l| !l.released && l.holder.is_some())
+                    && p.newest(s)
+                        .is_some_and(|l| !l.released && l.holder.is_some())
                     && s.taken.len() >= 2
             }),
             Property::sometimes(
@@ -2444,9 +2509,12 @@ impl Model for Protocol {
                             .any(|i| s.done & (1 << i) != 0 && !m.queue.holds(i))
                 })
             }),
-            Property::sometimes("a lease deleted under a master", |_: &Protocol, s: &State| {
-                s.versions.is_empty() && s.members.iter().any(|m| m.held.is_some())
-            }),
+            Property::sometimes(
+                "a lease deleted under a master",
+                |_: &Protocol, s: &State| {
+                    s.versions.is_empty() && s.members.iter().any(|m| m.held.is_some())
+                },
+            ),
             Property::sometimes(
                 "a vacancy taken after a deletion",
                 |_: &Protocol, s: &State| {
