@@ -2319,7 +2319,13 @@ impl Model for Protocol {
                 s.faults += 1;
                 self.collect(&mut s);
             }
-            Action::StepDown => self.request_step_down(&mut s),
+            Action::StepDown => {
+                // The hand-over lets the others go first for a lease: with
+                // nobody else alive, nobody leads for that long (not a fault,
+                // but the bounds count from it as from one).
+                s.unfair = s.now;
+                self.request_step_down(&mut s);
+            }
             Action::Shutdown(m) => {
                 s.shutdowns += 1;
                 let m = m as usize;
