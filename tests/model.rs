@@ -331,7 +331,7 @@ fn election_empty() -> Config {
 }
 
 /// The election with an operator's step-down request and one loss (also of a
-/// write's answer after it applied).
+/// write's answer after it applied), over three leases.
 fn election_step_down() -> Config {
     Config {
         faults: Faults {
@@ -340,6 +340,7 @@ fn election_step_down() -> Config {
             lose: true,
             ..Faults::default()
         },
+        horizon: 32,
         ..base("election: 2 members, a step-down request and 1 loss")
     }
 }
