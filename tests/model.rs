@@ -848,6 +848,7 @@ fn mutation_child_killed_only_by_its_supervisor() {
     refute(
         Config {
             mutation: Some(Mutation::SupervisorKillsChild),
+            name: "failover run: 2 supervisors, children not leashed, 1 pause",
             faults: Faults {
                 budget: 1,
                 pause: true,
