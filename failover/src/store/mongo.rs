@@ -291,9 +291,6 @@ impl MongoStore {
                 })
             }
         }
-        if v % KEEP_VERSIONS == 0 {
-            self.collect_garbage(name, v, &lease).await;
-        }
         Ok(Written::Won(Box::new(lease)))
     }
 
@@ -339,7 +336,14 @@ impl MongoStore {
                 .write(operation, name, v, fields.clone(), held.epoch)
                 .await?
             {
-                Written::Won(lease) => return Ok(Renewal::Renewed(*lease)),
+                Written::Won(lease) => {
+                    // Only the holder's own writes collect (a take-over still
+                    // checks its predecessor after its write).
+                    if v % KEEP_VERSIONS == 0 {
+                        self.collect_garbage(name, v, &lease).await;
+                    }
+                    return Ok(Renewal::Renewed(*lease));
+                }
                 Written::Lost => return Ok(Renewal::Lost),
                 Written::AlreadyOurs => v += 1,
                 Written::StepDown(newest) if through_step_down => v = newest.version + 1,
