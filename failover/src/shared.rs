@@ -36,6 +36,13 @@ pub(crate) trait SyncPort: Send + Sync + 'static {
         let _ = published;
         false
     }
+    /// Asked of a standby after it applied the master's publication: this standby
+    /// holds tasks that no published run covers, which no other member will run:
+    /// it must lead to run them (managed mode).
+    #[allow(dead_code)] // until the election asks it
+    fn needs_lease(&self) -> bool {
+        false
+    }
 }
 
 /// Unmanaged mode: the application's own id.

@@ -487,7 +487,10 @@ async fn a_graceful_hand_over_repeats_nothing_to_a_lagging_standby() {
     tokio::time::sleep(ms(300)).await;
     b.submit_work(4).await.unwrap();
     until(ms(5000), "b ran 4", || {
-        ran.lock().unwrap().iter().any(|&(who, n)| who == "b" && n == 4)
+        ran.lock()
+            .unwrap()
+            .iter()
+            .any(|&(who, n)| who == "b" && n == 4)
     })
     .await;
     let ran = ran.lock().unwrap().clone();
@@ -573,7 +576,11 @@ async fn tasks_only_a_standby_holds_are_run_at_last() {
     for sequenced in [false, true] {
         let store = MemoryStore::new();
         let ran = Ran::default();
-        let name = if sequenced { "orphans-seq" } else { "orphans-key" };
+        let name = if sequenced {
+            "orphans-seq"
+        } else {
+            "orphans-key"
+        };
         let a = Managed::start(name, fast(&store, "a"), recorder("a", sequenced, &ran))
             .await
             .unwrap();
@@ -614,7 +621,10 @@ async fn tasks_only_a_standby_holds_are_run_at_last() {
         );
         for n in 1..=7 {
             let times = ran.iter().filter(|(_, m)| *m == n).count();
-            assert_eq!(times, 1, "sequenced: {sequenced}: task {n} ran {times} times: {ran:?}");
+            assert_eq!(
+                times, 1,
+                "sequenced: {sequenced}: task {n} ran {times} times: {ran:?}"
+            );
         }
         a.abort();
         b.abort();

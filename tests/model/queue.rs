@@ -44,8 +44,8 @@ impl QueueItem for Entry {
     fn orphan(&self) -> bool {
         self.orphan
     }
-    fn set_orphan(&mut self) {
-        self.orphan = true;
+    fn set_orphan(&mut self, orphan: bool) {
+        self.orphan = orphan;
     }
 }
 
