@@ -164,9 +164,6 @@ pub struct QueueCore<E: Item> {
     /// in the queue yet and cannot be placed waits in `pending`.
     applied: Option<(u64, u64)>,
     pending: Option<Published<E::Key>>,
-    /// Key mode: the origin of the run this member applied or ran last: a later
-    /// run with the same origin continues it.
-    chain: Option<E::Key>,
     /// Key mode: a run was placed by its origin before its last key was fed:
     /// tasks that arrive are dropped up to and including this key.
     drop_until: Option<E::Key>,
@@ -191,7 +188,6 @@ impl<E: Item> Default for QueueCore<E> {
             own_epochs: BTreeSet::new(),
             applied: None,
             pending: None,
-            chain: None,
             drop_until: None,
         }
     }
@@ -355,9 +351,6 @@ impl<E: Item> QueueCore<E> {
                     last: key,
                 });
             }
-        }
-        if let Some(run) = &self.run {
-            self.chain = Some(run.first.clone());
         }
         self.prune_breaks();
     }
@@ -597,16 +590,14 @@ impl<E: Item> QueueCore<E> {
             self.pending = None;
             return self.apply_through(run, Some(j));
         }
-        // Not fed yet (or already gone). Placed by its origin: in our queue and
-        // no orphan (then nothing after it left the queue, so everything from it
-        // to the tail comes before the last key), or the origin of a run we
-        // applied or ran (then we hold what came after that run, which this one
-        // continues).
+        // Not fed yet (or already gone). Placed by its origin when that is in our
+        // queue and no orphan: then nothing after it left the queue, so the last
+        // key is still to come and everything from the origin to the tail comes
+        // before it. (Nothing else tells a key not yet fed from one gone.)
         let placed = self
             .tasks
             .iter()
-            .any(|e| e.key() == &run.first && !e.orphan())
-            || self.chain.as_ref() == Some(&run.first);
+            .any(|e| e.key() == &run.first && !e.orphan());
         if placed && self.drop_until.as_ref() != Some(last) {
             self.pending = None;
             self.drop_until = Some(last.clone());
@@ -626,7 +617,6 @@ impl<E: Item> QueueCore<E> {
     /// last key stands after the tail).
     fn apply_through(&mut self, run: &Run<E::Key>, end: Option<usize>) -> u64 {
         self.applied = Some((run.epoch, run.count));
-        self.chain = Some(run.first.clone());
         let j = end.unwrap_or(self.tasks.len());
         // The run covers its origin through its last key; what stands before the
         // origin is kept as orphans. An origin not in the queue lies before it.
@@ -687,7 +677,6 @@ where
             && self.refused_keys == other.refused_keys
             && self.gap_keys == other.gap_keys
             && self.latest_from == other.latest_from
-            && self.chain == other.chain
             && self.drop_until == other.drop_until
     }
 }
@@ -721,7 +710,6 @@ where
         self.refused_keys.hash(state);
         self.gap_keys.hash(state);
         self.latest_from.hash(state);
-        self.chain.hash(state);
         self.drop_until.hash(state);
     }
 }
