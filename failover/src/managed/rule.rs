@@ -31,10 +31,34 @@
 //!   in its queue (it ran or dropped it before, or was never fed it), everything
 //!   up to the last key. What stands before the origin is kept as *orphans*: only
 //!   a run whose interval names them drops them, and their holder runs them first
-//!   when it leads. A last key not fed yet is applied when it arrives. Here the key
-//!   is the task's identity: keys must not repeat while a member may still hold or
-//!   be fed the earlier task (in practice: never reuse a key), or a standby can
-//!   take the new task for the old one. Give tasks a sequence when keys repeat.
+//!   when it leads. A last key not fed yet: when the origin is in the queue (and
+//!   no orphan, so nothing after it left the queue), the run is placed at once:
+//!   everything from the origin on is dropped now, and what arrives is dropped up
+//!   to and including the last key (a standby whose feed lags, and a new master
+//!   that inherited the run from a graceful hand-over, repeat nothing); else the
+//!   run waits, and is applied when its last key arrives (also on a new master:
+//!   it is never forgotten). Here the key is the task's identity: keys must not
+//!   repeat while a member may still hold or be fed the earlier task (in
+//!   practice: never reuse a key), or a standby can take the new task for the
+//!   old one. Give tasks a sequence when keys repeat.
+//!
+//! # Gaps
+//!
+//! A task offered and not queued (a full queue refused it, or its submitter
+//! stopped waiting for room) leaves a gap in its member's feed, which no run of
+//! that member spans: in sequence mode the interval it vouches for is the
+//! stretch of its feed without a gap that ends with its last finished task; in
+//! key mode its run restarts its origin at the first task after the gap. (The
+//! same task offered again closes its gap.) A standby that holds the refused
+//! task keeps it.
+//!
+//! # Tasks nobody else will run
+//!
+//! A standby that holds tasks standing before the master's run (sequence mode:
+//! below the interval the master published last, which no interval covers; key
+//! mode: orphans) holds tasks the master will never run: its feed started later,
+//! or has a gap there. [`QueueCore::needs_lease`] says so; the election then asks
+//! the master to hand the lease over, and the standby runs them.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt::Debug;
