@@ -514,9 +514,15 @@ fn managed_lagging_hand_over_repeats_nothing() {
 /// it, the standby that holds it keeps it, asks for the lease and runs it.
 #[test]
 fn managed_capacity_refusals_lose_nothing() {
+    let e = examples(&[SAFETY, RUN_AT_LAST, &["a task refused by a full queue"]]);
+    check(managed_capacity(), &e);
     check(
-        managed_capacity(),
-        &examples(&[SAFETY, RUN_AT_LAST, &["a task refused by a full queue"]]),
+        Config {
+            sequenced: false,
+            name: "managed: a queue of 1 that refuses, keys 1 2 3, 1 loss",
+            ..managed_capacity()
+        },
+        &e,
     );
 }
 
@@ -524,13 +530,19 @@ fn managed_capacity_refusals_lose_nothing() {
 /// master hands over after its running task.
 #[test]
 fn managed_orphans_are_run_at_last() {
+    let e = examples(&[
+        SAFETY,
+        RUN_AT_LAST,
+        &["a task done", "a standby pruned a task"],
+    ]);
+    check(managed_orphans(), &e);
     check(
-        managed_orphans(),
-        &examples(&[
-            SAFETY,
-            RUN_AT_LAST,
-            &["a task done", "a standby pruned a task"],
-        ]),
+        Config {
+            sequenced: true,
+            name: "managed: a task only a late standby holds, keys 1 2 with sequences, 1 loss",
+            ..managed_orphans()
+        },
+        &e,
     );
 }
 

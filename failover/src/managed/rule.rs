@@ -246,12 +246,14 @@ impl<E: Item> QueueCore<E> {
             if let Some(last) = self.highest_fed.filter(|&last| seq <= last) {
                 return Err(Refused::OutOfOrder { seq, last });
             }
-            // A refused task below this one that was not offered again: a gap.
-            let gap = self.refused_seqs.range(..seq).next().is_some();
-            self.refused_seqs = self.refused_seqs.split_off(&seq);
-            self.refused_seqs.remove(&seq);
-            if let Some(last) = self.highest_fed.filter(|_| gap) {
-                self.breaks.push((last, seq));
+            if !self.refused_seqs.is_empty() {
+                // A refused task below this one that was not offered again: a gap.
+                let gap = self.refused_seqs.range(..seq).next().is_some();
+                self.refused_seqs = self.refused_seqs.split_off(&seq);
+                self.refused_seqs.remove(&seq);
+                if let Some(last) = self.highest_fed.filter(|_| gap) {
+                    self.breaks.push((last, seq));
+                }
             }
             self.highest_fed = Some(seq);
             self.feed_start.get_or_insert(seq);
