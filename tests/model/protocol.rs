@@ -1501,8 +1501,15 @@ impl Protocol {
                 if let Some(p) = &l.publ {
                     let _ = write!(out, " sync {}", p.id);
                     if let Some(r) = p.run {
-                        let _ = write!(out, " run(e{} {}x{})", r.epoch % 1000, r.first, r.count);
+                        let _ = write!(out, " run(e{} {}x{}", r.epoch % 1000, r.first, r.count);
+                        if let Some((from, upto)) = r.covers {
+                            let _ = write!(out, " covers {from}..={upto}");
+                        }
+                        out.push(')');
                     }
+                }
+                if let Some(a) = s.asked {
+                    let _ = write!(out, " asked by m{a}");
                 }
             }
             None => out.push_str(" | no lease"),
