@@ -36,8 +36,9 @@ pub(crate) trait SyncPort: Send + Sync + 'static {
         let _ = published;
         false
     }
-    /// Whether this standby holds tasks that no published run covers, which no
-    /// other member will run: it must lead to run them (managed mode).
+    /// Asked of a standby after it applied the master's publication: this standby
+    /// holds tasks that no published run covers, which no other member will run:
+    /// it must lead to run them (managed mode).
     fn needs_lease(&self) -> bool {
         false
     }

@@ -138,6 +138,9 @@ pub struct MemberCfg {
     pub join: u16,
     /// When each task of the feed is submitted to it.
     pub feed: Vec<Option<u16>>,
+    /// `Options::queue_capacity` with `QueueFull::Reject`: a task submitted
+    /// while this many wait or run is refused (a gap in the member's feed).
+    pub capacity: Option<u8>,
 }
 
 /// The faults a configuration may inject, within its budget.
@@ -171,6 +174,12 @@ pub enum Mutation {
     EarlyRelease,
     /// The old pending-key prune rule of the queue.
     PendingKeyPrune,
+    /// A new master forgets the run it inherited and could not apply yet.
+    ForgetInheritedRun,
+    /// A task refused by a full queue leaves no trace in the rule.
+    UnrecordedRefusals,
+    /// A standby holding tasks that no run covers never asks for the lease.
+    NoOrphanHandOver,
 }
 
 /// A configuration of the model.
@@ -214,10 +223,11 @@ pub struct Config {
 
 impl Config {
     fn rule(&self) -> Rule {
-        if self.mutation == Some(Mutation::PendingKeyPrune) {
-            Rule::PendingKey
-        } else {
-            Rule::Library
+        match self.mutation {
+            Some(Mutation::PendingKeyPrune) => Rule::PendingKey,
+            Some(Mutation::ForgetInheritedRun) => Rule::ForgetInherited,
+            Some(Mutation::UnrecordedRefusals) => Rule::UnrecordedRefusals,
+            _ => Rule::Library,
         }
     }
 
@@ -268,6 +278,41 @@ impl Config {
     pub fn release_bound(&self) -> u64 {
         let rtt = u64::from(self.delays) + 1;
         self.slave.max(self.ticking) + self.error + 3 * rtt + 1
+    }
+
+    /// The last tick at which a task is fed to a member (or a member joins).
+    pub fn last_feed(&self) -> u16 {
+        self.members
+            .iter()
+            .flat_map(|m| m.feed.iter().flatten().copied().chain([m.join]))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Every task a live member holds is done within this many ticks of fair
+    /// scheduling after the last feed, fault and release: a master is in place
+    /// (after a fault, within the take-over bound) and runs what it holds (a
+    /// start, a write's round trip and an end per task); it publishes its run
+    /// at its next renewal; a standby left holding tasks that no run covers
+    /// learns it at its next check and asks; the master reads the request at
+    /// its next renewal and releases once its running task ended (a round
+    /// trip); the standby takes the released lease at its next check (a read
+    /// and a take-over) and runs its tasks.
+    pub fn run_bound(&self, faults: bool) -> u64 {
+        let rtt = u64::from(self.delays) + 1;
+        let master = if faults { self.takeover_bound(true) } else { 0 };
+        let task = rtt + 2;
+        let tasks = self.keys.len() as u64 * task;
+        master
+            + tasks
+            + self.master
+            + self.slave
+            + self.master
+            + task
+            + rtt
+            + self.slave
+            + 2 * rtt
+            + tasks
     }
 }
 
@@ -488,6 +533,12 @@ pub struct Member {
     pub fed: u8,
     /// Bit `i`: task `i` was submitted to it.
     pub fed_mask: u16,
+    /// Hands the lease over to a standby that asked for it (it holds tasks no
+    /// run covers): no task starts, the lease is released once the running one
+    /// ended, and the member stays a standby.
+    pub handing_over: bool,
+    /// Occurrences it finished in its current epoch (what its run publishes).
+    pub term_done: u16,
 }
 
 /// Violations seen in a transition (bit flags).
@@ -496,6 +547,8 @@ pub const DUP_EPOCH: u8 = 1;
 pub const EPOCH_BACK: u8 = 2;
 /// A fenced write of an older epoch landed after a newer one.
 pub const FENCE_BACK: u8 = 4;
+/// A task that a landed release published as run was started again.
+pub const HANDED_REPEAT: u8 = 8;
 
 /// The state of the whole system.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -537,6 +590,13 @@ pub struct State {
     pub done: u16,
     /// Violations seen in transitions.
     pub broken: u8,
+    /// A standby's request that the master hand the lease over to it (written
+    /// to the lease document; abstract: it lands at once and stays until a
+    /// member takes the lease).
+    pub asked: Option<u8>,
+    /// Occurrences that a master finished in an epoch whose release, with the
+    /// run published, landed: a graceful hand-over must not repeat them.
+    pub handed: u16,
 }
 
 /// What happens next.
@@ -620,7 +680,7 @@ impl Protocol {
         let now = self.local(s, m);
         match &mem.op {
             Some(op) => now >= op.deadline,
-            None if mem.stopping => {
+            None if mem.stopping || mem.handing_over => {
                 // stop_work: renew when due while work holds the term; else release.
                 if mem.held.is_some() && mem.task.is_some() {
                     now >= mem.wake
@@ -634,7 +694,12 @@ impl Protocol {
 
     fn worker_may_start(&self, s: &State, m: usize) -> bool {
         let mem = &s.members[m];
-        if mem.up != Up::Running || mem.stopping || mem.task.is_some() || mem.queue.is_empty() {
+        if mem.up != Up::Running
+            || mem.stopping
+            || mem.handing_over
+            || mem.task.is_some()
+            || mem.queue.is_empty()
+        {
             return false;
         }
         if let Some(Mutation::BatchedChecks(_)) = self.cfg.mutation {
@@ -814,6 +879,7 @@ impl Protocol {
         let now = self.local(s, m);
         let mem = &mut s.members[m];
         mem.held = None;
+        mem.handing_over = false;
         mem.status = to;
         mem.wake = now + self.cfg.error;
     }
@@ -865,6 +931,7 @@ impl Protocol {
         if let Some(p) = &lease.publ {
             mem.queue.incoming(rule, p);
         }
+        self.ask_for_lease(s, m, lease);
     }
 
     /// `Election::head_start`.
@@ -967,6 +1034,10 @@ impl Protocol {
         };
         mem.queue
             .became_master(rule, held.epoch, lease.publ.as_ref());
+        mem.term_done = 0;
+        mem.handing_over = false;
+        s.asked = None;
+        let mem = &mut s.members[m];
         mem.published = lease.publ;
         mem.fallback = None;
         mem.deferred = None;
@@ -1040,11 +1111,12 @@ impl Protocol {
             }
             return match op.kind {
                 OpKind::Renew { .. } => self.step_down(s, m, Status::Error),
+                OpKind::Release if s.members[m].handing_over => self.handed_over(s, m),
                 OpKind::Release => self.stopped(s, m),
                 _ => self.fail(s, m),
             };
         }
-        if s.members[m].stopping {
+        if s.members[m].stopping || s.members[m].handing_over {
             let mem = &s.members[m];
             if let (Some(held), Some(_)) = (mem.held, &mem.task) {
                 return self.renew(s, m, held);
@@ -1098,10 +1170,14 @@ impl Protocol {
                         mem.published = publish;
                     }
                     mem.wake = op.sent + self.cfg.master;
+                    self.asked_to_hand_over(s, m);
                 } else {
                     self.step_down(s, m, Status::Slave);
                     s.members[m].wake = now;
                 }
+            }
+            (OpKind::Release, Reply::Release(_)) if s.members[m].handing_over => {
+                self.handed_over(s, m)
             }
             (OpKind::Release, Reply::Release(_)) => self.stopped(s, m),
             (kind, reply) => unreachable!("{kind:?} answered by {reply:?}"),
@@ -1184,6 +1260,7 @@ impl Protocol {
                         l.released = true;
                         s.released = Some(s.now);
                         s.first_release.get_or_insert(s.now);
+                        self.note_hand_over(s, m);
                     }
                 }
                 if release {
@@ -1224,6 +1301,10 @@ impl Protocol {
             _ => acting.expect("checked"),
         };
         let entry = mem.queue.take().expect("checked");
+        if s.handed & (1 << entry.occ) != 0 {
+            s.broken |= HANDED_REPEAT;
+        }
+        let mem = &mut s.members[m];
         mem.task = Some(Task {
             entry,
             epoch,
@@ -1243,6 +1324,9 @@ impl Protocol {
         };
         if landed {
             mem.queue.finish(self.cfg.rule(), task.epoch, task.entry);
+            if mem.held.is_some_and(|h| h.epoch == task.epoch) {
+                mem.term_done |= 1 << task.entry.occ;
+            }
         } else {
             // Refused (a newer epoch wrote): the work asks for a retry.
             mem.queue.restore(self.cfg.rule(), task.entry);
@@ -1270,13 +1354,98 @@ impl Protocol {
                         break; // keys unique in one queue at one time, at least
                     }
                     let seq = self.cfg.sequenced.then_some(i as u64 + 1);
-                    mem.queue.push(rule, Entry::new(i as u8, key, seq));
-                    mem.fed_mask |= 1 << i;
+                    let entry = Entry::new(i as u8, key, seq);
                     mem.fed += 1;
+                    let full = self.cfg.members[m]
+                        .capacity
+                        .is_some_and(|c| mem.queue.len() >= usize::from(c));
+                    if full {
+                        // `QueueFull::Reject`: the member never holds it.
+                        mem.queue.refused(rule, entry);
+                        continue;
+                    }
+                    mem.queue.push(rule, entry);
+                    mem.fed_mask |= 1 << i;
                 }
                 Some(_) => break,
             }
         }
+    }
+
+    // ----- the hand-over to a standby that holds tasks no run covers ---------
+    //
+    // Abstract: the standby's request lands in the lease document at once; the
+    // master reads it with its next renewal, starts no task, and releases the
+    // lease (with its run) once its running task ended, as on a step-down; the
+    // standby takes the released lease at its next check.
+
+    /// A standby that followed `lease` and holds tasks that no published run
+    /// covers (`SyncPort::needs_lease`) asks the master to hand the lease over.
+    fn ask_for_lease(&self, s: &mut State, m: usize, lease: &Doc) {
+        if self.cfg.mutation == Some(Mutation::NoOrphanHandOver)
+            || s.asked.is_some()
+            || lease.released
+        {
+            return;
+        }
+        let mem = &s.members[m];
+        if mem.held.is_none() && mem.queue.needs_lease(self.cfg.rule()) {
+            s.asked = Some(m as u8);
+        }
+    }
+
+    /// The master's renewal read a standby's request: it hands over.
+    fn asked_to_hand_over(&self, s: &mut State, m: usize) {
+        let asked = s.asked.is_some_and(|a| a != m as u8);
+        let mem = &mut s.members[m];
+        if asked && !mem.stopping && mem.held.is_some() {
+            mem.handing_over = true;
+        }
+    }
+
+    /// The release of a hand-over was answered (or timed out): the member stays
+    /// a standby, and lets the others go first for one lease.
+    fn handed_over(&self, s: &mut State, m: usize) {
+        let now = self.local(s, m);
+        let mem = &mut s.members[m];
+        mem.op = None;
+        mem.held = None;
+        mem.handing_over = false;
+        mem.status = Status::Slave;
+        mem.wake = now + self.cfg.lease;
+    }
+
+    /// A release of member `m` landed, with its run: the tasks it finished in the
+    /// epoch must not run again. The documented limits: not after a fault (an
+    /// unclean end before, whose master ran tasks it never published, may have
+    /// left a member that holds neither the released run's origin nor its last
+    /// key; key mode cannot place that run then), and not when the releasing
+    /// queue refused a task (its run restarts after the gap, and a standby that
+    /// missed the publications before the gap runs what came before it again).
+    /// Both repeat, never lose.
+    fn note_hand_over(&self, s: &mut State, m: usize) {
+        let refused = (0..self.cfg.keys.len()).any(|i| self.refused(s, m, i));
+        if s.faults == 0 && !refused {
+            s.handed |= s.members[m].term_done;
+        }
+    }
+
+    /// Whether member `m` was fed occurrence `i` and its full queue refused it.
+    fn refused(&self, s: &State, m: usize, i: usize) -> bool {
+        let mem = &s.members[m];
+        i < mem.fed as usize
+            && self.cfg.members[m].feed[i].is_some()
+            && mem.fed_mask & (1 << i) == 0
+    }
+
+    /// The tick from which the run-at-last bound counts: the last feed, fault
+    /// or release.
+    fn quiet_since(&self, s: &State) -> u64 {
+        u64::from(
+            s.unfair
+                .max(self.cfg.last_feed())
+                .max(s.first_release.unwrap_or(0)),
+        )
     }
 
     fn tick(&self, s: &mut State) {
@@ -1332,8 +1501,15 @@ impl Protocol {
                 if let Some(p) = &l.publ {
                     let _ = write!(out, " sync {}", p.id);
                     if let Some(r) = p.run {
-                        let _ = write!(out, " run(e{} {}x{})", r.epoch % 1000, r.first, r.count);
+                        let _ = write!(out, " run(e{} {}x{}", r.epoch % 1000, r.first, r.count);
+                        if let Some((from, upto)) = r.covers {
+                            let _ = write!(out, " covers {from}..={upto}");
+                        }
+                        out.push(')');
                     }
+                }
+                if let Some(a) = s.asked {
+                    let _ = write!(out, " asked by m{a}");
                 }
             }
             None => out.push_str(" | no lease"),
@@ -1373,6 +1549,8 @@ impl Model for Protocol {
                 queue: Queue::default(),
                 fed: 0,
                 fed_mask: 0,
+                handing_over: false,
+                term_done: 0,
             })
             .collect();
         let mut s = State {
@@ -1392,6 +1570,8 @@ impl Model for Protocol {
             taken: Vec::new(),
             done: 0,
             broken: 0,
+            asked: None,
+            handed: 0,
         };
         // Members that start at tick 0.
         s.now = 0;
@@ -1591,6 +1771,24 @@ impl Model for Protocol {
                 },
             ),
             Property::always(
+                "a graceful hand-over repeats nothing",
+                |_: &Protocol, s: &State| s.broken & HANDED_REPEAT == 0,
+            ),
+            Property::always(
+                "every task a live member holds is run at last",
+                |p: &Protocol, s: &State| {
+                    if !p.cfg.managed()
+                        || u64::from(s.now) < p.quiet_since(s) + p.cfg.run_bound(s.faults > 0)
+                    {
+                        return true;
+                    }
+                    s.members
+                        .iter()
+                        .filter(|m| m.up == Up::Running && !m.stopping)
+                        .all(|m| m.fed_mask & !s.done == 0)
+                },
+            ),
+            Property::always(
                 "a lease is released only after its work stopped",
                 |_: &Protocol, s: &State| {
                     let Some(l) = s.lease.as_ref().filter(|l| l.released) else {
@@ -1672,6 +1870,29 @@ impl Model for Protocol {
                 },
             ),
             Property::sometimes("a task done", |_: &Protocol, s: &State| s.done != 0),
+            Property::sometimes(
+                "the run-at-last bound checked",
+                |p: &Protocol, s: &State| {
+                    p.cfg.managed()
+                        && u64::from(s.now) >= p.quiet_since(s) + p.cfg.run_bound(s.faults > 0)
+                        && s.members
+                            .iter()
+                            .any(|m| m.up == Up::Running && m.fed_mask != 0)
+                },
+            ),
+            Property::sometimes(
+                "a standby asked for the lease",
+                |_: &Protocol, s: &State| s.asked.is_some(),
+            ),
+            Property::sometimes("an asked hand-over done", |_: &Protocol, s: &State| {
+                s.first_release.is_some() && s.shutdowns == 0
+            }),
+            Property::sometimes(
+                "a task refused by a full queue",
+                |p: &Protocol, s: &State| {
+                    (0..s.members.len()).any(|m| (0..p.cfg.keys.len()).any(|i| p.refused(s, m, i)))
+                },
+            ),
             Property::sometimes("a stale fenced write refused", |_: &Protocol, s: &State| {
                 s.members.iter().any(|m| {
                     matches!(
