@@ -92,6 +92,8 @@ pub(crate) struct Election<S: LeaseStore> {
     seen_sync: Option<bson::Bson>,
     /// What this member last wrote as master.
     published: Option<crate::lease::Published>,
+    /// The epoch this member held last as master.
+    last_held: Option<u64>,
     /// The epoch whose master this standby asked to hand over, to run tasks
     /// that only this member holds.
     asked_for: Option<u64>,
@@ -116,6 +118,7 @@ impl<S: LeaseStore> Election<S> {
             followed: None,
             seen_sync: None,
             published: None,
+            last_held: None,
             asked_for: None,
             connected: false,
         }
@@ -238,7 +241,7 @@ impl<S: LeaseStore> Election<S> {
             self.follow(&lease);
             return self.expiry(&lease).min(now + self.timing.intervals.slave);
         }
-        if lease.released || lease.token == Some(self.claim.token) {
+        if lease.released || self.is_own(&lease) {
             // Handed over, or our own lease from before a step-down: take it at once.
             tracing::debug!(target: "failover::tests", member = %self.claim.member_id, epoch = lease.epoch,
                 released = lease.released, "lease free to take");
@@ -322,6 +325,15 @@ impl<S: LeaseStore> Election<S> {
         }
     }
 
+    /// Whether `lease` is one this member instance held as master and still
+    /// names it: its own token *and* the epoch it held last. A version that
+    /// names it under another epoch (a take-over whose answer was lost, or one
+    /// it withdrew because the lease was deleted meanwhile) was never judged
+    /// safe to act on, so it is judged like anybody's.
+    fn is_own(&self, lease: &Lease) -> bool {
+        lease.token == Some(self.claim.token) && self.last_held == Some(lease.epoch)
+    }
+
     /// Follows the lease as a standby.
     fn follow(&mut self, lease: &Lease) {
         self.lost_races = 0;
@@ -357,9 +369,7 @@ impl<S: LeaseStore> Election<S> {
     async fn try_take_over(&mut self, seen: Option<Lease>) -> Instant {
         self.set_state(State::Ticking, None);
         let deadline = self.now() + self.timing.intervals.ticking;
-        let confirm = seen
-            .as_ref()
-            .is_none_or(|l| !l.released && l.token != Some(self.claim.token));
+        let confirm = seen.as_ref().is_none_or(|l| !l.released && !self.is_own(l));
         if confirm {
             // Expired by our last sample (or no lease yet, whose fresh epoch needs
             // the clock): confirm with a fresh sample.
@@ -457,6 +467,7 @@ impl<S: LeaseStore> Election<S> {
         self.observe(Some(&lease));
         self.shared.set_lease(Some((held.epoch, held.valid_until)));
         let epoch = held.epoch;
+        self.last_held = Some(epoch);
         tracing::Span::current().record("epoch", epoch);
         self.held = Some(held);
         self.set_state(State::Master, Some(epoch));
