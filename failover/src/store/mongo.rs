@@ -166,6 +166,29 @@ impl MongoStore {
             .map_err(|e| scrubbed_driver_error("read lease", &e, &self.secrets))
     }
 
+    /// The two newest versions of lease `name`, unparsed, newest first.
+    async fn newest_two(&self, name: &str) -> Result<Vec<Document>> {
+        let mut cursor = self
+            .leases
+            .find(doc! { "_id.lease": name })
+            .sort(newest_first())
+            .limit(2)
+            .await
+            .map_err(|e| scrubbed_driver_error("read lease", &e, &self.secrets))?;
+        let mut docs = Vec::with_capacity(2);
+        while cursor
+            .advance()
+            .await
+            .map_err(|e| scrubbed_driver_error("read lease", &e, &self.secrets))?
+        {
+            let doc = cursor
+                .deserialize_current()
+                .map_err(|e| scrubbed_driver_error("read lease", &e, &self.secrets))?;
+            docs.push(doc);
+        }
+        Ok(docs)
+    }
+
     /// The document at version `v` of lease `name`, unparsed.
     async fn at(&self, name: &str, v: u64) -> Result<Option<Document>> {
         self.leases
@@ -425,16 +448,21 @@ impl LeaseStore for MongoStore {
         {
             Written::Won(lease) => *lease,
             // An earlier attempt of ours took it (its answer lost): its time is
-            // unknown, so it does not count; the next check re-takes it.
+            // unknown, so it does not count; the election judges it like
+            // anybody's lease.
             Written::Lost | Written::AlreadyOurs | Written::StepDown(_) => return Ok(None),
         };
-        // The version judged free must still be there, under the one just written:
-        // if the lease was deleted meanwhile, the slot may have been freed by the
+        // The version judged free must still be there, right under the one just
+        // written: if the lease was deleted meanwhile, the slot may have been freed by the
         // deletion of a renewal that the holder made after the version seen, and
         // that holder may still act. Then this version is withdrawn (the next
         // reader finds the lease missing and writes a vacancy).
-        let predecessor = self.at(name, seen.version).await?;
-        if predecessor.as_ref().and_then(epoch_of) != Some(current.epoch) {
+        let below = self.newest_two(name).await?;
+        let in_order = below.len() == 2
+            && below[0].get_document("_id").ok() == Some(&slot(name, v))
+            && below[1].get_document("_id").ok() == Some(&slot(name, seen.version))
+            && epoch_of(&below[1]) == Some(current.epoch);
+        if !in_order {
             tracing::info!(target: "failover", name, epoch = lease.epoch,
                 "the lease was deleted during the take-over; withdrawing it");
             self.leases
