@@ -9,8 +9,16 @@
 //! lease plus 0.2–0.8 s, then SIGCONT; cut the master off from the database for
 //! 1–3 leases (see below: an error, a closed connection, or commands that hang
 //! past the renew deadline of 0.9 lease); SIGTERM the master or another member
-//! and restart it. A member that is stopped is restarted before the next action,
-//! so at least five of the six run at any time.
+//! and restart it; ask the master to step down (`failover::step_down`, as an
+//! operator does: a graceful hand-over). A member that is stopped is restarted
+//! before the next action, so at least five of the six run at any time.
+//!
+//! Besides, in every run, an operator deletes every version of the lease
+//! (`deleteMany({"_id.lease": "chaos"})` on the lease collection) at random
+//! instants that have nothing to do with the other actions: every 1 to 7 s, 4 s on
+//! average (`FAILOVER_CHAOS_DELETE_MS` sets the mean; 0 switches them off). An
+//! epoch that ends after a deletion without another cause ended `deleted`, an
+//! unclean end (no hand-over).
 //!
 //! # Database faults, on any server
 //!
@@ -55,6 +63,15 @@
 //!   [`check::lost`]); a task done in epochs E1 < E2 needs E1 to have ended by a
 //!   kill, a pause or a fault of its holder, and each such end repeats at most one
 //!   task, the one in flight ([`check::durable_repeats`]).
+//! * `chaos_lagging`: the bundled test server (or `MONGODB_URI`), the in-memory
+//!   queue fed as a live feed publishes (`failover-member --feed-rate`, 100 tasks
+//!   a second), each member process with its own lag of 0–1.5 s, and a restarted
+//!   one from the feed's current point half the time (it never sees the earlier
+//!   tasks); half the actions are graceful hand-overs (SIGTERM, step-down
+//!   requests). A task fed only to processes that were killed may be gone with
+//!   them; instead of "every task ran", every task fed to a member still running at
+//!   the end must be done ([`check::unrun`]); `FAILOVER_CHAOS_LAGGING_SECS`
+//!   (default 30 s).
 //!
 //! `FAILOVER_CHAOS_SEED` replays a run's choices (the seed is printed). The logs
 //! stay in `target/failover-runs/chaos-*` for inspection. The checker is the same
@@ -80,11 +97,14 @@
 //!   the first `master` line of any epoch above E (a member stamps a task before
 //!   checking its lease, so the stamp is an instant at which it held the lease),
 //!   and every `task-start` of E comes from E's holder.
-//! * **Every task ran**: a `task-done` for every task `0..N`.
+//! * **Every task ran**: a `task-done` for every task `0..N` (lagging feeds:
+//!   every task a member alive at the end was fed).
 //! * **Duplicates only after an unclean end**: if a task is done in epochs
 //!   E1 < E2 (consecutive in the list of epochs that did it), E1 was not
 //!   released: its holder never logged `released the lease of epoch E1`, i.e. it
-//!   was killed, paused or cut off. A task is never done twice in one epoch.
+//!   was killed, paused, cut off or its lease deleted. So a graceful hand-over
+//!   (SIGTERM or a step-down request, which release the lease) repeats nothing.
+//!   A task is never done twice in one epoch.
 //! * **No panic** line anywhere.
 //! * **Clean ends**: every member process that was not SIGKILLed logged `exit`
 //!   with `final=stopped`. Those stopped at the end of the run (after the faults
@@ -1062,7 +1082,8 @@ mod check {
             let r = check(&lines, &actions, &params(5));
             let (v, _) = durable_repeats(&lines, &r.ends);
             assert!(
-                v.iter().any(|s| s.contains("epoch 1 ended deleted and 2 of its tasks")),
+                v.iter()
+                    .any(|s| s.contains("epoch 1 ended deleted and 2 of its tasks")),
                 "{v:#?}"
             );
         }
@@ -1071,16 +1092,17 @@ mod check {
         fn a_task_fed_to_a_member_alive_at_the_end_must_be_done() {
             // b#1 (alive at the end) was fed 3..=5; 5 was never done. a#0 was fed
             // 0..=9 but was killed: its tasks are not required.
-            let text = format!("{CLEAN}\n 1202 b fed - - 3-5").replace(
-                "700 b statechange",
-                "150 a fed - - 0-9\n 700 b statechange",
-            );
+            let text = format!("{CLEAN}\n 1202 b fed - - 3-5")
+                .replace("700 b statechange", "150 a fed - - 0-9\n 700 b statechange");
             let lines = log(&text);
             let (v, required) = unrun(&lines, &clean_actions());
             assert_eq!(required, 3);
             assert_eq!(
                 v,
-                vec!["b#1 was running at the end and held 1 tasks never done, the first: [5]".to_owned()]
+                vec![
+                    "b#1 was running at the end and held 1 tasks never done, the first: [5]"
+                        .to_owned()
+                ]
             );
             let text = format!("{CLEAN}\n 1202 b fed - - 3-4");
             let (v, required) = unrun(&log(&text), &clean_actions());
@@ -1492,15 +1514,16 @@ impl Deleter {
             let mut rng = Rng::new(seed);
             let mut done = Vec::new();
             loop {
-                let wake = Instant::now()
-                    + Duration::from_millis(rng.range(mean_ms / 4, mean_ms * 7 / 4));
+                let wake =
+                    Instant::now() + Duration::from_millis(rng.range(mean_ms / 4, mean_ms * 7 / 4));
                 while Instant::now() < wake {
                     if flag.load(std::sync::atomic::Ordering::SeqCst) {
                         return done;
                     }
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                match rt.block_on(async { leases.delete_many(doc! { "_id.lease": "chaos" }).await }) {
+                match rt.block_on(async { leases.delete_many(doc! { "_id.lease": "chaos" }).await })
+                {
                     // Stamped once the server has deleted them.
                     Ok(r) if r.deleted_count > 0 => done.push(check::Action {
                         t: members::mono_ns(),
@@ -2003,7 +2026,11 @@ fn run_chaos(setup: Setup, secs: u64, variant: Variant) {
     // Not vacuous: the run did fail over, and the checker saw the work.
     assert!(report.epochs >= 2, "no failover happened");
     if variant.lagging {
-        assert!(required > 0 && report.keys_done >= required, "{} done of {required} required", report.keys_done);
+        assert!(
+            required > 0 && report.keys_done >= required,
+            "{} done of {required} required",
+            report.keys_done
+        );
     } else {
         assert_eq!(report.keys_done as u64, tasks);
     }
