@@ -308,7 +308,7 @@ support::server_tests! {
         let a = Managed::start_durable("jobs", options(&uri, &c, "a", settings.clone()),
             logging_work("a", log.clone(), 0, |_| None)).await.unwrap();
         let queue = Queue::connect("jobs", options(&uri, &c, "check", settings)).await.unwrap();
-        progress_reaches(&queue, 2 * EACH, ms(30_000)).await;
+        progress_reaches(&queue, 2 * EACH, bound(&uri, ms(30_000))).await;
         a.shutdown().await.unwrap();
         let log = log.lock().unwrap();
         for p in 0..2 {
