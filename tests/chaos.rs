@@ -1893,7 +1893,7 @@ fn run_chaos(setup: Setup, secs: u64, variant: Variant) {
         polls += 1;
         // (Checked once last is done, and then once a second: the logs are long.)
         let held_done = c.feed.is_none()
-            || (last_done && polls % 20 == 0) && {
+            || (last_done && polls.is_multiple_of(20)) && {
                 let lines: Vec<Line> = tails.iter().flat_map(|t| t.lines.iter().cloned()).collect();
                 let running: Vec<check::Action> = c
                     .procs
