@@ -13,7 +13,7 @@ use crate::metrics::{self, TakenFrom};
 use crate::options::Intervals;
 use crate::shared::Shared;
 use crate::state::State;
-use crate::store::{Claim, LeaseStore, Renewal};
+use crate::store::{Claim, Created, LeaseStore, Renewal};
 
 /// How often a standby re-reads the lease clock when nothing else asks for it.
 const CLOCK_REFRESH: Duration = Duration::from_secs(60);
@@ -92,6 +92,9 @@ pub(crate) struct Election<S: LeaseStore> {
     seen_sync: Option<bson::Bson>,
     /// What this member last wrote as master.
     published: Option<crate::lease::Published>,
+    /// The epoch whose master this standby asked to hand over, to run tasks
+    /// that only this member holds.
+    asked_for: Option<u64>,
     connected: bool,
 }
 
@@ -113,6 +116,7 @@ impl<S: LeaseStore> Election<S> {
             followed: None,
             seen_sync: None,
             published: None,
+            asked_for: None,
             connected: false,
         }
     }
@@ -130,6 +134,9 @@ impl<S: LeaseStore> Election<S> {
             tokio::select! {
                 biased;
                 _ = stopping.cancelled() => break,
+                // The worker asks to publish its progress now (managed mode,
+                // progress per task): renew at once.
+                _ = self.shared.progress_asked(), if self.held.is_some() && !self.handing_over => {}
                 _ = sleep_until(self.shared.clock.timer(wake)) => {}
             }
             // A step in flight is finished, not dropped: a write whose outcome is
@@ -223,6 +230,14 @@ impl<S: LeaseStore> Election<S> {
                 return until.min(now + self.timing.intervals.slave);
             }
         }
+        let successor_first =
+            lease.released && lease.successor.is_some_and(|s| s != self.claim.token);
+        if successor_first && now < self.expiry(&lease) {
+            // Handed over to the standby that asked for it: it goes first, and
+            // the others wait as for a lease that runs out.
+            self.follow(&lease);
+            return self.expiry(&lease).min(now + self.timing.intervals.slave);
+        }
         if lease.released || lease.token == Some(self.claim.token) {
             // Handed over, or our own lease from before a step-down: take it at once.
             tracing::debug!(target: "failover::tests", member = %self.claim.member_id, epoch = lease.epoch,
@@ -241,7 +256,36 @@ impl<S: LeaseStore> Election<S> {
             return self.take_over(Some(lease)).await;
         }
         self.follow(&lease);
+        if lease.token.is_some() && !lease.step_down && self.shared.sync.needs_lease() {
+            self.ask_for_lease(&lease, deadline).await;
+        }
         expiry.min(now + self.timing.intervals.slave)
+    }
+
+    /// Managed mode: this standby holds tasks that no master would run, so it
+    /// asks the master of `lease` to hand over (a step-down request naming this
+    /// member as successor; the master releases once its running task is done),
+    /// once per epoch.
+    async fn ask_for_lease(&mut self, lease: &Lease, deadline: Instant) {
+        if self.asked_for == Some(lease.epoch) {
+            return;
+        }
+        self.asked_for = Some(lease.epoch);
+        tracing::info!(target: "failover", member = %self.claim.member_id, epoch = lease.epoch,
+            "this member holds tasks that no master would run; asking the master to hand over");
+        let name = self.shared.name.clone();
+        if let Err(e) = self
+            .timed(
+                deadline,
+                "request a step-down",
+                self.store.request_step_down(&name, Some(&self.claim)),
+            )
+            .await
+        {
+            // Asked again at the next check.
+            self.asked_for = None;
+            self.shared.events.emit(Event::Error(e));
+        }
     }
 
     /// Managed mode: a member whose queue does not know where the last master
@@ -307,7 +351,9 @@ impl<S: LeaseStore> Election<S> {
         self.try_take_over(seen).instrument(span).await
     }
 
-    /// Takes the lease over, conditional on the version seen (`None`: no lease yet).
+    /// Takes the lease over, conditional on the version seen; `None`: the lease is
+    /// missing, and the store creates it (a vacancy on MongoDB, see
+    /// [`Created`]).
     async fn try_take_over(&mut self, seen: Option<Lease>) -> Instant {
         self.set_state(State::Ticking, None);
         let deadline = self.now() + self.timing.intervals.ticking;
@@ -343,28 +389,41 @@ impl<S: LeaseStore> Election<S> {
         let sent = self.now();
         let name = self.shared.name.clone();
         let lease_ms = self.timing.lease.as_millis() as u64;
-        let attempt = self
-            .timed(
-                deadline,
-                "take lease",
-                self.store.acquire(
-                    &name,
-                    seen.as_ref().map(|l| l.version),
-                    &self.claim,
-                    lease_ms,
-                    fresh_epoch,
-                ),
-            )
-            .await;
+        let attempt = match &seen {
+            Some(lease) => self
+                .timed(
+                    deadline,
+                    "take lease",
+                    self.store.acquire(&name, lease, &self.claim, lease_ms),
+                )
+                .await
+                .map(|taken| taken.map_or(Created::Raced, Created::Held)),
+            None => {
+                self.timed(
+                    deadline,
+                    "create lease",
+                    self.store.create(&name, &self.claim, lease_ms, fresh_epoch),
+                )
+                .await
+            }
+        };
         match attempt {
-            Ok(Some(lease)) => {
+            Ok(Created::Held(lease)) => {
                 let from = TakenFrom::of(seen.is_some(), confirm);
                 self.shared
                     .metrics
                     .took_over(lease.epoch, from, self.now() + self.timing.lease);
                 self.become_master(lease, sent)
             }
-            Ok(None) => {
+            Ok(Created::Vacancy(lease)) => {
+                tracing::info!(target: "failover", member = %self.claim.member_id, epoch = lease.epoch,
+                    "the lease was missing: wrote a vacancy, which any member takes over once it expires");
+                self.observe(Some(&lease));
+                self.follow(&lease);
+                let now = self.now();
+                self.expiry(&lease).min(now + self.timing.intervals.slave)
+            }
+            Ok(Created::Raced) => {
                 // Another member won. Read again soon to learn who, backing off so
                 // that a read that lags the winner's write cannot make us spin.
                 self.lost_races = self.lost_races.saturating_add(1);
@@ -418,6 +477,8 @@ impl<S: LeaseStore> Election<S> {
                 Some(Error::LeaseExpired { epoch: held.epoch }),
             );
         }
+        // Every request for progress made before this point is in `outgoing`.
+        let request = self.shared.progress_request();
         let outgoing = self.shared.sync.outgoing();
         let publish = outgoing.filter(|p| self.published.as_ref() != Some(p));
         let sent = self.now();
@@ -447,6 +508,7 @@ impl<S: LeaseStore> Election<S> {
                 if publish.is_some() {
                     self.published = publish;
                 }
+                self.shared.published_progress(request);
                 tracing::trace!(target: "failover::tests", member = %self.claim.member_id, epoch = held.epoch, "lease renewed");
                 if asked && !self.handing_over && !self.shared.is_stopping() {
                     self.begin_hand_over();

@@ -103,6 +103,7 @@ pub struct Options {
     pub(crate) retry: Backoff,
     pub(crate) max_attempts: Option<u32>,
     pub(crate) queue_capacity: Option<(usize, QueueFull)>,
+    pub(crate) progress: crate::Progress,
     /// How long `start` waits for the database before failing
     /// ([`Options::connect_timeout`]).
     pub(crate) connect_timeout: Duration,
@@ -141,6 +142,7 @@ impl Options {
             retry: Backoff::default(),
             max_attempts: None,
             queue_capacity: None,
+            progress: crate::Progress::EveryTask,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             durable: None,
@@ -251,6 +253,22 @@ impl Options {
     #[must_use]
     pub fn queue_capacity(mut self, capacity: usize, when_full: QueueFull) -> Self {
         self.queue_capacity = Some((capacity, when_full));
+        self
+    }
+
+    /// Managed mode, in-memory queue: when the master publishes its progress (its
+    /// run of finished tasks) to the standbys through the lease. The default,
+    /// [`Progress::EveryTask`](crate::Progress::EveryTask), renews the lease after
+    /// every task before the next one starts, so that after a crash at most the
+    /// task in flight runs again, at the cost of one lease write (two round trips)
+    /// per task; [`Progress::WithRenewal`](crate::Progress::WithRenewal) publishes
+    /// with the periodic renewals only, as the original does (a crash repeats up
+    /// to a renewal period of tasks), and
+    /// [`Progress::Batched`](crate::Progress::Batched) lies between. The durable
+    /// queue takes its own from [`DurableQueue::progress`](crate::DurableQueue::progress).
+    #[must_use]
+    pub fn progress(mut self, progress: crate::Progress) -> Self {
+        self.progress = progress;
         self
     }
 
@@ -379,6 +397,12 @@ impl Options {
             return Err(Error::invalid(
                 "max_attempts",
                 "must be at least 1 (1 = never retry)",
+            ));
+        }
+        if let crate::Progress::Batched { tasks: 0, .. } = self.progress {
+            return Err(Error::invalid(
+                "progress",
+                "Progress::Batched needs `tasks` of at least 1 (1 = after every task)",
             ));
         }
         if matches!(self.queue_capacity, Some((0, _))) {

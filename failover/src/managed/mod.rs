@@ -65,6 +65,7 @@
 //! leads anyway.
 
 pub(crate) mod durable;
+mod publish;
 mod queue;
 pub(crate) mod rule;
 mod work;
@@ -86,6 +87,7 @@ use crate::member::Member;
 use crate::options::Options;
 use crate::state::State;
 use durable::Durable;
+use publish::LeaseProgress;
 use queue::Queue as MemoryQueue;
 use worker::{Source, Worker};
 
@@ -208,6 +210,10 @@ impl<W: Work> Managed<W> {
         let backoff = options.retry;
         let max_attempts = options.max_attempts;
         let hook_wait = options.effective_lease();
+        let progress = Some(LeaseProgress::new(
+            options.progress,
+            options.intervals.master,
+        ));
         let member = Member::launch(name, options, hooks, queue.clone(), events).await?;
         let shared = member.shared().clone();
         let depth = Arc::downgrade(&queue);
@@ -221,6 +227,7 @@ impl<W: Work> Managed<W> {
             backoff,
             max_attempts,
             hook_wait,
+            progress,
         };
         Self::spawn_worker(name, member, work, queue, None, worker)
     }
@@ -331,6 +338,8 @@ impl<W: Work> Managed<W> {
             backoff,
             max_attempts,
             hook_wait,
+            // The durable queue records its progress itself.
+            progress: None,
         };
         Self::spawn_worker(name, member, work, queue, Some(durable), worker)
     }
