@@ -1937,6 +1937,14 @@ fn run_chaos(setup: Setup, secs: u64, variant: Variant) {
         c.stop(m, check::Kind::FinalTerm);
     }
 
+    // The test's record, beside the logs, for whoever reads a failed run.
+    let record: String = c
+        .actions
+        .iter()
+        .map(|a| format!("{} {:?} {} pid={}\n", a.t, a.kind, a.member, a.pid))
+        .collect();
+    let _ = std::fs::write(dir.join("actions.log"), record);
+
     // Check.
     let mut lines: Vec<Line> = Vec::new();
     for s in &c.specs {
