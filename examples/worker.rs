@@ -3,9 +3,11 @@
 //! `cargo run --example worker` runs three members of the subsystem in this
 //! process, on the in-memory store, and feeds them all the same jobs. After two
 //! seconds it drops the master as if it crashed: a standby takes over with the
-//! next fencing token and finishes the jobs (those the old master did but had not
-//! yet published run again: work is done at least once). It ends by itself once
-//! the jobs are done, after about ten seconds.
+//! next fencing token and finishes the jobs. The master publishes its progress
+//! with a lease renewal after every job (`Options::progress`, by default), so at
+//! most the job it was running when it crashed runs again: work is done at least
+//! once, and repeated at most once per crash. It ends by itself once the jobs are
+//! done, after about ten seconds.
 //!
 //! With `MONGODB_URI` set, the three members keep their lease in that database
 //! instead (for one member per process, see `examples/managed.rs`).

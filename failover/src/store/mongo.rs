@@ -414,17 +414,32 @@ impl LeaseStore for MongoStore {
         if let Some(p) = current.published() {
             fields.extend(publish(p));
         }
-        Ok(
-            match self
-                .write("take lease", name, seen.version + 1, fields, current.epoch)
-                .await?
-            {
-                Written::Won(lease) => Some(*lease),
-                // An earlier attempt of ours took it (its answer lost): its time is
-                // unknown, so it does not count; the next check re-takes it.
-                Written::Lost | Written::AlreadyOurs | Written::StepDown(_) => None,
-            },
-        )
+        let v = seen.version + 1;
+        let lease = match self
+            .write("take lease", name, v, fields, current.epoch)
+            .await?
+        {
+            Written::Won(lease) => *lease,
+            // An earlier attempt of ours took it (its answer lost): its time is
+            // unknown, so it does not count; the next check re-takes it.
+            Written::Lost | Written::AlreadyOurs | Written::StepDown(_) => return Ok(None),
+        };
+        // The version judged free must still be there, under the one just written:
+        // if the lease was deleted meanwhile, the slot may have been freed by the
+        // deletion of a renewal that the holder made after the version seen, and
+        // that holder may still act. Then this version is withdrawn (the next
+        // reader finds the lease missing and writes a vacancy).
+        let predecessor = self.at(name, seen.version).await?;
+        if predecessor.as_ref().and_then(epoch_of) != Some(current.epoch) {
+            tracing::info!(target: "failover", name, epoch = lease.epoch,
+                "the lease was deleted during the take-over; withdrawing it");
+            self.leases
+                .delete_one(doc! { "_id": slot(name, v), "token": claim.token })
+                .await
+                .map_err(|e| scrubbed_driver_error("withdraw a take-over", &e, &self.secrets))?;
+            return Ok(None);
+        }
+        Ok(Some(lease))
     }
 
     async fn create(
