@@ -605,7 +605,7 @@ impl TaskStore {
         if updated.matched_count == 0 {
             // Refused: a newer epoch, or a position already past `seq`.
             let (stored, by) = self.progress().await?;
-            return Ok(by == epoch && stored >= seq);
+            return Ok(by == e as u64 && stored >= seq);
         }
         if !clean {
             return Ok(true);
