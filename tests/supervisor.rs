@@ -78,7 +78,6 @@ fn signal(pid: u32, signal: libc::c_int) {
 
 /// A `failover run` supervisor whose child writes to the shared log.
 struct Supervisor {
-    id: String,
     child: Child,
     stderr: PathBuf,
 }
@@ -112,7 +111,6 @@ impl Supervisor {
             .spawn()
             .expect("failover run starts");
         Supervisor {
-            id: id.to_owned(),
             child,
             stderr: stderr_path,
         }
@@ -363,4 +361,170 @@ support::server_tests! {
         assert!(!a.exited(), "the supervisor stays a standby");
         drop(reader);
     }
+}
+
+/// A small xorshift generator: the chaos run's choices, replayable by seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// Uniform in `lo..=hi`.
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+/// Whether process `pid` is gone (or a zombie, which runs nothing any more).
+fn gone(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
+/// Three `failover run` supervisors whose children append to one log, randomly
+/// SIGSTOPped and SIGCONTed (shorter and longer than a lease), SIGKILLed and
+/// restarted; then the checker: never two children writing at once, and a
+/// child writing again once the faults stop.
+#[test]
+fn chaos_supervised() {
+    const SUPERVISORS: usize = 3;
+    let secs = env_u64("FAILOVER_CHAOS_SUPERVISED_SECS").unwrap_or(20);
+    let seed = env_u64("FAILOVER_CHAOS_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1
+    });
+    let mut rng = Rng(seed);
+    let uri = support::mongodb_uri();
+    let c = "sup_chaos";
+    let dir = scratch(c, &uri);
+    let log = dir.join("child.log");
+    println!(
+        "chaos_supervised: {secs} s, seed {seed} (FAILOVER_CHAOS_SEED replays the choices), files in {}",
+        dir.display()
+    );
+    let ids: Vec<String> = (0..SUPERVISORS).map(|i| format!("chaos-{i}")).collect();
+    let mut sups: Vec<Option<Supervisor>> = ids
+        .iter()
+        .map(|id| Some(Supervisor::start(&uri, c, id, &log, "1s")))
+        .collect();
+    wait_line(&log, STARTUP + ms(1000), "line of a child", |_| true);
+    // Stopped supervisors and when they get SIGCONT; killed ones and when they
+    // are started again.
+    let mut resume: Vec<Option<Instant>> = vec![None; SUPERVISORS];
+    let mut restart: Vec<Option<Instant>> = vec![None; SUPERVISORS];
+    let (mut stops, mut master_stops, mut kills, mut master_kills) = (0_u64, 0_u64, 0_u64, 0_u64);
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut next_action = Instant::now() + ms(rng.range(300, 1500));
+    while Instant::now() < end {
+        let now = Instant::now();
+        for i in 0..SUPERVISORS {
+            if resume[i].is_some_and(|t| t <= now) {
+                resume[i] = None;
+                if let Some(s) = &sups[i] {
+                    s.signal(libc::SIGCONT);
+                }
+            }
+            if restart[i].is_some_and(|t| t <= now) {
+                restart[i] = None;
+                sups[i] = Some(Supervisor::start(&uri, c, &ids[i], &log, "1s"));
+            }
+        }
+        if now >= next_action {
+            next_action = now + ms(rng.range(300, 1500));
+            // The master: whoever wrote last, most of the time; else anyone.
+            let last = read_log(&log).last().map(|l| l.member.clone());
+            let master = last.and_then(|m| ids.iter().position(|id| *id == m));
+            let target = match master {
+                Some(m) if rng.range(0, 9) < 7 => m,
+                _ => rng.range(0, SUPERVISORS as u64 - 1) as usize,
+            };
+            let running = (0..SUPERVISORS)
+                .filter(|&i| sups[i].is_some() && resume[i].is_none())
+                .count();
+            let is_master = Some(target) == master;
+            if sups[target].is_some() && resume[target].is_none() && running > 1 {
+                if rng.range(0, 2) < 2 {
+                    // SIGSTOP for less than a lease, or for well past it.
+                    let pause = ms(rng.range(200, 3000));
+                    sups[target].as_ref().expect("running").signal(libc::SIGSTOP);
+                    resume[target] = Some(now + pause);
+                    stops += 1;
+                    master_stops += u64::from(is_master);
+                } else {
+                    let mut s = sups[target].take().expect("running");
+                    s.signal(libc::SIGKILL);
+                    let _ = s.child.wait();
+                    drop(s);
+                    restart[target] = Some(now + ms(rng.range(0, 1000)));
+                    kills += 1;
+                    master_kills += u64::from(is_master);
+                }
+            }
+        }
+        thread::sleep(ms(20));
+    }
+    // The faults stop: everyone runs again, and a child writes again.
+    for i in 0..SUPERVISORS {
+        if let Some(s) = &sups[i] {
+            s.signal(libc::SIGCONT);
+        } else {
+            sups[i] = Some(Supervisor::start(&uri, c, &ids[i], &log, "1s"));
+        }
+    }
+    let lines_before = read_log(&log).len();
+    let end = Instant::now() + ms(1000 + 800 + 5000);
+    while read_log(&log).len() <= lines_before + 5 {
+        assert!(Instant::now() < end, "no child writes once the faults stopped");
+        thread::sleep(ms(20));
+    }
+    // SIGKILL every supervisor: their leashes and the kernel take the children.
+    for s in sups.iter_mut().flatten() {
+        s.signal(libc::SIGKILL);
+        let _ = s.child.wait();
+    }
+    thread::sleep(ms(500));
+    let lines = read_log(&log);
+    let runs = runs(&lines);
+    let found = overlaps(&runs);
+    let mut epochs: Vec<u64> = runs.iter().map(|r| r.epoch).collect();
+    epochs.dedup();
+    let gaps: Vec<u128> = runs
+        .windows(2)
+        .filter(|w| w[0].pid != w[1].pid && w[0].member != w[1].member)
+        .map(|w| w[1].first_ns.saturating_sub(w[0].last_ns) / 1_000_000)
+        .collect();
+    let min_gap = gaps.iter().min().copied();
+    println!(
+        "chaos_supervised: {secs} s; {stops} SIGSTOPs ({master_stops} of the master), {kills} SIGKILLs \
+         ({master_kills} of the master); {} runs of a child under {} terms, {} hand-overs between \
+         supervisors (smallest gap between two children: {min_gap:?} ms); {} lines; {} violations",
+        runs.len(),
+        epochs.len(),
+        gaps.len(),
+        lines.len(),
+        found.len()
+    );
+    let alive: Vec<u32> = runs.iter().map(|r| r.pid).filter(|&p| !gone(p)).collect();
+    assert!(
+        found.is_empty(),
+        "two children wrote at once (seed {seed}):\n{}",
+        found.join("\n")
+    );
+    assert!(alive.is_empty(), "children outlived their SIGKILLed supervisors: {alive:?}");
+    assert!(stops + kills > 0 || secs < 2, "no fault was made");
+    assert!(gaps.len() as u64 >= 1 || secs < 5, "no hand-over in {secs} s");
 }

@@ -273,7 +273,7 @@ mod linux {
                 };
                 // A command killed by its leash is not a command that exited.
                 let end = match end {
-                    End::Exited(_) if leash.has_exited() => End::LeashEnded,
+                    End::Exited(_) | End::TermEnded if leash.has_exited() => End::LeashEnded,
                     end => end,
                 };
                 match end {
