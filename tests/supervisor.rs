@@ -104,7 +104,9 @@ impl Supervisor {
         stderr_path: PathBuf,
     ) -> Supervisor {
         let child = failover(uri, collection)
-            .args(["run", "--name", NAME, "--id", id, "--lease", lease, "--grace", "1s"])
+            .args([
+                "run", "--name", NAME, "--id", id, "--lease", lease, "--grace", "1s",
+            ])
             .args(["--", "sh", "-c", &writer_script(log)])
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -460,7 +462,10 @@ fn chaos_supervised() {
                 if rng.range(0, 2) < 2 {
                     // SIGSTOP for less than a lease, or for well past it.
                     let pause = ms(rng.range(200, 3000));
-                    sups[target].as_ref().expect("running").signal(libc::SIGSTOP);
+                    sups[target]
+                        .as_ref()
+                        .expect("running")
+                        .signal(libc::SIGSTOP);
                     resume[target] = Some(now + pause);
                     stops += 1;
                     master_stops += u64::from(is_master);
@@ -488,7 +493,10 @@ fn chaos_supervised() {
     let lines_before = read_log(&log).len();
     let end = Instant::now() + ms(1000 + 800 + 5000);
     while read_log(&log).len() <= lines_before + 5 {
-        assert!(Instant::now() < end, "no child writes once the faults stopped");
+        assert!(
+            Instant::now() < end,
+            "no child writes once the faults stopped"
+        );
         thread::sleep(ms(20));
     }
     // SIGKILL every supervisor: their leashes and the kernel take the children.
@@ -524,7 +532,13 @@ fn chaos_supervised() {
         "two children wrote at once (seed {seed}):\n{}",
         found.join("\n")
     );
-    assert!(alive.is_empty(), "children outlived their SIGKILLed supervisors: {alive:?}");
+    assert!(
+        alive.is_empty(),
+        "children outlived their SIGKILLed supervisors: {alive:?}"
+    );
     assert!(stops + kills > 0 || secs < 2, "no fault was made");
-    assert!(gaps.len() as u64 >= 1 || secs < 5, "no hand-over in {secs} s");
+    assert!(
+        gaps.len() as u64 >= 1 || secs < 5,
+        "no hand-over in {secs} s"
+    );
 }

@@ -32,7 +32,7 @@ use std::time::Duration;
 use failover::{LeaseState, Member};
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
-use rustix::process::{kill_current_process_group, Signal};
+use rustix::process::{kill_current_process_group, kill_process_group, Pid, Signal};
 use rustix::time::{
     clock_gettime, timerfd_create, timerfd_settime, ClockId, Itimerspec, TimerfdClockId,
     TimerfdFlags, TimerfdTimerFlags, Timespec,
@@ -46,6 +46,9 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// The hidden subcommand that runs a leash.
 pub const SUBCOMMAND: &str = "__leash";
+
+/// This process's binary.
+const SELF_EXE: &str = "/proc/self/exe";
 
 /// Now on `CLOCK_BOOTTIME`, in nanoseconds.
 pub fn boottime_ns() -> u64 {
@@ -172,8 +175,14 @@ impl Leash {
         // The supervisor never waits on the leash: a stopped leash's full pipe
         // drops deadlines (so it kills early), it does not block the election.
         rustix::io::ioctl_fionbio(&write, true)?;
-        // The binary that runs now, even if its file was replaced meanwhile.
-        let mut command = Command::new("/proc/self/exe");
+        // The binary that runs now, even if its file was replaced meanwhile
+        // (without /proc: the path it was started from).
+        let exe = if std::path::Path::new(SELF_EXE).exists() {
+            std::path::PathBuf::from(SELF_EXE)
+        } else {
+            std::env::current_exe()?
+        };
+        let mut command = Command::new(exe);
         command
             .arg(SUBCOMMAND)
             .arg(deadline_ns.to_string())
@@ -236,10 +245,15 @@ impl Leash {
         !matches!(self.process.try_wait(), Ok(None))
     }
 
-    /// Ends the run: the leash kills what is left of its group, then itself, and
-    /// is reaped.
+    /// Ends the run: SIGKILL to what is left of the group, the leash included
+    /// (from here rather than by the leash, which may be stopped), and reaps the
+    /// leash. Until it is reaped, the leash's pid is the group's id: no other
+    /// group can have it.
     pub async fn end(mut self) {
         self.feed.detach();
+        if let Some(pgid) = i32::try_from(self.group).ok().and_then(Pid::from_raw) {
+            let _ = kill_process_group(pgid, Signal::KILL);
+        }
         let _ = self.process.wait().await;
     }
 }
