@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
@@ -91,7 +92,34 @@ impl Supervisor {
             .append(true)
             .open(&stderr)
             .expect("stderr file");
-        Self::start_with_stderr(uri, collection, id, log, lease, Stdio::from(file), stderr)
+        Self::start_with_stderr(
+            uri,
+            collection,
+            id,
+            log,
+            lease,
+            Stdio::from(file),
+            stderr,
+            false,
+        )
+    }
+
+    /// As a shell starts a job: in a process group of its own, which a terminal's
+    /// Ctrl-Z stops as a whole.
+    fn start_job(uri: &str, collection: &str, id: &str, log: &Path, lease: &str) -> Supervisor {
+        let dir = log.parent().expect("log in a directory");
+        let stderr = dir.join(format!("{id}.stderr"));
+        let file = fs::File::create(&stderr).expect("stderr file");
+        Self::start_with_stderr(
+            uri,
+            collection,
+            id,
+            log,
+            lease,
+            Stdio::from(file),
+            stderr,
+            true,
+        )
     }
 
     fn start_with_stderr(
@@ -102,8 +130,13 @@ impl Supervisor {
         lease: &str,
         stderr: Stdio,
         stderr_path: PathBuf,
+        job: bool,
     ) -> Supervisor {
-        let child = failover(uri, collection)
+        let mut command = failover(uri, collection);
+        if job {
+            command.process_group(0);
+        }
+        let child = command
             .args([
                 "run", "--name", NAME, "--id", id, "--lease", lease, "--grace", "1s",
             ])
@@ -181,11 +214,13 @@ struct Run {
     lines: usize,
 }
 
-/// The runs of the children, in the order they first wrote.
+/// The runs of the children, in the order they first wrote. A run is one process
+/// of one member under one epoch: pids are recycled in a long run.
 fn runs(lines: &[Line]) -> Vec<Run> {
-    let mut by_pid: HashMap<u32, Run> = HashMap::new();
+    let mut by_pid: HashMap<(String, u32, u64), Run> = HashMap::new();
     for (i, l) in lines.iter().enumerate() {
-        let run = by_pid.entry(l.pid).or_insert_with(|| Run {
+        let key = (l.member.clone(), l.pid, l.epoch);
+        let run = by_pid.entry(key).or_insert_with(|| Run {
             member: l.member.clone(),
             pid: l.pid,
             epoch: l.epoch,
@@ -308,6 +343,64 @@ support::server_tests! {
         drop(b);
     }
 
+    /// Ctrl-Z: the terminal stops the supervisor's job (SIGTSTP to its process
+    /// group). The command is not in that group: its leash kills it at the deadline,
+    /// before the standby starts its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ctrl_z_of_the_supervisors_job_stops_its_child_before_the_standby_starts(uri: String) {
+        let c = "sup_ctrl_z";
+        let dir = scratch(c, &uri);
+        let log = dir.join("child.log");
+        let a = Supervisor::start_job(&uri, c, "z-a", &log, "1s");
+        let first = wait_line(&log, STARTUP + ms(1000), "line of a's child", |l| l.member == "z-a");
+        let b = Supervisor::start(&uri, c, "z-b", &log, "1s");
+        thread::sleep(ms(1000));
+
+        let job = libc::pid_t::try_from(a.child.id()).expect("pid");
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(-job, libc::SIGTSTP) }, 0, "Ctrl-Z");
+        let second = wait_line(&log, ms(1000 + 800 + 3000), "line of b's child", |l| l.member == "z-b");
+        assert!(second.epoch > first.epoch);
+        thread::sleep(ms(1500));
+        // fg: a comes back as a standby.
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::kill(-job, libc::SIGCONT) }, 0, "fg");
+        thread::sleep(ms(1500));
+        let runs = runs(&read_log(&log));
+        let found = overlaps(&runs);
+        assert!(found.is_empty(), "two children wrote at once:\n{}\na's stderr:\n{}", found.join("\n"), a.stderr());
+        assert_eq!(runs.iter().map(|r| r.member.as_str()).collect::<Vec<_>>(), ["z-a", "z-b"], "{runs:#?}");
+        assert!(a.stderr().contains("the leash killed"), "{}", a.stderr());
+        drop(b);
+    }
+
+    /// The leash is SIGKILLed: the supervisor kills the command (it would run
+    /// without a deadline) and starts it again under a new leash, still master.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_killed_leash_takes_the_command_along_and_a_new_one_starts(uri: String) {
+        let c = "sup_leash_killed";
+        let dir = scratch(c, &uri);
+        let log = dir.join("child.log");
+        let a = Supervisor::start(&uri, c, "k-a", &log, "1s");
+        let first = wait_line(&log, STARTUP + ms(1000), "line of a's child", |l| l.member == "k-a");
+        let stat = fs::read_to_string(format!("/proc/{}/stat", first.pid)).expect("the child runs");
+        let group: u32 = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+            .and_then(|g| g.parse().ok())
+            .expect("the child's process group");
+        let cmdline = fs::read_to_string(format!("/proc/{group}/cmdline")).unwrap_or_default();
+        assert!(cmdline.contains("__leash"), "the group's leader is the leash: {cmdline:?}");
+
+        signal(group, libc::SIGKILL);
+        let second = wait_line(&log, ms(2000), "a new child", |l| l.pid != first.pid);
+        assert_eq!((second.member.as_str(), second.epoch), ("k-a", first.epoch), "same term");
+        assert!(gone(first.pid), "the old command was killed");
+        let found = overlaps(&runs(&read_log(&log)));
+        assert!(found.is_empty(), "{}", found.join("\n"));
+        assert!(a.stderr().contains("exited while the lease is valid"), "{}", a.stderr());
+    }
+
     /// A supervisor whose stderr is a full pipe that nobody reads still takes the
     /// lease, renews it, and hands it over on a step-down.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,7 +428,7 @@ support::server_tests! {
             libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
         }
         let mut a = Supervisor::start_with_stderr(
-            &uri, c, "full-a", &log, "1s", Stdio::from(writer), dir.join("none"),
+            &uri, c, "full-a", &log, "1s", Stdio::from(writer), dir.join("none"), false,
         );
         let first = wait_line(&log, STARTUP + ms(1000), "line of a's child", |l| l.member == "full-a");
         // Renewed: the lease's stamp moves on, under the same epoch.
@@ -382,6 +475,17 @@ impl Rng {
     fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next() % (hi - lo + 1)
     }
+}
+
+/// Whether the child of `run` still runs: its pid is alive (not a zombie) with
+/// the run's epoch in its environment (pids are recycled in a long run).
+fn still_runs(run: &Run) -> bool {
+    let environ = fs::read(format!("/proc/{}/environ", run.pid)).unwrap_or_default();
+    let epoch = format!("FAILOVER_EPOCH={}", run.epoch);
+    !gone(run.pid)
+        && environ
+            .split(|b| *b == 0)
+            .any(|var| var == epoch.as_bytes())
 }
 
 /// Whether process `pid` is gone (or a zombie, which runs nothing any more).
@@ -512,7 +616,7 @@ fn chaos_supervised() {
     epochs.dedup();
     let gaps: Vec<u128> = runs
         .windows(2)
-        .filter(|w| w[0].pid != w[1].pid && w[0].member != w[1].member)
+        .filter(|w| w[0].member != w[1].member)
         .map(|w| w[1].first_ns.saturating_sub(w[0].last_ns) / 1_000_000)
         .collect();
     let min_gap = gaps.iter().min().copied();
@@ -526,7 +630,7 @@ fn chaos_supervised() {
         lines.len(),
         found.len()
     );
-    let alive: Vec<u32> = runs.iter().map(|r| r.pid).filter(|&p| !gone(p)).collect();
+    let alive: Vec<&Run> = runs.iter().filter(|r| still_runs(r)).collect();
     assert!(
         found.is_empty(),
         "two children wrote at once (seed {seed}):\n{}",

@@ -14,8 +14,10 @@ use crate::duration;
 #[derive(Debug, Args)]
 #[command(after_help = "\
 The command runs only while this process is master, with FAILOVER_EPOCH (the fencing
-token), FAILOVER_SUBSYSTEM and FAILOVER_MEMBER in its environment, in a process group of
-its own.
+token), FAILOVER_SUBSYSTEM and FAILOVER_MEMBER in its environment, in the process group
+of its leash: a small process (this binary) that holds the master's deadline on
+CLOCK_BOOTTIME, is extended after each renewal, and SIGKILLs the group when the deadline
+passes, even if this supervisor is stopped (SIGSTOP, Ctrl-Z), starved or blocked.
 
 - When the command exits on its own, the lease is released and failover exits with the
   command's status (with --restart, the command is started again while still master,
@@ -24,11 +26,16 @@ its own.
   group, up to --grace while the lease is still held, then SIGKILL; then the lease is
   released. After a step-down the supervisor stays a standby and runs the command again
   on its next term; after a signal it exits with status 0.
-- The lease is lost (no renewal before the deadline): SIGKILL at once, before any standby
-  may take over; the supervisor stays a standby.
-- The supervisor is killed (even SIGKILL): the kernel kills the command (Linux
-  PR_SET_PDEATHSIG). The command's own children are not covered by that: have them exit
-  with their parent.
+- The lease is lost (no renewal before the deadline): SIGKILL to the group at once, by
+  the supervisor or its leash, before any standby may take over; the supervisor stays a
+  standby.
+- The supervisor is killed (even SIGKILL): the leash kills the group at once, and the
+  kernel kills the command (PR_SET_PDEATHSIG). Processes that leave the group (setsid)
+  are not covered.
+- Not covered: the supervisor and the leash stopped together (a frozen cgroup, a paused
+  machine); the leash kills on its first instant of CPU after.
+- The supervisor's messages never block it: when stderr is not read, they are dropped
+  and counted.
 
 Examples:
   failover run --name billing -- ./billing-worker --port 8080
@@ -318,9 +325,15 @@ mod linux {
                     End::LeashEnded => {
                         kill_now(&mut child, group).await;
                         leash.end().await;
-                        note(format_args!(
-                            "the leash killed `{shown}`: the lease's deadline passed before this supervisor renewed it (it was stopped, starved or blocked), or the leash was killed; waiting for the next term"
-                        ));
+                        if term.is_valid() {
+                            note(format_args!(
+                                "the leash of `{shown}` exited while the lease is valid (was it killed?): killed `{shown}`; starting it again under a new leash"
+                            ));
+                        } else {
+                            note(format_args!(
+                                "the leash killed `{shown}` at the lease's deadline: this supervisor did not renew in time (it was stopped, starved or blocked); waiting for the next term"
+                            ));
+                        }
                         drop(term);
                         break;
                     }
