@@ -28,6 +28,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const NAME: &str = "jobs";
+/// The supervisors' lease.
+const LEASE: &str = "1s";
 /// Starting a process and connecting to the database.
 const STARTUP: Duration = Duration::from_secs(3);
 
@@ -84,7 +86,7 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn start(uri: &str, collection: &str, id: &str, log: &Path, lease: &str) -> Supervisor {
+    fn start(uri: &str, collection: &str, id: &str, log: &Path) -> Supervisor {
         let dir = log.parent().expect("log in a directory");
         let stderr = dir.join(format!("{id}.stderr"));
         let file = fs::OpenOptions::new()
@@ -92,34 +94,16 @@ impl Supervisor {
             .append(true)
             .open(&stderr)
             .expect("stderr file");
-        Self::start_with_stderr(
-            uri,
-            collection,
-            id,
-            log,
-            lease,
-            Stdio::from(file),
-            stderr,
-            false,
-        )
+        Self::start_with_stderr(uri, collection, id, log, Stdio::from(file), stderr, false)
     }
 
     /// As a shell starts a job: in a process group of its own, which a terminal's
     /// Ctrl-Z stops as a whole.
-    fn start_job(uri: &str, collection: &str, id: &str, log: &Path, lease: &str) -> Supervisor {
+    fn start_job(uri: &str, collection: &str, id: &str, log: &Path) -> Supervisor {
         let dir = log.parent().expect("log in a directory");
         let stderr = dir.join(format!("{id}.stderr"));
         let file = fs::File::create(&stderr).expect("stderr file");
-        Self::start_with_stderr(
-            uri,
-            collection,
-            id,
-            log,
-            lease,
-            Stdio::from(file),
-            stderr,
-            true,
-        )
+        Self::start_with_stderr(uri, collection, id, log, Stdio::from(file), stderr, true)
     }
 
     fn start_with_stderr(
@@ -127,7 +111,6 @@ impl Supervisor {
         collection: &str,
         id: &str,
         log: &Path,
-        lease: &str,
         stderr: Stdio,
         stderr_path: PathBuf,
         job: bool,
@@ -138,7 +121,7 @@ impl Supervisor {
         }
         let child = command
             .args([
-                "run", "--name", NAME, "--id", id, "--lease", lease, "--grace", "1s",
+                "run", "--name", NAME, "--id", id, "--lease", LEASE, "--grace", "1s",
             ])
             .args(["--", "sh", "-c", &writer_script(log)])
             .stdout(Stdio::null())
@@ -310,9 +293,9 @@ support::server_tests! {
         let c = "sup_stopped";
         let dir = scratch(c, &uri);
         let log = dir.join("child.log");
-        let a = Supervisor::start(&uri, c, "st-a", &log, "1s");
+        let a = Supervisor::start(&uri, c, "st-a", &log);
         let first = wait_line(&log, STARTUP + ms(1000), "line of a's child", |l| l.member == "st-a");
-        let b = Supervisor::start(&uri, c, "st-b", &log, "1s");
+        let b = Supervisor::start(&uri, c, "st-b", &log);
         thread::sleep(ms(1000)); // b connects and follows
 
         a.signal(libc::SIGSTOP);
@@ -351,9 +334,9 @@ support::server_tests! {
         let c = "sup_ctrl_z";
         let dir = scratch(c, &uri);
         let log = dir.join("child.log");
-        let a = Supervisor::start_job(&uri, c, "z-a", &log, "1s");
+        let a = Supervisor::start_job(&uri, c, "z-a", &log);
         let first = wait_line(&log, STARTUP + ms(1000), "line of a's child", |l| l.member == "z-a");
-        let b = Supervisor::start(&uri, c, "z-b", &log, "1s");
+        let b = Supervisor::start(&uri, c, "z-b", &log);
         thread::sleep(ms(1000));
 
         let job = libc::pid_t::try_from(a.child.id()).expect("pid");
@@ -381,7 +364,7 @@ support::server_tests! {
         let c = "sup_leash_killed";
         let dir = scratch(c, &uri);
         let log = dir.join("child.log");
-        let a = Supervisor::start(&uri, c, "k-a", &log, "1s");
+        let a = Supervisor::start(&uri, c, "k-a", &log);
         let first = wait_line(&log, STARTUP + ms(1000), "line of a's child", |l| l.member == "k-a");
         let stat = fs::read_to_string(format!("/proc/{}/stat", first.pid)).expect("the child runs");
         let group: u32 = stat
@@ -428,7 +411,7 @@ support::server_tests! {
             libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
         }
         let mut a = Supervisor::start_with_stderr(
-            &uri, c, "full-a", &log, "1s", Stdio::from(writer), dir.join("none"), false,
+            &uri, c, "full-a", &log, Stdio::from(writer), dir.join("none"), false,
         );
         let first = wait_line(&log, STARTUP + ms(1000), "line of a's child", |l| l.member == "full-a");
         // Renewed: the lease's stamp moves on, under the same epoch.
@@ -442,7 +425,7 @@ support::server_tests! {
         assert!(!a.exited(), "the supervisor runs");
 
         // Hands over on a step-down: a standby takes over under the next epoch.
-        let _b = Supervisor::start(&uri, c, "full-b", &log, "1s");
+        let _b = Supervisor::start(&uri, c, "full-b", &log);
         thread::sleep(ms(1000));
         let out = failover(&uri, c)
             .args(["step-down", NAME, "--wait", "--timeout", "20s"])
@@ -525,7 +508,7 @@ fn chaos_supervised() {
     let ids: Vec<String> = (0..SUPERVISORS).map(|i| format!("chaos-{i}")).collect();
     let mut sups: Vec<Option<Supervisor>> = ids
         .iter()
-        .map(|id| Some(Supervisor::start(&uri, c, id, &log, "1s")))
+        .map(|id| Some(Supervisor::start(&uri, c, id, &log)))
         .collect();
     wait_line(&log, STARTUP + ms(1000), "line of a child", |_| true);
     // Stopped supervisors and when they get SIGCONT; killed ones and when they
@@ -546,7 +529,7 @@ fn chaos_supervised() {
             }
             if restart[i].is_some_and(|t| t <= now) {
                 restart[i] = None;
-                sups[i] = Some(Supervisor::start(&uri, c, &ids[i], &log, "1s"));
+                sups[i] = Some(Supervisor::start(&uri, c, &ids[i], &log));
             }
         }
         if now >= next_action {
@@ -591,7 +574,7 @@ fn chaos_supervised() {
         if let Some(s) = &sups[i] {
             s.signal(libc::SIGCONT);
         } else {
-            sups[i] = Some(Supervisor::start(&uri, c, &ids[i], &log, "1s"));
+            sups[i] = Some(Supervisor::start(&uri, c, &ids[i], &log));
         }
     }
     let lines_before = read_log(&log).len();

@@ -164,6 +164,8 @@ pub struct Leash {
     process: Child,
     group: u32,
     feed: Arc<Feed>,
+    /// The leash was reaped: its pid no longer holds the group's id.
+    reaped: bool,
 }
 
 impl Leash {
@@ -226,6 +228,7 @@ impl Leash {
             process,
             group,
             feed: feed.clone(),
+            reaped: false,
         })
     }
 
@@ -238,11 +241,13 @@ impl Leash {
     /// passed), or somebody killed it. Cancel-safe.
     pub async fn exited(&mut self) {
         let _ = self.process.wait().await;
+        self.reaped = true;
     }
 
     /// Whether the leash has exited.
     pub fn has_exited(&mut self) -> bool {
-        !matches!(self.process.try_wait(), Ok(None))
+        self.reaped = self.reaped || !matches!(self.process.try_wait(), Ok(None));
+        self.reaped
     }
 
     /// Ends the run: SIGKILL to what is left of the group, the leash included
@@ -251,8 +256,11 @@ impl Leash {
     /// group can have it.
     pub async fn end(mut self) {
         self.feed.detach();
-        if let Some(pgid) = i32::try_from(self.group).ok().and_then(Pid::from_raw) {
-            let _ = kill_process_group(pgid, Signal::KILL);
+        // A reaped leash's pid may name another group by now.
+        if !self.reaped {
+            if let Some(pgid) = i32::try_from(self.group).ok().and_then(Pid::from_raw) {
+                let _ = kill_process_group(pgid, Signal::KILL);
+            }
         }
         let _ = self.process.wait().await;
     }

@@ -323,7 +323,11 @@ mod linux {
                         return leave(&member, code).await;
                     }
                     End::LeashEnded => {
-                        kill_now(&mut child, group).await;
+                        // The leash is reaped: only a command not reaped yet still
+                        // holds the group's id for a kill.
+                        if matches!(child.try_wait(), Ok(None)) {
+                            kill_now(&mut child, group).await;
+                        }
                         leash.end().await;
                         if term.is_valid() {
                             note(format_args!(
