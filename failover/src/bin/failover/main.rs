@@ -258,7 +258,7 @@ fn human(d: Duration) -> String {
 fn expiry(info: &LeaderInfo) -> String {
     let ms = Duration::from_millis(info.expires_in_ms.unsigned_abs());
     match info.state {
-        LeaseState::Held => human(ms),
+        LeaseState::Held | LeaseState::Vacant => human(ms),
         LeaseState::Expired => format!("{} ago", human(ms)),
         _ => "-".to_owned(),
     }
