@@ -230,7 +230,7 @@ impl MongoStore {
             let occupant = self.at(name, v).await?;
             let stale = occupant
                 .as_ref()
-                .and_then(|d| epoch_of(d))
+                .and_then(epoch_of)
                 .filter(|&epoch| epoch < based_on);
             let Some(stale) = stale else {
                 return Ok(None);
