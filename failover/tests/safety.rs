@@ -307,14 +307,20 @@ async fn a_late_joiner_that_wins_does_not_make_others_drop_unrun_tasks() {
     tokio::time::sleep(ms(500)).await; // c publishes 7
     store.set_unreachable("b", false);
     tokio::time::sleep(ms(1000)).await; // b follows c and reads its progress
+    // B keeps 3, 4 and 5 (or has begun to run them: it holds what no run covers,
+    // so it asks for the lease). What it does not hold is done, or running on B.
     let kept = b.queued_keys();
-    for n in [3, 4, 5] {
-        assert!(
-            kept.contains(&n),
-            "b dropped task {n}, which nobody ran: b holds {kept:?}"
-        );
-    }
-    // C hands over: B runs what it held.
+    let running = b.stats().queued - kept.len();
+    let ran: Vec<u32> = done.lock().unwrap().iter().map(|&(_, n)| n).collect();
+    let gone: Vec<u32> = [3, 4, 5]
+        .into_iter()
+        .filter(|n| !kept.contains(n) && !ran.contains(n))
+        .collect();
+    assert!(
+        gone.len() <= running && (gone.is_empty() || b.member().is_master()),
+        "b dropped tasks {gone:?}, which nobody ran: b holds {kept:?}, ran {ran:?}"
+    );
+    // C hands over (if it has not yet): B runs what it held.
     let _ = c.shutdown().await;
     until(ms(10_000), "b ran 3, 4, 5", || {
         let d = done.lock().unwrap();
