@@ -307,8 +307,8 @@ async fn a_late_joiner_that_wins_does_not_make_others_drop_unrun_tasks() {
     tokio::time::sleep(ms(500)).await; // c publishes 7
     store.set_unreachable("b", false);
     tokio::time::sleep(ms(1000)).await; // b follows c and reads its progress
-    // B keeps 3, 4 and 5 (or has begun to run them: it holds what no run covers,
-    // so it asks for the lease). What it does not hold is done, or running on B.
+                                        // B keeps 3, 4 and 5 (or has begun to run them: it holds what no run covers,
+                                        // so it asks for the lease). What it does not hold is done, or running on B.
     let kept = b.queued_keys();
     let running = b.stats().queued - kept.len();
     let ran: Vec<u32> = done.lock().unwrap().iter().map(|&(_, n)| n).collect();
