@@ -563,7 +563,7 @@ async fn a_task_refused_by_a_full_queue_is_not_vouched_for() {
         // B drops 3 once it reads C's run. (1, which A ran, B keeps if it
         // missed A's publication of it: C vouches only for what follows its
         // gap. A repeat, never a loss.)
-        while !(b.member().state() == State::Slave && !b.queued_keys().contains(&3)) {
+        while b.member().state() != State::Slave || b.queued_keys().contains(&3) {
             tokio::time::sleep(ms(5)).await;
         }
     })
