@@ -13,6 +13,16 @@
 //! * Each mutation, a variant of one rule known to be wrong, must produce a
 //!   counterexample; its shortest trace is printed.
 //!
+//! The managed queue's properties: no task a live member holds is lost; a
+//! graceful hand-over repeats nothing (no task that a master finished in an
+//! epoch whose release landed runs again; the documented limits, a fault
+//! before the release or a refusal in the releasing queue, are left out); and,
+//! under fair scheduling, every task a live member holds is run at last (within
+//! `Config::run_bound` of the last feed, fault and release). Members may have a
+//! bounded queue that refuses tasks (`QueueFull::Reject`), and a standby that
+//! holds tasks no run covers asks the master to hand the lease over (abstract,
+//! see `protocol.rs`).
+//!
 //! `FAILOVER_MODEL_LARGE=1` adds larger configurations (three members, more
 //! faults, longer horizons) to the same tests; they take much longer.
 

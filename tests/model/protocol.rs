@@ -60,7 +60,11 @@
 //! put their clocks there. Submissions follow a fixed schedule per member (a
 //! late joiner's starts later and further down the feed); a key is submitted to
 //! a member only while no task with that key is in its queue (the documented
-//! contract of keys).
+//! contract of keys); a member with a capacity refuses a task submitted while
+//! its queue is full. The hand-over to a standby that holds tasks no run covers
+//! is abstract: its request lands in the lease document at once, the master
+//! reads it with its next renewal, starts no task, and releases the lease once
+//! its running task ended; the standby takes it at its next check.
 
 use std::fmt::Write as _;
 

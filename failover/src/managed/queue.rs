@@ -667,6 +667,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn with_sequences_each_gap_restarts_the_interval() {
+        let c = queue(Some((2, QueueFull::Reject)));
+        c.became_master(1, None);
+        feed(&c, [(1, 1), (2, 2)]).await;
+        assert!(c.submit(3, Bson::Int64(3), Some(3), 3).await.is_err());
+        work_off(&c, 1, 1);
+        feed(&c, [(4, 4)]).await;
+        assert!(c.submit(5, Bson::Int64(5), Some(5), 5).await.is_err());
+        let mut published = Vec::new();
+        for _ in 0..2 {
+            work_off(&c, 1, 1);
+            published.push(c.outgoing().unwrap().run.unwrap().covers);
+        }
+        feed(&c, [(6, 6), (7, 7)]).await;
+        for _ in 0..2 {
+            work_off(&c, 1, 1);
+            published.push(c.outgoing().unwrap().run.unwrap().covers);
+        }
+        assert_eq!(
+            published,
+            [Some((1, 2)), Some((4, 4)), Some((6, 6)), Some((6, 7))],
+            "never across 3 or 5"
+        );
+    }
+
+    #[tokio::test]
     async fn a_submission_that_stops_waiting_for_room_leaves_a_gap() {
         let c = Arc::new(queue(Some((1, QueueFull::Wait))));
         c.became_master(1, None);

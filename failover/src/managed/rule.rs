@@ -516,14 +516,18 @@ impl<E: Item> QueueCore<E> {
         self.tasks
             .retain(|e| !e.seq().is_some_and(|s| from <= s && s <= upto));
         self.refused_seqs.retain(|&s| !(from <= s && s <= upto));
+        self.prune_breaks();
         (before - self.tasks.len()) as u64
     }
 
     /// The first sequence number this member still holds (waiting or taken).
+    /// Waiting tasks are in feed order (a restored task was the head), so the
+    /// first one is the lowest.
     fn head(&self) -> Option<u64> {
         self.tasks
-            .iter()
-            .filter_map(Item::seq)
+            .front()
+            .and_then(Item::seq)
+            .into_iter()
             .chain(self.in_flight.iter().flatten().copied())
             .min()
     }
@@ -579,7 +583,10 @@ impl<E: Item> QueueCore<E> {
     /// Forgets the gaps before the stretch of the feed that the head lies in:
     /// no interval this member vouches for reaches back past them any more.
     fn prune_breaks(&mut self) {
-        let Some(head) = self.head() else { return };
+        let next = self.highest_fed.map(|h| h.saturating_add(1));
+        let Some(head) = self.head().or(next) else {
+            return;
+        };
         if let Some(last) = self.breaks.iter().rposition(|&(_, after)| after < head) {
             self.breaks.drain(..last);
         }
