@@ -381,7 +381,7 @@ support::server_tests! {
         assert!(gone(first.pid), "the old command was killed");
         let found = overlaps(&runs(&read_log(&log)));
         assert!(found.is_empty(), "{}", found.join("\n"));
-        assert!(a.stderr().contains("exited while the lease is valid"), "{}", a.stderr());
+        assert!(a.stderr().contains("ended while the lease is still valid"), "{}", a.stderr());
     }
 
     /// A supervisor whose stderr is a full pipe that nobody reads still takes the
