@@ -366,12 +366,7 @@ support::server_tests! {
         let log = dir.join("child.log");
         let a = Supervisor::start(&uri, c, "k-a", &log);
         let first = wait_line(&log, STARTUP + ms(1000), "line of a's child", |l| l.member == "k-a");
-        let stat = fs::read_to_string(format!("/proc/{}/stat", first.pid)).expect("the child runs");
-        let group: u32 = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
-            .and_then(|g| g.parse().ok())
-            .expect("the child's process group");
+        let group = group_of(first.pid);
         let cmdline = fs::read_to_string(format!("/proc/{group}/cmdline")).unwrap_or_default();
         assert!(cmdline.contains("__leash"), "the group's leader is the leash: {cmdline:?}");
 
@@ -381,7 +376,34 @@ support::server_tests! {
         assert!(gone(first.pid), "the old command was killed");
         let found = overlaps(&runs(&read_log(&log)));
         assert!(found.is_empty(), "{}", found.join("\n"));
-        assert!(a.stderr().contains("exited while the lease is valid"), "{}", a.stderr());
+        assert!(a.stderr().contains("ended while the lease is still valid"), "{}", a.stderr());
+    }
+
+    /// The leash alone is SIGSTOPped and the supervisor is cut off from the
+    /// database: the supervisor, which still runs, kills the group (the stopped
+    /// leash too) at its own deadline, before the standby starts its child.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_leash_leaves_the_kill_to_the_running_supervisor(uri: String) {
+        let c = "sup_leash_stopped";
+        let dir = scratch(c, &uri);
+        let log = dir.join("child.log");
+        let proxy = support::proxy::FaultProxy::in_front_of(&uri).await;
+        let a = Supervisor::start(&proxy.proxied(&uri), c, "ls-a", &log);
+        let first = wait_line(&log, STARTUP + ms(1000), "line of a's child", |l| l.member == "ls-a");
+        let _b = Supervisor::start(&uri, c, "ls-b", &log);
+        thread::sleep(ms(1000));
+        let leash = group_of(first.pid);
+        signal(leash, libc::SIGSTOP);
+        proxy.set(support::proxy::Fault::Blackhole);
+        let second = wait_line(&log, ms(1000 + 800 + 3000), "line of b's child", |l| l.member == "ls-b");
+        assert!(second.epoch > first.epoch);
+        thread::sleep(ms(1000));
+        let runs = runs(&read_log(&log));
+        let found = overlaps(&runs);
+        assert!(found.is_empty(), "two children wrote at once:\n{}\na's stderr:\n{}", found.join("\n"), a.stderr());
+        assert!(gone(first.pid) && gone(leash), "the command and its stopped leash were killed");
+        assert!(a.stderr().contains("the lease was lost"), "{}", a.stderr());
+        proxy.set(support::proxy::Fault::None);
     }
 
     /// A supervisor whose stderr is a full pipe that nobody reads still takes the
@@ -469,6 +491,15 @@ fn still_runs(run: &Run) -> bool {
         && environ
             .split(|b| *b == 0)
             .any(|var| var == epoch.as_bytes())
+}
+
+/// The process group of running process `pid`.
+fn group_of(pid: u32) -> u32 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process runs");
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+        .and_then(|g| g.parse().ok())
+        .expect("its process group")
 }
 
 /// Whether process `pid` is gone (or a zombie, which runs nothing any more).

@@ -331,7 +331,7 @@ mod linux {
                         leash.end().await;
                         if term.is_valid() {
                             note(format_args!(
-                                "the leash of `{shown}` exited while the lease is valid (was it killed?): killed `{shown}`; starting it again under a new leash"
+                                "the leash of `{shown}` ended while the lease is still valid (its deadline passed before this supervisor saw the renewal, or it was killed): killed `{shown}`; starting it again under a new leash"
                             ));
                         } else {
                             note(format_args!(
