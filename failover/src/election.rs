@@ -49,7 +49,9 @@ impl Seen {
     }
 
     fn covers(&self, lease: &Lease) -> bool {
-        self.version == lease.version
+        // A version number names one write only within an epoch: a lease deleted
+        // and written anew as a vacancy starts again at version 1.
+        (self.version == lease.version && self.epoch == lease.epoch)
             || (lease.step_down
                 && self.epoch == lease.epoch
                 && self.renewed_at_ms == lease.renewed_at_ms)

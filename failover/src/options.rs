@@ -142,7 +142,7 @@ impl Options {
             retry: Backoff::default(),
             max_attempts: None,
             queue_capacity: None,
-            progress: crate::Progress::EveryTask,
+            progress: crate::Progress::WithRenewal,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             durable: None,
@@ -258,14 +258,15 @@ impl Options {
 
     /// Managed mode, in-memory queue: when the master publishes its progress (its
     /// run of finished tasks) to the standbys through the lease. The default,
-    /// [`Progress::EveryTask`](crate::Progress::EveryTask), renews the lease after
+    /// [`Progress::WithRenewal`](crate::Progress::WithRenewal), publishes with the
+    /// periodic renewals, as the original does: no write per task, and a crash
+    /// repeats the tasks finished since the last renewal.
+    /// [`Progress::EveryTask`](crate::Progress::EveryTask) renews the lease after
     /// every task before the next one starts, so that after a crash at most the
-    /// task in flight runs again, at the cost of one lease write (two round trips)
-    /// per task; [`Progress::WithRenewal`](crate::Progress::WithRenewal) publishes
-    /// with the periodic renewals only, as the original does (a crash repeats up
-    /// to a renewal period of tasks), and
-    /// [`Progress::Batched`](crate::Progress::Batched) lies between. The durable
-    /// queue takes its own from [`DurableQueue::progress`](crate::DurableQueue::progress).
+    /// task in flight runs again, at the cost of one lease write (two round
+    /// trips) per task; [`Progress::Batched`](crate::Progress::Batched) lies
+    /// between. The durable queue takes its own from
+    /// [`DurableQueue::progress`](crate::DurableQueue::progress).
     #[must_use]
     pub fn progress(mut self, progress: crate::Progress) -> Self {
         self.progress = progress;

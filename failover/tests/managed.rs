@@ -422,14 +422,14 @@ async fn repeats_after_a_crash(progress: failover::Progress) -> usize {
 
 #[tokio::test(start_paused = true)]
 async fn progress_after_every_task_repeats_at_most_the_task_in_flight() {
-    // The default: the master renews (publishing its run) after every task.
+    // The master renews (publishing its run) after every task.
     let repeats = repeats_after_a_crash(failover::Progress::EveryTask).await;
     assert!(repeats <= 1, "{repeats} tasks ran again after the crash");
 }
 
 #[tokio::test(start_paused = true)]
 async fn progress_with_the_renewals_repeats_what_finished_since_the_last_one() {
-    // The original's way, for contrast: the check above can fail.
+    // The default, the original's way, for contrast: the check above can fail.
     let repeats = repeats_after_a_crash(failover::Progress::WithRenewal).await;
     assert!(
         repeats > 1,
