@@ -96,6 +96,10 @@ pub(crate) struct Election<S: LeaseStore> {
     published: Option<crate::lease::Published>,
     /// The epoch this member held last as master.
     last_held: Option<u64>,
+    /// The last progress a master published that this member read or wrote: a
+    /// lease found missing is written anew with it (managed mode: a deletion
+    /// erased the queue's record of what was run, as far as this member knows).
+    last_seen: Option<crate::lease::Published>,
     /// The epoch whose master this standby asked to hand over, to run tasks
     /// that only this member holds.
     asked_for: Option<u64>,
@@ -121,6 +125,7 @@ impl<S: LeaseStore> Election<S> {
             seen_sync: None,
             published: None,
             last_held: None,
+            last_seen: None,
             asked_for: None,
             connected: false,
         }
@@ -346,6 +351,7 @@ impl<S: LeaseStore> Election<S> {
         }
         self.shared.metrics.followed(lease.epoch);
         if let Some(published) = lease.published() {
+            self.last_seen = Some(published.clone());
             // Every check: a standby whose feed lags catches up with it.
             self.shared.sync.incoming(lease.epoch, &published);
             if self.seen_sync.as_ref() != Some(&published.id) {
@@ -414,7 +420,13 @@ impl<S: LeaseStore> Election<S> {
                 self.timed(
                     deadline,
                     "create lease",
-                    self.store.create(&name, &self.claim, lease_ms, fresh_epoch),
+                    self.store.create(
+                        &name,
+                        &self.claim,
+                        lease_ms,
+                        fresh_epoch,
+                        self.last_seen.clone(),
+                    ),
                 )
                 .await
             }
@@ -459,6 +471,9 @@ impl<S: LeaseStore> Election<S> {
             .sync
             .became_master(held.epoch, inherited.as_ref());
         self.seen_sync = lease.sync.clone();
+        if inherited.is_some() {
+            self.last_seen.clone_from(&inherited);
+        }
         self.published = inherited;
         self.followed = None;
         self.fallback = None;
@@ -519,6 +534,7 @@ impl<S: LeaseStore> Election<S> {
                 self.shared.set_lease(Some((held.epoch, held.valid_until)));
                 self.held = Some(held.clone());
                 if publish.is_some() {
+                    self.last_seen.clone_from(&publish);
                     self.published = publish;
                 }
                 self.shared.published_progress(request);

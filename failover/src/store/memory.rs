@@ -192,6 +192,7 @@ impl LeaseStore for MemoryConn {
         claim: &Claim,
         lease_ms: u64,
         _fresh_epoch: u64,
+        published: Option<Published>,
     ) -> Result<Created> {
         // Its leases live as long as the process and cannot be deleted, so a
         // missing lease was never held: it is taken at once, with epoch 1.
@@ -207,8 +208,8 @@ impl LeaseStore for MemoryConn {
                 lease_ms,
                 renewed_at_ms: now,
                 released: false,
-                sync: None,
-                run: None,
+                sync: published.as_ref().map(|p| p.id.clone()),
+                run: published.and_then(|p| p.run),
                 step_down: false,
                 successor: None,
             };

@@ -50,13 +50,16 @@ pub(crate) trait LeaseStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Lease>>> + Send;
 
     /// Creates the lease of subsystem `name`, which this member found missing,
-    /// with epoch `fresh_epoch` (see [`Created`]).
+    /// with epoch `fresh_epoch` (see [`Created`]), carrying `published`, the last
+    /// progress this member saw a master publish (what a deletion erased, as far
+    /// as this member knows it).
     fn create(
         &self,
         name: &str,
         claim: &Claim,
         lease_ms: u64,
         fresh_epoch: u64,
+        published: Option<Published>,
     ) -> impl Future<Output = Result<Created>> + Send;
 
     /// Renews `held`, the lease as this member last wrote it, publishing

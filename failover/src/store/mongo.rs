@@ -480,6 +480,7 @@ impl LeaseStore for MongoStore {
         claim: &Claim,
         lease_ms: u64,
         fresh_epoch: u64,
+        published: Option<Published>,
     ) -> Result<Created> {
         // Nobody may take a lease that is missing at once: it may have been deleted
         // under a master that still acts. A vacancy, an unheld lease stamped now,
@@ -493,6 +494,9 @@ impl LeaseStore for MongoStore {
             "vacated_by": &claim.member_id,
         };
         fields.insert("version", 1_i64);
+        if let Some(p) = published {
+            fields.extend(publish(p));
+        }
         let update = doc! { "$set": fields, "$currentDate": { "renewed_at": true } };
         // A vacancy is based on no epoch: it replaces nothing.
         if self
