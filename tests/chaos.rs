@@ -13,10 +13,12 @@
 //! operator does: a graceful hand-over). A member that is stopped is restarted
 //! before the next action, so at least five of the six run at any time.
 //!
-//! Besides, in every run, an operator deletes every version of the lease
-//! (`deleteMany({"_id.lease": "chaos"})` on the lease collection) at random
+//! Besides, in the durable queue's runs, an operator deletes every version of the
+//! lease (`deleteMany({"_id.lease": "chaos"})` on the lease collection) at random
 //! instants that have nothing to do with the other actions: every 1 to 7 s, 4 s on
-//! average (`FAILOVER_CHAOS_DELETE_MS` sets the mean; 0 switches them off). An
+//! average (`FAILOVER_CHAOS_DELETE_MS` sets the mean; 0 switches them off; set it
+//! to add deletions to the in-memory queue's runs, whose record of what was run
+//! lives in the lease, so that a deletion makes the next master repeat it). An
 //! epoch that ends after a deletion without another cause ended `deleted`, an
 //! unclean end (no hand-over).
 //!
@@ -1678,7 +1680,12 @@ fn run_chaos(setup: Setup, secs: u64, variant: Variant) {
     for i in 0..MEMBERS.len() {
         c.start(i, false);
     }
-    let delete_ms = env_u64("FAILOVER_CHAOS_DELETE_MS").unwrap_or(4000);
+    // The in-memory queue keeps its record of what was run in the lease, so a
+    // deletion erases it and the next master repeats what its queue still holds
+    // (documented); its runs delete the lease only when asked. The lease rules
+    // themselves are checked against deletions by the durable runs, by
+    // tests/lease_deletion.rs and by the model.
+    let delete_ms = env_u64("FAILOVER_CHAOS_DELETE_MS").unwrap_or(if durable { 4000 } else { 0 });
     let deleter = Deleter::start(&uri, &collection, delete_ms, seed ^ 0xde1e7e);
     // The durable queue's producer: a process of its own, straight to the
     // database (no proxy, no fault), that exits once every task is stored.
