@@ -1418,11 +1418,19 @@ fn chaos_sequenced() {
 }
 
 /// The same on FerretDB 1.24, its database faults made by the proxies (FerretDB
-/// has no fail points). It runs when `FAILOVER_TEST_SERVER` names `ferretdb` (the
-/// default).
+/// has no fail points). It runs when the build selects `ferretdb` (by default when
+/// `go` is on `PATH`; see `tests/support/ferretdb.rs`), and is ignored otherwise.
 #[test]
+#[cfg_attr(
+    failover_skip_ferretdb = "deselected",
+    ignore = "FAILOVER_TEST_SERVER leaves out ferretdb"
+)]
+#[cfg_attr(
+    failover_skip_ferretdb = "go_not_found",
+    ignore = "Go not found (no `go` on PATH when the tests were built)"
+)]
 fn chaos_ferretdb() {
-    support::run_blocking_on("chaos_ferretdb", Server::FerretDb, |uri| {
+    support::run_blocking_on(Server::FerretDb, |uri| {
         run_chaos(
             Setup::Single(uri),
             env_u64("FAILOVER_CHAOS_FERRETDB_SECS").unwrap_or(30),
