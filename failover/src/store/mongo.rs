@@ -325,7 +325,9 @@ impl MongoStore {
     /// failure only leaves them for the next time.
     async fn collect_garbage(&self, name: &str, v: u64, lease: &Lease) {
         let epoch = lease.epoch.min(i64::MAX as u64) as i64;
-        let old = doc! { "_id.lease": name, "$or": [
+        // Never above its own epoch: a collection that lands late, after the
+        // lease was deleted and written anew, must not touch the newer versions.
+        let old = doc! { "_id.lease": name, "epoch": { "$lte": epoch }, "$or": [
             { "_id.v": { "$lt": v.saturating_sub(KEEP_VERSIONS) as i64 } },
             { "epoch": { "$lt": epoch } },
         ] };
