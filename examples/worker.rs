@@ -3,16 +3,19 @@
 //! `cargo run --example worker` runs three members of the subsystem in this
 //! process, on the in-memory store, and feeds them all the same jobs. After two
 //! seconds it drops the master as if it crashed: a standby takes over with the
-//! next fencing token and finishes the jobs (those the old master did but had not
-//! yet published run again: work is done at least once). It ends by itself once
-//! the jobs are done, after about ten seconds.
+//! next fencing token and finishes the jobs. The members publish their progress
+//! with a lease renewal after every job (`Progress::EveryTask`; the default
+//! publishes with the periodic renewals only), so at most the job the master was
+//! running when it crashed runs again: work is done at least once, and repeated
+//! at most once per crash. It ends by itself once the jobs are done, after about
+//! ten seconds.
 //!
 //! With `MONGODB_URI` set, the three members keep their lease in that database
 //! instead (for one member per process, see `examples/managed.rs`).
 
 use std::time::Duration;
 
-use failover::{MemoryStore, Options, WorkContext};
+use failover::{MemoryStore, Options, Progress, WorkContext};
 
 #[derive(serde::Serialize)]
 struct Job {
@@ -44,7 +47,9 @@ async fn main() -> failover::Result<()> {
     let options = match std::env::var_os("MONGODB_URI") {
         Some(_) => Options::new(),
         None => Options::new().in_memory(&store),
-    };
+    }
+    // Publish after every job: a crash repeats at most the job in flight.
+    .progress(Progress::EveryTask);
     let mut members = Vec::new();
     for name in ["a", "b", "c"] {
         members.push(

@@ -9,8 +9,18 @@
 //! lease plus 0.2–0.8 s, then SIGCONT; cut the master off from the database for
 //! 1–3 leases (see below: an error, a closed connection, or commands that hang
 //! past the renew deadline of 0.9 lease); SIGTERM the master or another member
-//! and restart it. A member that is stopped is restarted before the next action,
-//! so at least five of the six run at any time.
+//! and restart it; ask the master to step down (`failover::step_down`, as an
+//! operator does: a graceful hand-over). A member that is stopped is restarted
+//! before the next action, so at least five of the six run at any time.
+//!
+//! Besides, in the durable queue's runs, an operator deletes every version of the
+//! lease (`deleteMany({"_id.lease": "chaos"})` on the lease collection) at random
+//! instants that have nothing to do with the other actions: every 1 to 7 s, 4 s on
+//! average (`FAILOVER_CHAOS_DELETE_MS` sets the mean; 0 switches them off; set it
+//! to add deletions to the in-memory queue's runs, whose record of what was run
+//! lives in the lease, so that a deletion makes the next master repeat it). An
+//! epoch that ends after a deletion without another cause ended `deleted`, an
+//! unclean end (no hand-over).
 //!
 //! # Database faults, on any server
 //!
@@ -55,6 +65,15 @@
 //!   [`check::lost`]); a task done in epochs E1 < E2 needs E1 to have ended by a
 //!   kill, a pause or a fault of its holder, and each such end repeats at most one
 //!   task, the one in flight ([`check::durable_repeats`]).
+//! * `chaos_lagging`: the bundled test server (or `MONGODB_URI`), the in-memory
+//!   queue fed as a live feed publishes (`failover-member --feed-rate`, 100 tasks
+//!   a second), each member process with its own lag of 0–1.5 s, and a restarted
+//!   one from the feed's current point half the time (it never sees the earlier
+//!   tasks); half the actions are graceful hand-overs (SIGTERM, step-down
+//!   requests). A task fed only to processes that were killed may be gone with
+//!   them; instead of "every task ran", every task fed to a member still running at
+//!   the end must be done ([`check::unrun`]); `FAILOVER_CHAOS_LAGGING_SECS`
+//!   (default 30 s).
 //!
 //! `FAILOVER_CHAOS_SEED` replays a run's choices (the seed is printed). The logs
 //! stay in `target/failover-runs/chaos-*` for inspection. The checker is the same
@@ -80,11 +99,14 @@
 //!   the first `master` line of any epoch above E (a member stamps a task before
 //!   checking its lease, so the stamp is an instant at which it held the lease),
 //!   and every `task-start` of E comes from E's holder.
-//! * **Every task ran**: a `task-done` for every task `0..N`.
+//! * **Every task ran**: a `task-done` for every task `0..N` (lagging feeds:
+//!   every task a member alive at the end was fed).
 //! * **Duplicates only after an unclean end**: if a task is done in epochs
 //!   E1 < E2 (consecutive in the list of epochs that did it), E1 was not
 //!   released: its holder never logged `released the lease of epoch E1`, i.e. it
-//!   was killed, paused or cut off. A task is never done twice in one epoch.
+//!   was killed, paused, cut off or its lease deleted. So a graceful hand-over
+//!   (SIGTERM or a step-down request, which release the lease) repeats nothing.
+//!   A task is never done twice in one epoch.
 //! * **No panic** line anywhere.
 //! * **Clean ends**: every member process that was not SIGKILLed logged `exit`
 //!   with `final=stopped`. Those stopped at the end of the run (after the faults
@@ -181,6 +203,10 @@ mod check {
         FinalTerm,
         FaultOn(Fault),
         FaultOff,
+        /// An operator deleted every version of the lease (member `-`, pid 0).
+        Delete,
+        /// An operator asked the master to step down (`failover::step_down`).
+        StepDown,
     }
 
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,8 +242,9 @@ mod check {
         /// Keys done in more than one epoch.
         pub duplicates: usize,
         /// How each epoch but the last ended: released, killed, paused, faulted,
-        /// terminated (SIGTERM without a release) or lost (stepped down with no
-        /// disruption from the test, e.g. a renewal late on a loaded machine).
+        /// terminated (SIGTERM without a release), deleted (the lease deleted by
+        /// the operator) or lost (stepped down with no disruption from the test,
+        /// e.g. a renewal late on a loaded machine).
         pub epoch_ends: BTreeMap<&'static str, usize>,
         /// Epochs held by each member.
         pub held: BTreeMap<String, usize>,
@@ -386,6 +413,7 @@ mod check {
                             Kind::Term | Kind::FinalTerm if Some(a.pid) == pid => {
                                 Some("terminated")
                             }
+                            Kind::Delete => Some("deleted"),
                             _ => None,
                         })
                         .unwrap_or("lost")
@@ -598,7 +626,7 @@ mod check {
 
     /// Durable queue, repeats: a task done in epochs E1 < E2 (consecutive among
     /// the epochs that did it) needs E1 to have ended uncleanly: by a kill, a pause
-    /// or a fault of its holder, or lost (the holder stopped renewing in time
+    /// or a fault of its holder, a deletion of the lease, or lost (the holder stopped renewing in time
     /// without a fault of the test's: the database failed or was slow on a loaded
     /// machine), never by a graceful release or SIGTERM (`ends`, from [`check`]'s
     /// [`Report::ends`]); and with per-task progress each such end repeats at most
@@ -621,9 +649,9 @@ mod check {
             es.dedup();
             for w in es.windows(2) {
                 let cause = ends.get(&w[0]).copied().unwrap_or("not ended");
-                if !matches!(cause, "killed" | "paused" | "faulted" | "lost") {
+                if !matches!(cause, "killed" | "paused" | "faulted" | "deleted" | "lost") {
                     v.push(format!(
-                        "task {k} done in epoch {} and again in epoch {}, but epoch {} ended {cause}, not by a kill, pause, fault or lost lease",
+                        "task {k} done in epoch {} and again in epoch {}, but epoch {} ended {cause}, not by a kill, pause, fault, deletion or lost lease",
                         w[0], w[1], w[0]
                     ));
                 }
@@ -643,6 +671,60 @@ mod check {
             }
         }
         (v, repeats)
+    }
+
+    /// Lagging feeds, every task a live member holds is run at last: each task
+    /// fed (`fed` lines) to a member process that was still running at the end
+    /// (stopped by [`Kind::FinalTerm`]) has a `task-done` line of some member.
+    /// Returns the violations and how many distinct tasks were so required.
+    pub fn unrun(lines: &[Line], actions: &[Action]) -> (Vec<String>, usize) {
+        let done: std::collections::HashSet<u64> = lines
+            .iter()
+            .filter(|l| l.event == "task-done")
+            .filter_map(Line::key_num)
+            .collect();
+        let final_pids: std::collections::HashSet<u32> = actions
+            .iter()
+            .filter(|a| a.kind == Kind::FinalTerm)
+            .map(|a| a.pid)
+            .collect();
+        let mut pid_of: HashMap<(String, u32), u32> = HashMap::new();
+        for l in lines.iter().filter(|l| l.event == "start") {
+            if let Some(pid) = l.field("pid").and_then(|p| p.parse().ok()) {
+                pid_of.insert((l.member.clone(), l.instance), pid);
+            }
+        }
+        let mut v = Vec::new();
+        let mut required = std::collections::BTreeSet::new();
+        let mut unrun: BTreeMap<(String, u32), Vec<u64>> = BTreeMap::new();
+        for l in lines.iter().filter(|l| l.event == "fed") {
+            let inst = (l.member.clone(), l.instance);
+            if !pid_of.get(&inst).is_some_and(|p| final_pids.contains(p)) {
+                continue;
+            }
+            let Some((a, b)) = l.detail.split_once('-') else {
+                v.push(format!("fed line without a range: {l:?}"));
+                continue;
+            };
+            let (Ok(a), Ok(b)) = (a.trim().parse::<u64>(), b.trim().parse::<u64>()) else {
+                v.push(format!("fed line without a range: {l:?}"));
+                continue;
+            };
+            for k in a..=b {
+                required.insert(k);
+                if !done.contains(&k) {
+                    unrun.entry(inst.clone()).or_default().push(k);
+                }
+            }
+        }
+        for ((m, i), ks) in unrun {
+            v.push(format!(
+                "{m}#{i} was running at the end and held {} tasks never done, the first: {:?}",
+                ks.len(),
+                &ks[..ks.len().min(10)]
+            ));
+        }
+        (v, required.len())
     }
 
     fn ls_of<'a>(by_member: &BTreeMap<&str, Vec<&'a Line>>, member: &str) -> Vec<&'a Line> {
@@ -984,6 +1066,53 @@ mod check {
         }
 
         #[test]
+        fn a_repeat_after_a_lease_deletion_is_unclean_and_counted_once() {
+            // a is not killed: the operator deleted the lease while a held it.
+            let lines = log(&durable_clean());
+            let mut actions: Vec<_> = clean_actions()
+                .into_iter()
+                .filter(|a| a.kind != Kind::Kill)
+                .collect();
+            actions.insert(3, act(300, Kind::Delete, "-", 0));
+            let r = check(&lines, &actions, &params(5));
+            assert_eq!(r.ends.get(&1), Some(&"deleted"));
+            let (v, repeats) = durable_repeats(&lines, &r.ends);
+            assert!(v.is_empty(), "{v:#?}");
+            assert_eq!(repeats, 1);
+            // Two repeats after one deletion are still too many.
+            let lines = log(CLEAN);
+            let r = check(&lines, &actions, &params(5));
+            let (v, _) = durable_repeats(&lines, &r.ends);
+            assert!(
+                v.iter()
+                    .any(|s| s.contains("epoch 1 ended deleted and 2 of its tasks")),
+                "{v:#?}"
+            );
+        }
+
+        #[test]
+        fn a_task_fed_to_a_member_alive_at_the_end_must_be_done() {
+            // b#1 (alive at the end) was fed 3..=5; 5 was never done. a#0 was fed
+            // 0..=9 but was killed: its tasks are not required.
+            let text = format!("{CLEAN}\n 1202 b fed - - 3-5")
+                .replace("700 b statechange", "150 a fed - - 0-9\n 700 b statechange");
+            let lines = log(&text);
+            let (v, required) = unrun(&lines, &clean_actions());
+            assert_eq!(required, 3);
+            assert_eq!(
+                v,
+                vec![
+                    "b#1 was running at the end and held 1 tasks never done, the first: [5]"
+                        .to_owned()
+                ]
+            );
+            let text = format!("{CLEAN}\n 1202 b fed - - 3-4");
+            let (v, required) = unrun(&log(&text), &clean_actions());
+            assert!(v.is_empty(), "{v:#?}");
+            assert_eq!(required, 2);
+        }
+
+        #[test]
         fn an_unskewed_clock_is_caught() {
             let text = CLEAN.replace("pid=30 wall_ms=1005002", "pid=30 wall_ms=1000002");
             assert_caught(
@@ -995,15 +1124,20 @@ mod check {
     }
 }
 
-/// Member `i`'s spec.
-fn spec(
-    dir: &std::path::Path,
-    collection: &str,
-    i: usize,
-    tasks: u64,
+/// Which chaos run: the queue the members work and how they are fed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Variant {
+    /// Keys repeat and tasks carry feed sequence numbers (`--sequenced`).
     sequenced: bool,
+    /// The durable queue, fed by a producer process.
     durable: bool,
-) -> Spec {
+    /// Lagging live feeds (`--feed-rate`), some members fed from a later point,
+    /// and graceful hand-overs (SIGTERM and step-down requests) weighed up.
+    lagging: bool,
+}
+
+/// Member `i`'s spec.
+fn spec(dir: &std::path::Path, collection: &str, i: usize, tasks: u64, variant: Variant) -> Spec {
     let (id, skew) = MEMBERS[i];
     Spec {
         name: "chaos".to_owned(),
@@ -1014,8 +1148,8 @@ fn spec(
         task_ms: TASK_MS,
         fence: false,
         blocking: id == BLOCKING,
-        sequenced,
-        durable,
+        sequenced: variant.sequenced,
+        durable: variant.durable,
         faketime: (skew != 0).then(|| format!("{:+}s", skew / 1000)),
         log: dir.join(format!("{id}.log")),
     }
@@ -1045,6 +1179,15 @@ struct Chaos {
     pauses: usize,
     graceful: usize,
     restarts: usize,
+    /// Step-down requests sent to the master.
+    step_down_requests: usize,
+    /// The lagging variant's live feed: (CLOCK_MONOTONIC ns of task 0, tasks a
+    /// second); each process started gets a random lag, and a restarted one
+    /// starts at the feed's current point half the time.
+    feed: Option<(u64, u64)>,
+    feed_rng: Rng,
+    /// The lease collection's name (for step-down requests).
+    collection: String,
 }
 
 impl Chaos {
@@ -1058,9 +1201,37 @@ impl Chaos {
         });
     }
 
-    fn start(&mut self, i: usize) {
-        self.procs[i] = Some(self.specs[i].spawn(&self.member_uris[i]));
+    /// Starts member `i`; `restart`: it ran before in this run.
+    fn start(&mut self, i: usize, restart: bool) {
+        let mut extra = Vec::new();
+        if let Some((t0, rate)) = self.feed {
+            extra.extend([
+                "--feed-rate".to_owned(),
+                rate.to_string(),
+                "--feed-t0-ns".to_owned(),
+                t0.to_string(),
+                "--feed-lag-ms".to_owned(),
+                self.feed_rng.range(0, MAX_FEED_LAG_MS).to_string(),
+            ]);
+            if restart && self.feed_rng.range(0, 1) == 0 {
+                extra.push("--feed-from-now".to_owned());
+            }
+        }
+        self.procs[i] = Some(self.specs[i].spawn_with(&self.member_uris[i], &extra));
         self.act(check::Kind::Start, i);
+    }
+
+    /// Asks the master to step down, as an operator does (`failover::step_down`).
+    fn request_step_down(&mut self, m: usize) {
+        let options = failover::Options::new()
+            .client(self.client.clone())
+            .collection(&self.collection);
+        self.act(check::Kind::StepDown, m);
+        if let Err(e) = self.rt.block_on(failover::step_down(&options, "chaos")) {
+            self.violations
+                .push(format!("the step-down request failed: {e}"));
+        }
+        self.step_down_requests += 1;
     }
 
     /// The server's clock, ms.
@@ -1083,9 +1254,10 @@ impl Chaos {
     /// if its process runs.
     fn master_since(&self, since: i64) -> Option<usize> {
         let lease = self.rt.block_on(async {
+            // The newest version: the highest (epoch, version).
             self.leases
                 .find_one(doc! { "_id.lease": "chaos" })
-                .sort(doc! { "_id.v": -1 })
+                .sort(doc! { "epoch": -1, "_id.v": -1 })
                 .await
                 .ok()
                 .flatten()
@@ -1228,8 +1400,7 @@ fn chaos() {
     run_chaos(
         Setup::Single(support::mongodb_uri()),
         env_u64("FAILOVER_CHAOS_SECS").unwrap_or(45),
-        false,
-        false,
+        Variant::default(),
     );
 }
 
@@ -1239,22 +1410,31 @@ fn chaos_sequenced() {
     run_chaos(
         Setup::Single(support::mongodb_uri()),
         env_u64("FAILOVER_CHAOS_SEQ_SECS").unwrap_or(30),
-        true,
-        false,
+        Variant {
+            sequenced: true,
+            ..Variant::default()
+        },
     );
 }
 
 /// The same on FerretDB 1.24, its database faults made by the proxies (FerretDB
-/// has no fail points). It runs when `FAILOVER_TEST_SERVER` names `ferretdb` (the
-/// default).
+/// has no fail points). It runs when the build selects `ferretdb` (by default when
+/// `go` is on `PATH`; see `tests/support/ferretdb.rs`), and is ignored otherwise.
 #[test]
+#[cfg_attr(
+    failover_skip_ferretdb = "deselected",
+    ignore = "FAILOVER_TEST_SERVER leaves out ferretdb"
+)]
+#[cfg_attr(
+    failover_skip_ferretdb = "go_not_found",
+    ignore = "Go not found (no `go` on PATH when the tests were built)"
+)]
 fn chaos_ferretdb() {
-    support::run_blocking_on("chaos_ferretdb", Server::FerretDb, |uri| {
+    support::run_blocking_on(Server::FerretDb, |uri| {
         run_chaos(
             Setup::Single(uri),
             env_u64("FAILOVER_CHAOS_FERRETDB_SECS").unwrap_or(30),
-            false,
-            false,
+            Variant::default(),
         );
     });
 }
@@ -1269,8 +1449,7 @@ fn chaos_replica_set() {
     run_chaos(
         Setup::ReplicaSet(rs),
         env_u64("FAILOVER_CHAOS_RS_SECS").unwrap_or(30),
-        false,
-        false,
+        Variant::default(),
     );
 }
 
@@ -1283,9 +1462,104 @@ fn chaos_durable() {
     run_chaos(
         Setup::Single(support::mongodb_uri()),
         env_u64("FAILOVER_CHAOS_DURABLE_SECS").unwrap_or(30),
-        false,
-        true,
+        Variant {
+            durable: true,
+            ..Variant::default()
+        },
     );
+}
+
+/// The same with lagging live feeds: every member process is fed the tasks as a
+/// feed publishes them (`LAGGING_TASKS_PER_SEC`), each with its own lag of up to
+/// `MAX_FEED_LAG_MS`, and a restarted one from the feed's current point half the
+/// time (it never sees the earlier tasks); graceful hand-overs (SIGTERM of the
+/// master and operators' step-down requests) are half the actions. On top of the
+/// rules: a graceful hand-over repeats nothing (as everywhere), and every task fed
+/// to a member still running at the end is done ([`check::unrun`]).
+#[test]
+fn chaos_lagging() {
+    run_chaos(
+        Setup::Single(support::mongodb_uri()),
+        env_u64("FAILOVER_CHAOS_LAGGING_SECS").unwrap_or(30),
+        // With feed sequence numbers: the mode whose hand-overs repeat nothing
+        // whatever the members were fed. In key mode a member re-fed from an
+        // earlier point than the published run's origin runs what stands before
+        // it when it leads (documented: key mode cannot tell those tasks from
+        // ones nobody ran).
+        Variant {
+            lagging: true,
+            sequenced: true,
+            ..Variant::default()
+        },
+    );
+}
+
+/// Lagging runs: the live feed's rate (a master does about 160 of the 5 ms tasks
+/// a second) and the most a member's feed lags.
+const LAGGING_TASKS_PER_SEC: u64 = 100;
+const MAX_FEED_LAG_MS: u64 = 1500;
+
+/// The operator's lease deletions: every version of the subsystem's lease
+/// (`deleteMany({"_id.lease": "chaos"})`) at random instants, independent of the
+/// other actions, until stopped. `FAILOVER_CHAOS_DELETE_MS` is the mean time
+/// between two (default 4000; 0: none).
+struct Deleter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<check::Action>>,
+}
+
+impl Deleter {
+    fn start(uri: &str, collection: &str, mean_ms: u64, seed: u64) -> Option<Deleter> {
+        if mean_ms == 0 {
+            return None;
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (uri, collection, flag) = (uri.to_owned(), collection.to_owned(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let client = rt
+                .block_on(mongodb::Client::with_uri_str(&uri))
+                .expect("a client");
+            let leases = client
+                .default_database()
+                .unwrap_or_else(|| client.database("test"))
+                .collection::<Document>(&collection);
+            let mut rng = Rng::new(seed);
+            let mut done = Vec::new();
+            loop {
+                let wake =
+                    Instant::now() + Duration::from_millis(rng.range(mean_ms / 4, mean_ms * 7 / 4));
+                while Instant::now() < wake {
+                    if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                        return done;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                match rt.block_on(async { leases.delete_many(doc! { "_id.lease": "chaos" }).await })
+                {
+                    // Stamped once the server has deleted them.
+                    Ok(r) if r.deleted_count > 0 => done.push(check::Action {
+                        t: members::mono_ns(),
+                        kind: check::Kind::Delete,
+                        member: "-".to_owned(),
+                        pid: 0,
+                    }),
+                    Ok(_) => {}
+                    Err(e) => eprintln!("chaos: the lease deletion failed: {e}"),
+                }
+            }
+        });
+        Some(Deleter { stop, thread })
+    }
+
+    /// Stops it; the deletions it made.
+    fn finish(self) -> Vec<check::Action> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().expect("the deleter thread")
+    }
 }
 
 /// Durable runs: tasks per second of the run, submitted by the producer in
@@ -1294,13 +1568,16 @@ fn chaos_durable() {
 const DURABLE_TASKS_PER_SEC: u64 = 60;
 const DURABLE_BATCH: u64 = 30;
 
-fn run_chaos(setup: Setup, secs: u64, sequenced: bool, durable: bool) {
+fn run_chaos(setup: Setup, secs: u64, variant: Variant) {
+    let durable = variant.durable;
     members::require_libfaketime();
     let seed = env_u64("FAILOVER_CHAOS_SEED").unwrap_or_else(Rng::seed_from_clock);
     let mut rng = Rng::new(seed);
     let tasks = secs
         * if durable {
             DURABLE_TASKS_PER_SEC
+        } else if variant.lagging {
+            LAGGING_TASKS_PER_SEC
         } else {
             TASKS_PER_SEC
         };
@@ -1375,7 +1652,7 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool, durable: bool) {
         .collection::<Document>(&collection);
     let clock_ref = (members::mono_ns(), members::wall_ms());
     let specs: Vec<Spec> = (0..MEMBERS.len())
-        .map(|i| spec(&dir, &collection, i, tasks, sequenced, durable))
+        .map(|i| spec(&dir, &collection, i, tasks, variant))
         .collect();
     if kind == Server::Mock {
         let offset = (TIMINGS.lease() + 1000) as i64;
@@ -1403,13 +1680,27 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool, durable: bool) {
         pauses: 0,
         graceful: 0,
         restarts: 0,
+        step_down_requests: 0,
+        // The feed's task 0 comes a little after the members start.
+        feed: variant
+            .lagging
+            .then(|| (members::mono_ns() + 500_000_000, LAGGING_TASKS_PER_SEC)),
+        feed_rng: Rng::new(seed ^ 0x5eed),
+        collection: collection.clone(),
     };
     let t = TIMINGS;
     let lease = t.lease();
 
     for i in 0..MEMBERS.len() {
-        c.start(i);
+        c.start(i, false);
     }
+    // The in-memory queue keeps its record of what was run in the lease, so a
+    // deletion erases it and the next master repeats what its queue still holds
+    // (documented); its runs delete the lease only when asked. The lease rules
+    // themselves are checked against deletions by the durable runs, by
+    // tests/lease_deletion.rs and by the model.
+    let delete_ms = env_u64("FAILOVER_CHAOS_DELETE_MS").unwrap_or(if durable { 4000 } else { 0 });
+    let deleter = Deleter::start(&uri, &collection, delete_ms, seed ^ 0xde1e7e);
     // The durable queue's producer: a process of its own, straight to the
     // database (no proxy, no fault), that exits once every task is stored.
     let producer_log = dir.join("producer.log");
@@ -1467,7 +1758,7 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool, durable: bool) {
             kills_all += 1;
             std::thread::sleep(Duration::from_millis(rng.range(0, lease)));
             for i in 0..MEMBERS.len() {
-                c.start(i);
+                c.start(i, true);
                 c.restarts += 1;
             }
             let since = c.server_ms();
@@ -1475,7 +1766,15 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool, durable: bool) {
             std::thread::sleep(Duration::from_millis(rng.range(200, 1500)));
             continue;
         }
-        match rng.range(0, 99) {
+        // The lagging variant weighs graceful hand-overs up: half the actions
+        // (kills, pauses and faults keep their proportions in the other half).
+        let roll = match (variant.lagging, rng.range(0, 99)) {
+            (true, r @ 0..=49) => r * 8 / 5,
+            (true, 50..=74) => 90, // SIGTERM
+            (true, _) => 95,       // step-down request
+            (false, r) => r,
+        };
+        match roll {
             // SIGKILL the master, restart it a little later.
             0..=24 => {
                 what = "a kill";
@@ -1484,7 +1783,7 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool, durable: bool) {
                 c.procs[m] = None;
                 c.kills += 1;
                 std::thread::sleep(Duration::from_millis(rng.range(0, lease)));
-                c.start(m);
+                c.start(m, true);
                 c.restarts += 1;
             }
             // SIGSTOP the master for longer than its lease.
@@ -1533,6 +1832,11 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool, durable: bool) {
                 c.rt.block_on(rs.step_down(next));
                 c.step_downs += 1;
             }
+            // An operator asks the master to step down: a graceful hand-over.
+            95..=99 => {
+                what = "a step-down request";
+                c.request_step_down(m);
+            }
             // SIGTERM the master or another member, restart it.
             _ => {
                 what = "a graceful stop";
@@ -1544,7 +1848,7 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool, durable: bool) {
                 c.stop(i, check::Kind::Term);
                 c.graceful += 1;
                 std::thread::sleep(Duration::from_millis(rng.range(0, 500)));
-                c.start(i);
+                c.start(i, true);
                 c.restarts += 1;
             }
         }
@@ -1553,6 +1857,11 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool, durable: bool) {
         std::thread::sleep(Duration::from_millis(rng.range(200, 1500)));
     }
     let chaos_time = began.elapsed();
+    // No more deletions either; theirs join the test's record, in time order.
+    let deletions = deleter.map(Deleter::finish).unwrap_or_default();
+    let deleted = deletions.len();
+    c.actions.extend(deletions);
+    c.actions.sort_by_key(|a| a.t);
     if let Some(p) = producer.as_mut() {
         // It submits at its own pace; the rest of its work is a few seconds'.
         let bound = Instant::now() + Duration::from_secs(60.max(secs / 2));
@@ -1583,13 +1892,44 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool, durable: bool) {
     // What is left is a few seconds' work; a long run may fall further behind.
     let drain_bound = Duration::from_secs(60.max(secs / 4));
     let drain_start = Instant::now();
+    if let Some((t0, rate)) = c.feed {
+        // Every running member has been fed the whole feed.
+        let fed_all = t0 + tasks * 1_000_000_000 / rate + MAX_FEED_LAG_MS * 1_000_000;
+        let now = members::mono_ns();
+        if fed_all > now {
+            std::thread::sleep(Duration::from_nanos(fed_all - now + 100_000_000));
+        }
+    }
+    let mut last_done = false;
+    let mut polls = 0u64;
     let drained = loop {
-        if tails.iter_mut().any(|tail| {
+        for tail in &mut tails {
             let from = tail.poll();
-            tail.lines[from..]
+            last_done |= tail.lines[from..]
                 .iter()
-                .any(|l| l.event == "task-done" && l.key.as_deref() == Some(&last))
-        }) {
+                .any(|l| l.event == "task-done" && l.key.as_deref() == Some(&last));
+        }
+        // Lagging feeds: every task fed to a running member is done (a member fed
+        // from a later point may not have the last task's predecessors, others do).
+        polls += 1;
+        // (Checked once last is done, and then once a second: the logs are long.)
+        let held_done = c.feed.is_none()
+            || (last_done && polls.is_multiple_of(20)) && {
+                let lines: Vec<Line> = tails.iter().flat_map(|t| t.lines.iter().cloned()).collect();
+                let running: Vec<check::Action> = c
+                    .procs
+                    .iter()
+                    .flatten()
+                    .map(|p| check::Action {
+                        t: 0,
+                        kind: check::Kind::FinalTerm,
+                        member: p.id.clone(),
+                        pid: p.pid,
+                    })
+                    .collect();
+                check::unrun(&lines, &running).0.is_empty()
+            };
+        if last_done && held_done {
             break true;
         }
         if drain_start.elapsed() > drain_bound {
@@ -1618,6 +1958,14 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool, durable: bool) {
         c.stop(m, check::Kind::FinalTerm);
     }
 
+    // The test's record, beside the logs, for whoever reads a failed run.
+    let record: String = c
+        .actions
+        .iter()
+        .map(|a| format!("{} {:?} {} pid={}\n", a.t, a.kind, a.member, a.pid))
+        .collect();
+    let _ = std::fs::write(dir.join("actions.log"), record);
+
     // Check.
     let mut lines: Vec<Line> = Vec::new();
     for s in &c.specs {
@@ -1625,7 +1973,10 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool, durable: bool) {
         lines.extend(members::parse_log(&text));
     }
     let params = check::Params {
-        tasks,
+        // Lagging feeds: a task fed only to members that were killed may be gone
+        // with them; what must be done is what the members alive at the end hold
+        // (check::unrun, below).
+        tasks: if variant.lagging { 0 } else { tasks },
         lease_ns: lease * 1_000_000,
         margin_ns: t.margin() * 1_000_000,
         skew_ms: MEMBERS
@@ -1661,6 +2012,13 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool, durable: bool) {
             submitted.len()
         );
     }
+    let mut required = tasks as usize;
+    if variant.lagging {
+        let (mut v, n) = check::unrun(&lines, &c.actions);
+        report.violations.append(&mut v);
+        required = n;
+        durable_summary = format!(" lagging: required={n} (fed to the members alive at the end)");
+    }
     let skewed_held: usize = MEMBERS
         .iter()
         .filter(|(_, s)| *s != 0)
@@ -1668,7 +2026,7 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool, durable: bool) {
         .sum();
     println!(
         "chaos summary: server={kind}{} duration={:.1}s (+{:.1}s drain) members={} events={} failovers={} (epochs; {} held by the skewed members) \
-         faults={:?} kills={} pauses={} graceful_stops={} restarts={} step_downs={} tasks={} task_runs={} duplicates={} epoch_ends={:?}{} violations={}",
+         faults={:?} kills={} pauses={} graceful_stops={} step_down_requests={} lease_deletions={} restarts={} step_downs={} tasks={} task_runs={} duplicates={} epoch_ends={:?}{} violations={}",
         if c.replica_set.is_some() { "-replica-set" } else { "" },
         chaos_time.as_secs_f64(),
         drain_time.as_secs_f64(),
@@ -1680,6 +2038,8 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool, durable: bool) {
         c.kills,
         c.pauses,
         c.graceful,
+        c.step_down_requests,
+        deleted,
         c.restarts,
         c.step_downs,
         tasks,
@@ -1698,5 +2058,16 @@ fn run_chaos(setup: Setup, secs: u64, sequenced: bool, durable: bool) {
     );
     // Not vacuous: the run did fail over, and the checker saw the work.
     assert!(report.epochs >= 2, "no failover happened");
-    assert_eq!(report.keys_done as u64, tasks);
+    if variant.lagging {
+        assert!(
+            required > 0 && report.keys_done >= required,
+            "{} done of {required} required",
+            report.keys_done
+        );
+    } else {
+        assert_eq!(report.keys_done as u64, tasks);
+    }
+    if delete_ms > 0 && secs >= 20 {
+        assert!(deleted > 0, "no lease was deleted");
+    }
 }

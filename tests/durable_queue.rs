@@ -308,7 +308,7 @@ support::server_tests! {
         let a = Managed::start_durable("jobs", options(&uri, &c, "a", settings.clone()),
             logging_work("a", log.clone(), 0, |_| None)).await.unwrap();
         let queue = Queue::connect("jobs", options(&uri, &c, "check", settings)).await.unwrap();
-        progress_reaches(&queue, 2 * EACH, ms(30_000)).await;
+        progress_reaches(&queue, 2 * EACH, bound(&uri, ms(30_000))).await;
         a.shutdown().await.unwrap();
         let log = log.lock().unwrap();
         for p in 0..2 {
@@ -664,23 +664,174 @@ support::server_tests! {
     /// waiting, its in-memory queue never exceeds the read-ahead.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_master_holds_only_a_bounded_batch(uri: String) {
-        const TOTAL: u64 = 2000;
+        // Ten read-aheads at least; FerretDB works a few tasks a second (see `bound`).
+        let total: u64 = match support::kind_of(&uri) {
+            support::Server::FerretDb => 500,
+            _ => 2000,
+        };
         let c = unique("bounded_batch");
         let settings = DurableQueue::new().read_ahead(50);
         let queue = Queue::connect("jobs", options(&uri, &c, "p", settings.clone())).await.unwrap();
-        queue.submit_many(jobs(0, 0..TOTAL)).await.unwrap();
+        queue.submit_many(jobs(0, 0..total)).await.unwrap();
         let log: Log = Arc::default();
         let a = Managed::start_durable("jobs", options(&uri, &c, "a", settings),
             logging_work("a", log.clone(), 0, |_| None)).await.unwrap();
         let mut most = 0;
         within(bound(&uri, ms(60_000)), "every task", async {
-            while queue.progress().await.unwrap().0 < TOTAL {
+            while queue.progress().await.unwrap().0 < total {
                 most = most.max(a.stats().queued);
                 sleep(ms(2)).await;
             }
         }).await;
         assert!(most > 0 && most <= 50, "held {most} tasks at once");
-        assert_eq!(a.stats().finished, TOTAL);
+        assert_eq!(a.stats().finished, total);
         a.shutdown().await.unwrap();
+    }
+}
+
+/// The durable layout's progress document of subsystem `q` in `<c>_tasks`, read
+/// and written straight through the driver (to set up the state a crash leaves).
+async fn tasks_collection(uri: &str, c: &str) -> mongodb::Collection<mongodb::bson::Document> {
+    let client = mongodb::Client::with_uri_str(uri).await.unwrap();
+    client
+        .default_database()
+        .unwrap_or_else(|| client.database("test"))
+        .collection(&format!("{c}_tasks"))
+}
+
+support::server_tests! {
+    /// The recorded progress never moves back: a record of a lower position, by the
+    /// same epoch or by a later one, leaves the higher position in place (a delayed
+    /// or repeated record must not make finished tasks run again).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn progress_never_moves_back(uri: String) {
+        let c = unique("monotone");
+        let queue = Queue::connect("jobs", options(&uri, &c, "p", DurableQueue::new())).await.unwrap();
+        assert_eq!(queue.take_over_progress(1).await.unwrap(), Some(0));
+        assert!(queue.record_progress(1, 5).await.unwrap());
+        // Not refused as stale (the epoch is the writer's own), but nothing moves.
+        assert!(queue.record_progress(1, 3).await.unwrap(), "a lower record of the same epoch counts as recorded");
+        assert_eq!(queue.progress().await.unwrap(), (5, 1), "a lower record of the same epoch moved the progress back");
+        assert_eq!(queue.take_over_progress(2).await.unwrap(), Some(5));
+        assert!(queue.record_progress(2, 4).await.unwrap());
+        assert_eq!(queue.progress().await.unwrap(), (5, 2), "a lower record of a later epoch moved the progress back");
+        assert!(queue.record_progress(2, 6).await.unwrap());
+        assert_eq!(queue.progress().await.unwrap(), (6, 2));
+        assert!(!queue.record_progress(1, 9).await.unwrap(), "a stale record is still refused");
+        assert_eq!(queue.progress().await.unwrap(), (6, 2));
+    }
+
+    /// A stale master gives up on a task while a newer master has taken the
+    /// progress over: its dead letter is not kept (the newer master runs the task,
+    /// and a kept letter would let `requeue` run a finished task again).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_masters_dead_letter_is_not_kept(uri: String) {
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+        let c = unique("stale_dead");
+        let settings = DurableQueue::new();
+        let queue = Queue::connect("jobs", options(&uri, &c, "p", settings.clone())).await.unwrap();
+        let (started, release) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let work = {
+            let (started, release) = (started.clone(), release.clone());
+            work_fn(|j: &Job| j.n, move |_: &Job, _: &WorkContext| {
+                let (started, release) = (started.clone(), release.clone());
+                async move {
+                    started.store(true, SeqCst);
+                    while !release.load(SeqCst) {
+                        sleep(ms(5)).await;
+                    }
+                    Outcome::Failed("refused for good".to_owned())
+                }
+            })
+        };
+        let a = Managed::start_durable("jobs", options(&uri, &c, "a", settings), work).await.unwrap();
+        let epoch = within(ms(5000), "a master", a.member().wait_for_master()).await.unwrap();
+        assert_eq!(queue.submit(&Job { p: 0, n: 0 }).await.unwrap(), 1);
+        within(ms(5000), "a starts task 1", async {
+            while !started.load(SeqCst) { sleep(ms(5)).await }
+        }).await;
+        // A newer master takes the progress over while a runs task 1 (a was paused,
+        // say); then a's task fails for good.
+        assert_eq!(queue.take_over_progress(epoch + 1).await.unwrap(), Some(0));
+        release.store(true, SeqCst);
+        let until = Instant::now() + ms(1500);
+        while Instant::now() < until {
+            let dead = queue.dead_letters().await.unwrap();
+            assert!(dead.is_empty(), "the stale master's dead letter was kept: {dead:?}");
+            assert_eq!(queue.progress().await.unwrap(), (0, epoch + 1));
+            sleep(ms(50)).await;
+        }
+        // The newer master runs task 1 and records it.
+        assert!(queue.record_progress(epoch + 1, 1).await.unwrap());
+        assert_eq!(queue.requeue(1).await.unwrap(), None, "requeue would run finished task 1 again");
+        assert!(queue.dead_letters().await.unwrap().is_empty());
+        a.abort();
+    }
+
+    /// A master that records a dead letter's progress and dies before the letter
+    /// is stored: the next master stores it (nothing lost); once re-queued, a
+    /// master that read the letter before the re-queue cannot bring it back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_letter_survives_a_crash_after_its_progress_and_is_requeued_once(uri: String) {
+        let c = unique("dead_crash");
+        let settings = DurableQueue::new();
+        let queue = Queue::connect("jobs", options(&uri, &c, "p", settings.clone())).await.unwrap();
+        assert_eq!(queue.submit(&Job { p: 0, n: 0 }).await.unwrap(), 1);
+        assert_eq!(queue.take_over_progress(1).await.unwrap(), Some(0));
+        // The state a crash of epoch 1 leaves between its record (progress 1 and the
+        // letter in the progress document) and the letter's insert.
+        let tasks = tasks_collection(&uri, &c).await;
+        let letter = mongodb::bson::doc! {
+            "_id": { "q": "jobs", "seq": 1_i64 },
+            "key": "0-0",
+            "task": { "p": 0_i64, "n": 0_i64 },
+            "error": "refused for good",
+            "attempts": 1_i64,
+            "epoch": 1_i64,
+            "failed_at": mongodb::bson::DateTime::now(),
+        };
+        let set = tasks
+            .update_one(
+                mongodb::bson::doc! { "_id": { "q": "jobs", "progress": true } },
+                mongodb::bson::doc! { "$set": { "seq": 1_i64, "epoch": 1_i64, "dead": letter.clone() } },
+            )
+            .await
+            .unwrap();
+        assert_eq!(set.matched_count, 1);
+        assert!(queue.dead_letters().await.unwrap().is_empty());
+        // The next master takes over: the letter is stored before it goes on.
+        assert_eq!(queue.take_over_progress(2).await.unwrap(), Some(1));
+        let dead = queue.dead_letters().await.unwrap();
+        assert_eq!(dead.iter().map(|d| (d.seq, d.epoch)).collect::<Vec<_>>(), vec![(1, 1)], "{dead:?}");
+        assert_eq!(dead[0].error, "refused for good");
+        // Re-queued once: a second requeue finds nothing.
+        assert_eq!(queue.requeue(1).await.unwrap(), Some(2));
+        assert_eq!(queue.requeue(1).await.unwrap(), None);
+        // A master that read the letter before the re-queue (its take-over raced the
+        // requeue) stores it late: it stays re-queued.
+        tasks
+            .update_one(
+                mongodb::bson::doc! { "_id": { "q": "jobs", "progress": true } },
+                mongodb::bson::doc! { "$set": { "dead": letter } },
+            )
+            .await
+            .unwrap();
+        assert_eq!(queue.take_over_progress(3).await.unwrap(), Some(1));
+        assert!(queue.dead_letters().await.unwrap().is_empty(), "a re-queued letter came back");
+        assert_eq!(queue.requeue(1).await.unwrap(), None, "re-queued twice");
+        // The re-queued task runs once, and the progress document no longer carries
+        // the letter after the next record.
+        let log: Log = Arc::default();
+        let b = Managed::start_durable("jobs", options(&uri, &c, "b", settings),
+            logging_work("b", log.clone(), 0, |_| None)).await.unwrap();
+        progress_reaches(&queue, 2, ms(10_000)).await;
+        b.shutdown().await.unwrap();
+        assert_eq!(starts(&log), vec![0]);
+        let progress = tasks
+            .find_one(mongodb::bson::doc! { "_id": { "q": "jobs", "progress": true } })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!progress.contains_key("dead"), "{progress:?}");
     }
 }

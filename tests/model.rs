@@ -38,6 +38,16 @@
 //!   must show the version it judged right below its own, and a lease that
 //!   names a member is its own (taken at once) only with the epoch it held.
 //!
+//! The managed queue's properties: no task a live member holds is lost; a
+//! graceful hand-over repeats nothing (no task that a master finished in an
+//! epoch whose release landed runs again; the documented limits, a fault
+//! before the release or a refusal in the releasing queue, are left out); and,
+//! under fair scheduling, every task a live member holds is run at last (within
+//! `Config::run_bound` of the last feed, fault and release). Members may have a
+//! bounded queue that refuses tasks (`QueueFull::Reject`), and a standby that
+//! holds tasks no run covers asks the master to hand the lease over (abstract,
+//! see `protocol.rs`).
+//!
 //! `FAILOVER_MODEL_LARGE=1` adds larger configurations (three members, more
 //! faults, longer horizons) to the same tests; they take much longer.
 
@@ -62,7 +72,12 @@ fn large() -> bool {
 }
 
 fn member(clock: ClockCfg, join: u16, feed: Vec<Option<u16>>) -> MemberCfg {
-    MemberCfg { clock, join, feed }
+    MemberCfg {
+        clock,
+        join,
+        feed,
+        capacity: None,
+    }
 }
 
 /// Two members whose clocks drift apart (one loses a tick, the other gains one,
@@ -399,6 +414,78 @@ fn durable_hand_over() -> Config {
     }
 }
 
+/// Managed mode, a graceful hand-over to a standby whose feed lags (keys 1 2 3,
+/// no sequence numbers): the first member is fed everything at once, the second
+/// only the first task, the rest much later; a shutdown and one lost message;
+/// messages on time.
+fn managed_lagging_hand_over() -> Config {
+    let mut members = two_members();
+    members[0].feed = vec![Some(1), Some(1), Some(1)];
+    members[1].feed = vec![Some(1), Some(24), Some(25)];
+    Config {
+        members,
+        keys: vec![1, 2, 3],
+        delays: 0,
+        faults: Faults {
+            shutdowns: 1,
+            primary_change: false,
+            pause: false,
+            crash: false,
+            ..faults(1)
+        },
+        horizon: 40,
+        ..managed_base("managed: a shutdown, the standby's feed lagging, keys 1 2 3, 1 loss")
+    }
+}
+
+/// Managed mode with a full queue (sequence numbers): the first member holds one
+/// task at most and refuses what comes while it runs one; both are fed 1 and 2
+/// at once, 3 a tick later; one lost message; messages on time.
+fn managed_capacity() -> Config {
+    let mut members = two_members();
+    members[0].feed = vec![Some(1), Some(1), Some(2)];
+    members[0].capacity = Some(1);
+    members[1].feed = vec![Some(1), Some(1), Some(2)];
+    Config {
+        members,
+        keys: vec![1, 2, 3],
+        sequenced: true,
+        delays: 0,
+        faults: Faults {
+            primary_change: false,
+            pause: false,
+            crash: false,
+            ..faults(1)
+        },
+        horizon: 60,
+        ..managed_base("managed: a queue of 1 that refuses, keys 1 2 3 with sequences, 1 loss")
+    }
+}
+
+/// Managed mode, a task that only a standby holds (keys 1 2): the second member
+/// leads, fed only the second task; the first joins later and is fed both: the
+/// first task stands before every run of the second. One lost message;
+/// messages on time.
+fn managed_orphans() -> Config {
+    let mut members = two_members();
+    members[0].join = 4;
+    members[0].feed = vec![Some(4), Some(4)];
+    members[1].feed = vec![None, Some(1)];
+    Config {
+        members,
+        keys: vec![1, 2],
+        delays: 0,
+        faults: Faults {
+            primary_change: false,
+            pause: false,
+            crash: false,
+            ..faults(1)
+        },
+        horizon: 60,
+        ..managed_base("managed: a task only a late standby holds, keys 1 2, 1 loss")
+    }
+}
+
 /// Prints a trace: every step but the ticks, with the state after it.
 fn print_trace(
     p: &Protocol,
@@ -504,6 +591,11 @@ const DURABLE: &[&str] = &[
     "a durable task repeated",
     "the durable queue finished",
 ];
+const RUN_AT_LAST: &[&str] = &[
+    "the run-at-last bound checked",
+    "a standby asked for the lease",
+    "an asked hand-over done",
+];
 const TASKS: &[&str] = &[
     "a task done",
     "a stale fenced write refused",
@@ -557,6 +649,91 @@ fn managed_hand_over_is_safe() {
     check(
         managed_hand_over(),
         &examples(&[SAFETY, RELEASE, &["a task done"]]),
+    );
+}
+
+/// A graceful hand-over to a standby whose feed lags repeats nothing: the new
+/// master drops what its predecessor ran as its feed catches up.
+#[test]
+fn managed_lagging_hand_over_repeats_nothing() {
+    check(
+        managed_lagging_hand_over(),
+        &examples(&[SAFETY, RELEASE, &["a task done", "a standby pruned a task"]]),
+    );
+}
+
+/// A task refused by a full queue is a gap in its member's feed: no run spans
+/// it, the standby that holds it keeps it, asks for the lease and runs it.
+#[test]
+fn managed_capacity_refusals_lose_nothing() {
+    let e = examples(&[SAFETY, RUN_AT_LAST, &["a task refused by a full queue"]]);
+    check(managed_capacity(), &e);
+    check(
+        Config {
+            sequenced: false,
+            name: "managed: a queue of 1 that refuses, keys 1 2 3, 1 loss",
+            ..managed_capacity()
+        },
+        &e,
+    );
+}
+
+/// Tasks that only a standby holds are run at last: it asks for the lease, the
+/// master hands over after its running task.
+#[test]
+fn managed_orphans_are_run_at_last() {
+    let e = examples(&[
+        SAFETY,
+        RUN_AT_LAST,
+        &["a task done", "a standby pruned a task"],
+    ]);
+    check(managed_orphans(), &e);
+    check(
+        Config {
+            sequenced: true,
+            name: "managed: a task only a late standby holds, keys 1 2 with sequences, 1 loss",
+            ..managed_orphans()
+        },
+        &e,
+    );
+}
+
+/// The new master forgets the run it inherited and could not place yet (the
+/// rule before): it runs its predecessor's tasks again as its feed brings them.
+#[test]
+fn mutation_new_master_forgets_the_inherited_run() {
+    refute(
+        Config {
+            mutation: Some(Mutation::ForgetInheritedRun),
+            ..managed_lagging_hand_over()
+        },
+        "a graceful hand-over repeats nothing",
+    );
+}
+
+/// A refusal leaves no trace (the rule before): the refusing member's run spans
+/// the task it never had, and the standby that holds it drops it.
+#[test]
+fn mutation_refusals_unrecorded() {
+    refute(
+        Config {
+            mutation: Some(Mutation::UnrecordedRefusals),
+            ..managed_capacity()
+        },
+        "no task of a live member is lost",
+    );
+}
+
+/// The standby that holds tasks no run covers never asks for the lease (the
+/// protocol before): they are kept, and never run.
+#[test]
+fn mutation_no_hand_over_to_the_orphan_holder() {
+    refute(
+        Config {
+            mutation: Some(Mutation::NoOrphanHandOver),
+            ..managed_orphans()
+        },
+        "every task a live member holds is run at last",
     );
 }
 

@@ -1,25 +1,26 @@
-//! What each server does with the operations the lease protocol relies on, run
-//! against every selected server (`FAILOVER_TEST_SERVER`, see `tests/support/ferretdb.rs`).
+//! What each server does with the writes the library relies on, run against every
+//! selected server (`NAME::mock`, `NAME::ferretdb`, `NAME::uri`; see
+//! `tests/support/ferretdb.rs`). Each race has 50 members, each with its own driver
+//! client and app name, send their write at once (after a barrier), 20 rounds.
 //!
-//! The races: 50 members, each with its own driver client and app name, send the
-//! same conditional write at once (after a barrier), 20 rounds; exactly one may win
-//! each round. These are the protocol's safety assumption, asserted on every server:
-//! a server that lets two members win fails here, with every round's winners listed.
-//! The library's own write is the version insert (`failover::lease`): it needs only
-//! the uniqueness of `_id`, and has one winner per round on every server.
-//!
-//! Results recorded on this machine (FerretDB 1.24.2 built by the harness):
-//! - mock (`mongo_server.py`): one winner in every round of every race.
-//! - FerretDB 1.24.2 on SQLite: the take-over race on an existing document has
-//!   SEVERAL winners in most rounds (2 to 24 of 50 in the first run; some of them
-//!   find their write overwritten right after), and so does the conditional
-//!   `update` race (2 to 36 of 50): findAndModify and update read the document,
-//!   apply the update in memory and write the whole document back by `_id` without
-//!   re-checking the filter or holding a transaction, so a conditional write is not
-//!   atomic. (That race is now the on-demand probe at the end of this file; the
-//!   protocol no longer relies on it.) The upsert race on a missing
-//!   document has one winner per round; the 49 others get
-//!   `E11000 duplicate key error collection: failover_test.race_upsert` (code 11000).
+//! What is asserted, and why:
+//! - **The lease's writes, on every server**: the version insert of a take-over
+//!   (`failover::lease`) and the first upsert of a lease have exactly one winner per
+//!   round, the 49 others getting duplicate key 11000; and the library itself, 50
+//!   members on one subsystem, elects one master and, after a crash, one successor.
+//!   The lease needs only the uniqueness of `_id`, so these hold on FerretDB too.
+//! - **Conditional updates** (a filter on fields besides `_id`), which
+//!   `FencedCollection` and the durable queue's fenced progress use: one winner per
+//!   round and an epoch that never goes back on the mock and on `MONGODB_URI`
+//!   (MongoDB's single-document atomicity). FerretDB 1.24.2 on SQLite reads the
+//!   document, applies the update in memory and writes the whole document back by
+//!   `_id`, without re-checking the filter or holding a transaction: several
+//!   winners in most rounds (up to 46 of 50 seen), and a lower epoch's write landing
+//!   after a higher one's. That is asserted as recorded (so that a FerretDB that
+//!   becomes atomic fails the test and the records get updated), together with the
+//!   library's answer: `FencedCollection` refuses FerretDB with `Error::Unsupported`.
+//!   (The durable queue's progress fence relies on the same write and does not
+//!   refuse FerretDB; see the README.)
 //!
 //! The operation probe asserts what the protocol needs (`hello.localTime`,
 //! `findAndModify` with upsert and `new`, `$set`/`$inc` on Int64/`$currentDate` by the
@@ -207,15 +208,25 @@ fn outcome_of(me: usize, result: mongodb::error::Result<Option<Document>>) -> Ou
     }
 }
 
-/// Runs `ROUNDS` rounds of a race and asserts exactly one winner in each; the
-/// failure message lists every round.
-async fn rounds<S, SFut, F, Fut>(
+/// What `ROUNDS` rounds of a race gave: each round's winners (member indexes), the
+/// rounds that did not have exactly one winner whose write is the stored document
+/// (all others finding no document), and a line per round.
+struct Rounds {
+    winners: Vec<Vec<usize>>,
+    bad: usize,
+    report: String,
+}
+
+/// Runs `ROUNDS` rounds of a race: before each, `setup` prepares the document of
+/// that round's id; then every member runs `op` on it at once.
+async fn run_rounds<S, SFut, F, Fut>(
     uri: &str,
     test: &str,
     stored_id: fn(&str) -> Bson,
     setup: S,
     op: F,
-) where
+) -> Rounds
+where
     S: Fn(Collection<Document>, String) -> SFut,
     SFut: std::future::Future<Output = ()>,
     F: Fn(usize, Collection<Document>, String) -> Fut + Send + Sync + Clone + 'static,
@@ -225,6 +236,7 @@ async fn rounds<S, SFut, F, Fut>(
     let c = coll(&clients[0], test);
     c.drop().await.unwrap();
     let mut report = Vec::new();
+    let mut all_winners = Vec::new();
     let mut bad = 0;
     for round in 0..ROUNDS {
         let id = format!("{test}-{round}");
@@ -255,9 +267,32 @@ async fn rounds<S, SFut, F, Fut>(
             others,
             stored.map(|d| d.map(|d| d.to_string()))
         ));
+        all_winners.push(winners);
     }
     let report = report.join("\n");
     eprintln!("{test}:\n{report}");
+    Rounds {
+        winners: all_winners,
+        bad,
+        report,
+    }
+}
+
+/// Runs `ROUNDS` rounds of a race and asserts exactly one winner in each; the
+/// failure message lists every round.
+async fn rounds<S, SFut, F, Fut>(
+    uri: &str,
+    test: &str,
+    stored_id: fn(&str) -> Bson,
+    setup: S,
+    op: F,
+) where
+    S: Fn(Collection<Document>, String) -> SFut,
+    SFut: std::future::Future<Output = ()>,
+    F: Fn(usize, Collection<Document>, String) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Outcome> + Send + 'static,
+{
+    let Rounds { bad, report, .. } = run_rounds(uri, test, stored_id, setup, op).await;
     assert_eq!(
         bad, 0,
         "{test}: {bad} of {ROUNDS} rounds did not have exactly one winner whose write \
@@ -278,6 +313,40 @@ fn the_server_selection_is_parsed_and_unknown_kinds_are_refused() {
         err.contains("\"mongo\"") && err.contains("mock, ferretdb and uri"),
         "{err}"
     );
+}
+
+/// The rules `build.rs` applies (see `tests/support/ferretdb.rs`): by default mock,
+/// and FerretDB when Go is found; a list runs exactly the kinds it names, whatever
+/// is installed, so that a missing server fails.
+#[test]
+fn the_default_selection_follows_go() {
+    use support::Skip::{Deselected, GoNotFound, UriNotNamed};
+    let select = |list: Option<&str>, go: bool| {
+        support::select(list, go)
+            .unwrap()
+            .into_iter()
+            .map(|(_, skip)| skip)
+            .collect::<Vec<_>>()
+    };
+    // [mock, ferretdb, uri]; None = runs.
+    assert_eq!(select(None, true), [None, None, Some(UriNotNamed)]);
+    assert_eq!(
+        select(None, false),
+        [None, Some(GoNotFound), Some(UriNotNamed)]
+    );
+    assert_eq!(
+        select(Some(" , "), false),
+        [None, Some(GoNotFound), Some(UriNotNamed)]
+    );
+    assert_eq!(
+        select(Some("ferretdb"), false),
+        [Some(Deselected), None, Some(Deselected)]
+    );
+    assert_eq!(
+        select(Some("uri,mock"), true),
+        [None, Some(Deselected), None]
+    );
+    assert!(support::select(Some("mock,mongo"), true).is_err());
 }
 
 support::server_tests! {
@@ -350,10 +419,21 @@ support::server_tests! {
     /// The library itself: 50 members start at once on a subsystem without a lease
     /// (the race for the first version), then the master crashes and the 49 others
     /// race its expired lease; each time exactly one leads, and the epoch grows by one.
+    ///
+    /// On FerretDB every interval and the lease are five times longer: its SQLite
+    /// back-end applies one write at a time, and 50 members checking every 200 ms
+    /// kept it so busy that a master's renewal timed out after its ~240 ms budget
+    /// (seen: `Timeout { operation: "renew lease" }`, then a second take-over, so
+    /// the epoch grew by two). The checks stay the same.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn fifty_members_elect_one_master_and_one_successor(uri: String) {
         use failover::{Intervals, Member, Options};
         let collection = format!("race_members_{}", std::process::id());
+        let scale = match support::kind_of(&uri) {
+            Server::FerretDb => 5,
+            Server::Mock | Server::Uri => 1,
+        };
+        let ms = |n: u64| Duration::from_millis(n * scale);
         let options = |i: usize| {
             Options::new()
                 .connect_string(&uri)
@@ -361,12 +441,12 @@ support::server_tests! {
                 .member_id(format!("m{i}"))
                 .intervals(Intervals {
                     init: Duration::ZERO,
-                    master: Duration::from_millis(300),
-                    slave: Duration::from_millis(200),
-                    ticking: Duration::from_millis(2000),
-                    error: Duration::from_millis(300),
+                    master: ms(300),
+                    slave: ms(200),
+                    ticking: ms(2000),
+                    error: ms(300),
                 })
-                .lease(Duration::from_millis(600))
+                .lease(ms(600))
         };
         // Every member starts on a task of its own, after one barrier.
         let barrier = Arc::new(Barrier::new(MEMBERS));
@@ -393,17 +473,17 @@ support::server_tests! {
         let mut epoch = None;
         for round in 0..2 {
             // Wait for a leader, then watch for two leases: never two at once.
-            let end = tokio::time::Instant::now() + Duration::from_secs(15);
+            let end = tokio::time::Instant::now() + ms(15_000);
             let first = loop {
                 let l = leaders(&members);
                 assert!(l.len() <= 1, "round {round}: several masters at once: {l:?}");
                 if let [one] = l[..] {
                     break one;
                 }
-                assert!(tokio::time::Instant::now() < end, "round {round}: no master within 15 s");
+                assert!(tokio::time::Instant::now() < end, "round {round}: no master within {:?}", ms(15_000));
                 tokio::time::sleep(Duration::from_millis(10)).await;
             };
-            let watch = tokio::time::Instant::now() + Duration::from_millis(1200);
+            let watch = tokio::time::Instant::now() + ms(1200);
             while tokio::time::Instant::now() < watch {
                 let l = leaders(&members);
                 assert!(l.len() <= 1, "round {round}: several masters at once: {l:?}");
@@ -630,19 +710,19 @@ support::server_tests! {
     }
 }
 
-/// A probe of the server, not of `failover`: does a conditional `update` (a filter
-/// on fields besides `_id`) have exactly one winner among 50? The mock and MongoDB:
-/// yes. FerretDB 1.24.2 on SQLite: no (2 to 36 of 50 per round), which is why the
-/// lease protocol relies only on the uniqueness of `_id`. It fails on FerretDB, by
-/// design; run it on demand:
-/// `FAILOVER_TEST_SERVER=mock,ferretdb cargo test --test race probe -- --ignored`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a probe of the server's conditional updates (fails on FerretDB); run with --ignored"]
-async fn probe_conditional_updates_have_one_winner() {
-    for server in support::servers() {
-        let uri = support::uri_of(server);
+support::server_tests! {
+    /// 50 members send the same conditional `update` at once (a filter on fields
+    /// besides `_id`: `{_id, token, epoch, released: false}` → `released: true`), 20
+    /// rounds. MongoDB applies it atomically: one winner per round, asserted on the
+    /// mock and on `MONGODB_URI`. FerretDB 1.24 on SQLite does not (it reads the
+    /// document, applies the update in memory and writes it back by `_id`): several
+    /// winners in most rounds, recorded here as at least one such round, so that
+    /// the day FerretDB is atomic this fails and says so. `FencedCollection`, which
+    /// needs that atomicity, must refuse exactly the servers that lack it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conditional_updates_are_atomic_except_on_ferretdb(uri: String) {
         let test = "race_update";
-        rounds(
+        let Rounds { winners, bad, report } = run_rounds(
             &uri,
             test,
             |id| Bson::String(id.to_owned()),
@@ -664,5 +744,122 @@ async fn probe_conditional_updates_have_one_winner() {
             },
         )
         .await;
+        let most = winners.iter().map(Vec::len).max().unwrap_or(0);
+        let kind = support::kind_of(&uri);
+        let fencing = fencing_refused(&uri).await;
+        match kind {
+            Server::FerretDb => {
+                assert!(
+                    bad > 0,
+                    "FerretDB applied the conditional update atomically in all {ROUNDS} rounds \
+                     (recorded: several winners in most rounds); update this test, the README's \
+                     server table and failover::fence, which refuses FerretDB:\n{report}"
+                );
+                assert!(
+                    fencing.is_some(),
+                    "FerretDB lets up to {most} of {MEMBERS} racers win one conditional update, \
+                     yet FencedCollection accepts it"
+                );
+            }
+            Server::Mock | Server::Uri => {
+                assert_eq!(
+                    bad, 0,
+                    "{test} on {kind}: {bad} of {ROUNDS} rounds did not have exactly one winner \
+                     ({MEMBERS} members raced each round):\n{report}"
+                );
+                assert_eq!(fencing, None, "FencedCollection refuses {kind}, which is atomic");
+            }
+        }
+    }
+
+    /// The fenced-progress pattern (as the durable queue writes its progress): 50
+    /// members with epochs 1 to 50 each send `update_one({_id, epoch: {$lte: e}},
+    /// {$set: {epoch: e}})` at once on a document of epoch 0, 20 rounds. Applied
+    /// one at a time, a write never lowers the epoch, so the stored epoch is the
+    /// highest winner's: asserted on the mock and on `MONGODB_URI`. On FerretDB a
+    /// lower epoch's write lands after a higher one's (recorded: the epoch went
+    /// back in 20 of 20 rounds, to 3 after 50 had won), asserted as at least one
+    /// such round so that this fails the day FerretDB keeps the epoch. On every
+    /// server the stored document is some winner's write.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fenced_progress_writes_never_lower_the_epoch(uri: String) {
+        let test = "race_progress";
+        let clients = members(&uri, test).await;
+        let c = coll(&clients[0], test);
+        c.drop().await.unwrap();
+        let kind = support::kind_of(&uri);
+        let mut went_back = Vec::new();
+        for round in 0..ROUNDS {
+            let id = format!("{test}-{round}");
+            c.insert_one(doc! { "_id": &id, "epoch": 0_i64, "seq": 0_i64 }).await.unwrap();
+            let race_id = id.clone();
+            let outcomes = race(&clients, test, move |i, c| {
+                let id = race_id.clone();
+                async move {
+                    let e = i as i64 + 1;
+                    let filter = doc! { "_id": id, "epoch": { "$lte": e } };
+                    match c.update_one(filter, doc! { "$set": { "epoch": e, "seq": e } }).await {
+                        Ok(r) if r.matched_count == 1 => Outcome::Won,
+                        Ok(_) => Outcome::Lost,
+                        Err(e) => Outcome::Failed(code(&e), describe(&e)),
+                    }
+                }
+            })
+            .await;
+            let (winners, others) = summary(&outcomes);
+            assert!(
+                others.keys().all(|k| k == "no document"),
+                "round {round} on {kind}: errors {others:?}"
+            );
+            let stored = c.find_one(doc! { "_id": &id }).await.unwrap().expect("the document");
+            let epoch = stored.get_i64("epoch").unwrap_or_else(|_| panic!("{stored}"));
+            let highest = winners.iter().map(|i| *i as i64 + 1).max();
+            assert!(highest.is_some(), "round {round} on {kind}: no member won: {stored}");
+            assert!(
+                winners.iter().any(|i| *i as i64 + 1 == epoch)
+                    && stored.get_i64("seq") == Ok(epoch),
+                "round {round} on {kind}: the stored document {stored} is no winner's write \
+                 (winners {winners:?})"
+            );
+            if Some(epoch) != highest {
+                went_back.push(format!(
+                    "round {round}: stored epoch {epoch}, highest winner {highest:?}, {} winners",
+                    winners.len()
+                ));
+            }
+        }
+        eprintln!("{test} on {kind}: {} of {ROUNDS} rounds ended below the highest winner's epoch:\n{}",
+            went_back.len(), went_back.join("\n"));
+        if kind == Server::FerretDb {
+            assert!(
+                !went_back.is_empty(),
+                "{test}: FerretDB never lowered the epoch in {ROUNDS} rounds (recorded: it \
+                 did in every round); update this test and what the README says of fenced \
+                 writes on FerretDB"
+            );
+        } else {
+            assert!(
+                went_back.is_empty(),
+                "{test} on {kind}: a write lowered the epoch:\n{}",
+                went_back.join("\n")
+            );
+        }
+    }
+}
+
+/// `Some(reason)` when `FencedCollection` refuses to fence on the server at `uri`
+/// (`Error::Unsupported`), `None` when its fenced write works there.
+async fn fencing_refused(uri: &str) -> Option<String> {
+    let client = Client::with_uri_str(uri).await.unwrap();
+    let c = coll(&client, "race_fence_check");
+    c.drop().await.unwrap();
+    let fenced = failover::fence::FencedCollection::new(c);
+    match fenced
+        .upsert_one(1, doc! { "_id": "x" }, doc! { "$set": { "n": 1 } })
+        .await
+    {
+        Ok(_) => None,
+        Err(failover::Error::Unsupported { reason, .. }) => Some(reason),
+        Err(e) => panic!("a fenced upsert on a fresh collection failed: {e}"),
     }
 }

@@ -88,10 +88,11 @@ async fn epochs_grow_after_the_lease_document_is_deleted() {
         .unwrap()
         .unwrap();
     a.shutdown().await.unwrap();
-    leases
-        .delete_one(doc! { "_id": "subsystem" })
+    let deleted = leases
+        .delete_many(doc! { "_id.lease": "subsystem" })
         .await
         .unwrap();
+    assert!(deleted.deleted_count > 0, "no lease version was deleted");
     let b = Member::start("subsystem", fast(&uri, "safety_deleted", "del-b"))
         .await
         .unwrap();

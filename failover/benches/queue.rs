@@ -1,5 +1,9 @@
 //! Managed-queue throughput with a no-op worker, next to a bare sequential async
-//! loop over the same tasks, and the memory a queued task costs.
+//! loop over the same tasks, and the memory a queued task costs. `managed`
+//! publishes progress with the periodic renewals only (`Progress::WithRenewal`:
+//! the queue's own cost); `managed-every-task` with the default, a lease renewal
+//! after every task (on the in-process store: the cost of the hand-offs between
+//! the worker and the election, without a database's round trips).
 //!
 //! `cargo bench -p failover --bench queue`
 
@@ -8,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use failover::{IntoOutcome, Managed, MemoryStore, Options, Outcome, Work, WorkContext};
+use failover::{IntoOutcome, Managed, MemoryStore, Options, Outcome, Progress, Work, WorkContext};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, Mutex as AsyncMutex, Notify};
 
@@ -59,7 +63,7 @@ async fn no_op(job: &Job, last: u64, done: &AsyncMutex<Option<oneshot::Sender<In
 }
 
 /// Queues `n` jobs behind the gate, opens it, and returns the time to drain them.
-async fn managed_drain(n: u64) -> Duration {
+async fn managed_drain(n: u64, progress: Progress) -> Duration {
     let gate = Arc::new(Notify::new());
     let entered = Arc::new(Notify::new());
     let (tx, rx) = oneshot::channel();
@@ -70,9 +74,8 @@ async fn managed_drain(n: u64) -> Duration {
         done: Arc::new(AsyncMutex::new(Some(tx))),
     };
     let store = MemoryStore::new();
-    let m = Managed::start("bench", Options::new().in_memory(&store), work)
-        .await
-        .unwrap();
+    let options = Options::new().in_memory(&store).progress(progress);
+    let m = Managed::start("bench", options, work).await.unwrap();
     m.member().wait_for_master().await.unwrap();
     for id in 0..=n {
         m.submit_work(Job { id, amount: id }).await.unwrap();
@@ -126,11 +129,22 @@ fn throughput(c: &mut Criterion) {
             b.to_async(&rt).iter_custom(|iters| async move {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    total += managed_drain(n).await;
+                    total += managed_drain(n, Progress::WithRenewal).await;
                 }
                 total
             })
         });
+        if n <= 10_000 {
+            group.bench_with_input(BenchmarkId::new("managed-every-task", n), &n, |b, &n| {
+                b.to_async(&rt).iter_custom(|iters| async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += managed_drain(n, Progress::EveryTask).await;
+                    }
+                    total
+                })
+            });
+        }
         group.bench_with_input(BenchmarkId::new("bare-loop", n), &n, |b, &n| {
             b.to_async(&rt).iter_custom(|iters| async move {
                 let mut total = Duration::ZERO;

@@ -13,7 +13,7 @@ use crate::metrics::{self, TakenFrom};
 use crate::options::Intervals;
 use crate::shared::Shared;
 use crate::state::State;
-use crate::store::{Claim, LeaseStore, Renewal};
+use crate::store::{Claim, Created, LeaseStore, Renewal};
 
 /// How often a standby re-reads the lease clock when nothing else asks for it.
 const CLOCK_REFRESH: Duration = Duration::from_secs(60);
@@ -49,7 +49,9 @@ impl Seen {
     }
 
     fn covers(&self, lease: &Lease) -> bool {
-        self.version == lease.version
+        // A version number names one write only within an epoch: a lease deleted
+        // and written anew as a vacancy starts again at version 1.
+        (self.version == lease.version && self.epoch == lease.epoch)
             || (lease.step_down
                 && self.epoch == lease.epoch
                 && self.renewed_at_ms == lease.renewed_at_ms)
@@ -92,6 +94,15 @@ pub(crate) struct Election<S: LeaseStore> {
     seen_sync: Option<bson::Bson>,
     /// What this member last wrote as master.
     published: Option<crate::lease::Published>,
+    /// The epoch this member held last as master.
+    last_held: Option<u64>,
+    /// The last progress a master published that this member read or wrote: a
+    /// lease found missing is written anew with it (managed mode: a deletion
+    /// erased the queue's record of what was run, as far as this member knows).
+    last_seen: Option<crate::lease::Published>,
+    /// The epoch whose master this standby asked to hand over, to run tasks
+    /// that only this member holds.
+    asked_for: Option<u64>,
     connected: bool,
 }
 
@@ -113,6 +124,9 @@ impl<S: LeaseStore> Election<S> {
             followed: None,
             seen_sync: None,
             published: None,
+            last_held: None,
+            last_seen: None,
+            asked_for: None,
             connected: false,
         }
     }
@@ -130,6 +144,9 @@ impl<S: LeaseStore> Election<S> {
             tokio::select! {
                 biased;
                 _ = stopping.cancelled() => break,
+                // The worker asks to publish its progress now (managed mode,
+                // progress per task): renew at once.
+                _ = self.shared.progress_asked(), if self.held.is_some() && !self.handing_over => {}
                 _ = sleep_until(self.shared.clock.timer(wake)) => {}
             }
             // A step in flight is finished, not dropped: a write whose outcome is
@@ -223,7 +240,15 @@ impl<S: LeaseStore> Election<S> {
                 return until.min(now + self.timing.intervals.slave);
             }
         }
-        if lease.released || lease.token == Some(self.claim.token) {
+        let successor_first =
+            lease.released && lease.successor.is_some_and(|s| s != self.claim.token);
+        if successor_first && now < self.expiry(&lease) {
+            // Handed over to the standby that asked for it: it goes first, and
+            // the others wait as for a lease that runs out.
+            self.follow(&lease);
+            return self.expiry(&lease).min(now + self.timing.intervals.slave);
+        }
+        if lease.released || self.is_own(&lease) {
             // Handed over, or our own lease from before a step-down: take it at once.
             tracing::debug!(target: "failover::tests", member = %self.claim.member_id, epoch = lease.epoch,
                 released = lease.released, "lease free to take");
@@ -241,7 +266,36 @@ impl<S: LeaseStore> Election<S> {
             return self.take_over(Some(lease)).await;
         }
         self.follow(&lease);
+        if lease.token.is_some() && !lease.step_down && self.shared.sync.needs_lease() {
+            self.ask_for_lease(&lease, deadline).await;
+        }
         expiry.min(now + self.timing.intervals.slave)
+    }
+
+    /// Managed mode: this standby holds tasks that no master would run, so it
+    /// asks the master of `lease` to hand over (a step-down request naming this
+    /// member as successor; the master releases once its running task is done),
+    /// once per epoch.
+    async fn ask_for_lease(&mut self, lease: &Lease, deadline: Instant) {
+        if self.asked_for == Some(lease.epoch) {
+            return;
+        }
+        self.asked_for = Some(lease.epoch);
+        tracing::info!(target: "failover", member = %self.claim.member_id, epoch = lease.epoch,
+            "this member holds tasks that no master would run; asking the master to hand over");
+        let name = self.shared.name.clone();
+        if let Err(e) = self
+            .timed(
+                deadline,
+                "request a step-down",
+                self.store.request_step_down(&name, Some(&self.claim)),
+            )
+            .await
+        {
+            // Asked again at the next check.
+            self.asked_for = None;
+            self.shared.events.emit(Event::Error(e));
+        }
     }
 
     /// Managed mode: a member whose queue does not know where the last master
@@ -278,6 +332,15 @@ impl<S: LeaseStore> Election<S> {
         }
     }
 
+    /// Whether `lease` is one this member instance held as master and still
+    /// names it: its own token *and* the epoch it held last. A version that
+    /// names it under another epoch (a take-over whose answer was lost, or one
+    /// it withdrew because the lease was deleted meanwhile) was never judged
+    /// safe to act on, so it is judged like anybody's.
+    fn is_own(&self, lease: &Lease) -> bool {
+        lease.token == Some(self.claim.token) && self.last_held == Some(lease.epoch)
+    }
+
     /// Follows the lease as a standby.
     fn follow(&mut self, lease: &Lease) {
         self.lost_races = 0;
@@ -288,6 +351,7 @@ impl<S: LeaseStore> Election<S> {
         }
         self.shared.metrics.followed(lease.epoch);
         if let Some(published) = lease.published() {
+            self.last_seen = Some(published.clone());
             // Every check: a standby whose feed lags catches up with it.
             self.shared.sync.incoming(lease.epoch, &published);
             if self.seen_sync.as_ref() != Some(&published.id) {
@@ -307,13 +371,13 @@ impl<S: LeaseStore> Election<S> {
         self.try_take_over(seen).instrument(span).await
     }
 
-    /// Takes the lease over, conditional on the version seen (`None`: no lease yet).
+    /// Takes the lease over, conditional on the version seen; `None`: the lease is
+    /// missing, and the store creates it (a vacancy on MongoDB, see
+    /// [`Created`]).
     async fn try_take_over(&mut self, seen: Option<Lease>) -> Instant {
         self.set_state(State::Ticking, None);
         let deadline = self.now() + self.timing.intervals.ticking;
-        let confirm = seen
-            .as_ref()
-            .is_none_or(|l| !l.released && l.token != Some(self.claim.token));
+        let confirm = seen.as_ref().is_none_or(|l| !l.released && !self.is_own(l));
         if confirm {
             // Expired by our last sample (or no lease yet, whose fresh epoch needs
             // the clock): confirm with a fresh sample.
@@ -343,28 +407,47 @@ impl<S: LeaseStore> Election<S> {
         let sent = self.now();
         let name = self.shared.name.clone();
         let lease_ms = self.timing.lease.as_millis() as u64;
-        let attempt = self
-            .timed(
-                deadline,
-                "take lease",
-                self.store.acquire(
-                    &name,
-                    seen.as_ref().map(|l| l.version),
-                    &self.claim,
-                    lease_ms,
-                    fresh_epoch,
-                ),
-            )
-            .await;
+        let attempt = match &seen {
+            Some(lease) => self
+                .timed(
+                    deadline,
+                    "take lease",
+                    self.store.acquire(&name, lease, &self.claim, lease_ms),
+                )
+                .await
+                .map(|taken| taken.map_or(Created::Raced, Created::Held)),
+            None => {
+                self.timed(
+                    deadline,
+                    "create lease",
+                    self.store.create(
+                        &name,
+                        &self.claim,
+                        lease_ms,
+                        fresh_epoch,
+                        self.last_seen.clone(),
+                    ),
+                )
+                .await
+            }
+        };
         match attempt {
-            Ok(Some(lease)) => {
+            Ok(Created::Held(lease)) => {
                 let from = TakenFrom::of(seen.is_some(), confirm);
                 self.shared
                     .metrics
                     .took_over(lease.epoch, from, self.now() + self.timing.lease);
                 self.become_master(lease, sent)
             }
-            Ok(None) => {
+            Ok(Created::Vacancy(lease)) => {
+                tracing::info!(target: "failover", member = %self.claim.member_id, epoch = lease.epoch,
+                    "the lease was missing: wrote a vacancy, which any member takes over once it expires");
+                self.observe(Some(&lease));
+                self.follow(&lease);
+                let now = self.now();
+                self.expiry(&lease).min(now + self.timing.intervals.slave)
+            }
+            Ok(Created::Raced) => {
                 // Another member won. Read again soon to learn who, backing off so
                 // that a read that lags the winner's write cannot make us spin.
                 self.lost_races = self.lost_races.saturating_add(1);
@@ -388,6 +471,9 @@ impl<S: LeaseStore> Election<S> {
             .sync
             .became_master(held.epoch, inherited.as_ref());
         self.seen_sync = lease.sync.clone();
+        if inherited.is_some() {
+            self.last_seen.clone_from(&inherited);
+        }
         self.published = inherited;
         self.followed = None;
         self.fallback = None;
@@ -398,6 +484,7 @@ impl<S: LeaseStore> Election<S> {
         self.observe(Some(&lease));
         self.shared.set_lease(Some((held.epoch, held.valid_until)));
         let epoch = held.epoch;
+        self.last_held = Some(epoch);
         tracing::Span::current().record("epoch", epoch);
         self.held = Some(held);
         self.set_state(State::Master, Some(epoch));
@@ -418,6 +505,8 @@ impl<S: LeaseStore> Election<S> {
                 Some(Error::LeaseExpired { epoch: held.epoch }),
             );
         }
+        // Every request for progress made before this point is in `outgoing`.
+        let request = self.shared.progress_request();
         let outgoing = self.shared.sync.outgoing();
         let publish = outgoing.filter(|p| self.published.as_ref() != Some(p));
         let sent = self.now();
@@ -445,8 +534,10 @@ impl<S: LeaseStore> Election<S> {
                 self.shared.set_lease(Some((held.epoch, held.valid_until)));
                 self.held = Some(held.clone());
                 if publish.is_some() {
+                    self.last_seen.clone_from(&publish);
                     self.published = publish;
                 }
+                self.shared.published_progress(request);
                 tracing::trace!(target: "failover::tests", member = %self.claim.member_id, epoch = held.epoch, "lease renewed");
                 if asked && !self.handing_over && !self.shared.is_stopping() {
                     self.begin_hand_over();

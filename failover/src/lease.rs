@@ -4,8 +4,8 @@
 //!
 //! Every write of a lease (take-over, renewal, release) *inserts* its next version:
 //! a document `_id: {lease: <subsystem>, v: <version>}` in the lease collection. The
-//! current lease is the newest version; the holder deletes versions far behind now
-//! and then.
+//! current lease is the *newest* version: the highest epoch, and of that epoch the
+//! highest version. The holder deletes versions far behind now and then.
 //!
 //! | field | meaning |
 //! |---|---|
@@ -19,9 +19,12 @@
 //! | `sync` | the master's synchronize id (managed mode: the key of the last task it finished) |
 //! | `run` | managed mode: `{epoch, first, count, from, upto}`: the epoch and length of the master's run of finished tasks, the key from which every task up to `sync` was run (its origin), and (tasks with feed sequence numbers) the interval of sequence numbers of which every task was run |
 //! | `step_down` | set by an operator: the master hands over at its next renewal |
+//! | `successor` | managed mode: the token of the standby that asked for the hand-over, because it holds tasks that no master would run; it goes first when the lease is released |
 //!
 //! Beside them live small *clock documents*, `_id: {clock: <subsystem>, member: <member id>}`,
-//! that members stamp to read the database's clock (below).
+//! that members stamp to read the database's clock (below). The holder's garbage
+//! collection also deletes versions of lower epochs than its own and clock
+//! documents that nobody stamped for an hour.
 //!
 //! * **Taking** the lease is writing version `v + 1` after reading version `v`: an
 //!   upsert of that `_id` filtered on `version` not existing. Of members racing for
@@ -29,16 +32,38 @@
 //!   `epoch + 1`: no two members ever hold one epoch. The uniqueness of `_id` is the
 //!   only atomicity asked of the server; conditional updates are not relied on
 //!   (FerretDB 1.x, for one, does not apply them atomically). After a write the
-//!   writer reads the newest version back: a writer paused long enough to claim a
-//!   version that was garbage-collected finds that it is not the newest, and lost.
-//! * **Epochs never go backwards**, even if the document or the whole collection is
-//!   deleted: a document created anew starts its epoch at the database clock in
-//!   milliseconds ([`rules::fresh_epoch`]), which is higher than any epoch counted
-//!   up before, as long as a subsystem was taken over less than once per
-//!   millisecond on average. A document that `failover` cannot read is never
-//!   overwritten silently: members report [`Error::MalformedLease`] and wait, and
-//!   [`repair`](crate::repair_lease) rewrites it as a released lease that keeps its
-//!   epoch.
+//!   writer reads the newest version back and wins only if it is its own.
+//! * **The newest is judged by epoch first.** A version of a lower epoch never
+//!   leads, whatever its number: a deposed master's late renewal, or a taker that
+//!   was paused long enough to insert a version that was since garbage-collected,
+//!   loses at its read-back. A write that finds its version's slot taken by a
+//!   document of an epoch below the lease it follows deletes that stale document
+//!   (documents are never changed in place, so the filter on its epoch names
+//!   exactly it) and tries the slot again.
+//! * **A missing lease is never taken at once.** A member that finds no lease
+//!   writes a *vacancy*: version 1, no holder, epoch from the database clock in
+//!   milliseconds ([`rules::fresh_epoch`]), stamped now, with its own lease
+//!   duration. A vacancy is taken over like any lease that ran out, once the
+//!   stamping clock has passed its stamp plus its lease. So **deleting a lease
+//!   (every version of it) is safe at any instant**: the vacancy is stamped after
+//!   the deletion, which came after the old master's last successful renewal, so
+//!   the old master's deadline has passed before anybody may take the vacancy over
+//!   (when members of one subsystem use one lease duration, or the vacancy's
+//!   writer the longest); and its epoch, from the clock, is above every epoch
+//!   counted up before (as long as a subsystem was taken over less than once per
+//!   millisecond on average), so the old master's late renewals lose, fenced
+//!   collections accept the next master, and epochs never go back. The price: the
+//!   first election on an empty database takes one lease longer. (The in-process
+//!   [`MemoryStore`](crate::MemoryStore), whose leases cannot be deleted, takes a
+//!   missing lease at once.) What is *not* protected against: deleting only the
+//!   newest version of a held lease and keeping older ones, which makes standbys
+//!   judge an older stamp; delete a lease whole or not at all.
+//! * A document that `failover` cannot read is never overwritten silently:
+//!   members report [`Error::MalformedLease`] and wait, and
+//!   [`repair`](crate::repair_lease) replaces it with a vacancy above its epoch.
+//!   Epochs are stored as 64-bit integers; a take-over of a lease at
+//!   [`rules::MAX_EPOCH`] is refused with [`Error::MalformedLease`] rather than
+//!   writing one epoch twice.
 //! * **Renewing** (and releasing) is the holder writing the next version, so it
 //!   fails as soon as anybody else has taken the lease.
 //! * **Expiry is judged on the clock that stamped the lease.** `renewed_at` is
@@ -144,6 +169,9 @@ pub(crate) struct Lease {
     pub run: Option<Run>,
     /// An operator asked the master to hand over.
     pub step_down: bool,
+    /// The member instance (token) that asked for the hand-over to run tasks
+    /// that only it holds, and goes first once the lease is released.
+    pub successor: Option<i64>,
 }
 
 /// Managed mode: the tasks that left the master's queue in this epoch (see
@@ -267,6 +295,16 @@ impl Lease {
                 )))
             }
         };
+        let successor = match doc.get("successor") {
+            Some(Bson::Int64(n)) => Some(*n),
+            Some(Bson::Int32(n)) => Some(i64::from(*n)),
+            None | Some(Bson::Null) => None,
+            Some(other) => {
+                return Err(bad(format!(
+                    "field `successor` must be an integer, found {other}"
+                )))
+            }
+        };
         Ok(Lease {
             holder,
             token,
@@ -281,6 +319,7 @@ impl Lease {
                 .cloned(),
             run,
             step_down,
+            successor,
         })
     }
 
@@ -365,10 +404,14 @@ pub mod rules {
         u64::try_from(clock_ms).unwrap_or(0).max(1)
     }
 
-    /// The epoch a take-over of a document holding `epoch` gets.
+    /// The epoch a take-over of a document holding `epoch` gets (above
+    /// [`MAX_EPOCH`]: none that can be stored, and the take-over is refused).
     pub fn next_epoch(epoch: u64) -> u64 {
         epoch.saturating_add(1)
     }
+
+    /// The largest epoch a lease document can store (a BSON 64-bit integer).
+    pub const MAX_EPOCH: u64 = i64::MAX as u64;
 }
 
 /// A reading of the stamping clock: `stamp_ms` was that clock's time at the local

@@ -103,6 +103,7 @@ pub struct Options {
     pub(crate) retry: Backoff,
     pub(crate) max_attempts: Option<u32>,
     pub(crate) queue_capacity: Option<(usize, QueueFull)>,
+    pub(crate) progress: crate::Progress,
     /// How long `start` waits for the database before failing
     /// ([`Options::connect_timeout`]).
     pub(crate) connect_timeout: Duration,
@@ -141,6 +142,7 @@ impl Options {
             retry: Backoff::default(),
             max_attempts: None,
             queue_capacity: None,
+            progress: crate::Progress::WithRenewal,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             durable: None,
@@ -251,6 +253,23 @@ impl Options {
     #[must_use]
     pub fn queue_capacity(mut self, capacity: usize, when_full: QueueFull) -> Self {
         self.queue_capacity = Some((capacity, when_full));
+        self
+    }
+
+    /// Managed mode, in-memory queue: when the master publishes its progress (its
+    /// run of finished tasks) to the standbys through the lease. The default,
+    /// [`Progress::WithRenewal`](crate::Progress::WithRenewal), publishes with the
+    /// periodic renewals, as the original does: no write per task, and a crash
+    /// repeats the tasks finished since the last renewal.
+    /// [`Progress::EveryTask`](crate::Progress::EveryTask) renews the lease after
+    /// every task before the next one starts, so that after a crash at most the
+    /// task in flight runs again, at the cost of one lease write (two round
+    /// trips) per task; [`Progress::Batched`](crate::Progress::Batched) lies
+    /// between. The durable queue takes its own from
+    /// [`DurableQueue::progress`](crate::DurableQueue::progress).
+    #[must_use]
+    pub fn progress(mut self, progress: crate::Progress) -> Self {
+        self.progress = progress;
         self
     }
 
@@ -379,6 +398,12 @@ impl Options {
             return Err(Error::invalid(
                 "max_attempts",
                 "must be at least 1 (1 = never retry)",
+            ));
+        }
+        if let crate::Progress::Batched { tasks: 0, .. } = self.progress {
+            return Err(Error::invalid(
+                "progress",
+                "Progress::Batched needs `tasks` of at least 1 (1 = after every task)",
             ));
         }
         if matches!(self.queue_capacity, Some((0, _))) {

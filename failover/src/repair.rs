@@ -9,14 +9,17 @@ use crate::store::{Claim, LeaseStore, MongoStore};
 
 /// Repairs the lease document of subsystem `name`: when members report
 /// [`Error::MalformedLease`] (somebody edited the document by hand, or another
-/// program wrote it), this replaces it with a released lease whose epoch is above
-/// both the epoch found in it (if any number can be read there) and the lease
-/// clock's time in milliseconds, so fencing tokens keep growing. Members take the
-/// repaired lease at their next check. Returns the repaired lease's epoch; a
-/// document that is already well-formed is left alone and its epoch returned.
+/// program wrote it), this replaces it with a *vacancy*: an unheld lease whose
+/// epoch is above both the epoch found in it (if any number can be read there) and
+/// the lease clock's time in milliseconds, so fencing tokens keep growing. Members
+/// take the repaired lease over once it expires, a whole lease after the repair
+/// (the longer of `options`' lease and the one readable in the document), since
+/// the member that held it before the document was spoiled may still act until
+/// its deadline. Returns the repaired lease's epoch; a document that is already
+/// well-formed is left alone and its epoch returned.
 ///
-/// Never delete a lease document instead: the epochs would start again from the
-/// clock, which is safe, but the document's history is lost.
+/// Deleting every version of the lease instead is safe too (see
+/// [`crate::lease`]), but loses the epoch and what the master published.
 ///
 /// # Errors
 /// [`Error::InvalidName`]/[`Error::InvalidOption`] for bad input,
@@ -56,13 +59,32 @@ pub async fn repair_lease(options: &Options, name: &str) -> Result<u64> {
         token: 0,
     };
     let now_ms = store.stamp(name, &claim).await?;
-    let epoch = number("epoch")
+    let readable = number("epoch").filter(|&e| e <= rules::MAX_EPOCH);
+    let epoch = readable
         .map_or(0, rules::next_epoch)
         .max(rules::fresh_epoch(now_ms));
+    if epoch > rules::MAX_EPOCH {
+        return Err(Error::invalid(
+            "name",
+            format!(
+                "the lease of {name:?} holds the largest epoch a lease can store; no repair can \
+                 raise it: reset the lease and every collection fenced with its epochs together"
+            ),
+        ));
+    }
+    // A vacancy, not a released lease: the member that held the lease before its
+    // document was spoiled may still act until its deadline, so nobody takes the
+    // repaired lease before a whole lease (the longer of this member's and the
+    // readable one) after this write.
+    let lease_ms = u64::try_from(options.effective_lease().as_millis())
+        .unwrap_or(u64::MAX)
+        .max(number("lease_ms").unwrap_or(0))
+        .min(24 * 60 * 60 * 1000);
     let repaired = doc! {
         "holder": Bson::Null, "token": Bson::Null,
-        "epoch": epoch.min(i64::MAX as u64) as i64,
-        "lease_ms": 0_i64, "released": true, "step_down": false,
+        "epoch": epoch as i64,
+        "lease_ms": lease_ms as i64, "released": false, "step_down": false,
+        "vacated_by": &claim.member_id,
     };
     let v = raw
         .get_document("_id")
@@ -74,7 +96,10 @@ pub async fn repair_lease(options: &Options, name: &str) -> Result<u64> {
         })
         .and_then(|v| u64::try_from(v).ok())
         .unwrap_or(0);
-    if !store.repair_write(name, v + 1, repaired).await? {
+    if !store
+        .repair(name, &raw, v + 1, repaired, readable.unwrap_or(0))
+        .await?
+    {
         return Err(Error::invalid(
             "name",
             format!(

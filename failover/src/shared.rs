@@ -36,6 +36,12 @@ pub(crate) trait SyncPort: Send + Sync + 'static {
         let _ = published;
         false
     }
+    /// Asked of a standby after it applied the master's publication: this standby
+    /// holds tasks that no published run covers, which no other member will run:
+    /// it must lead to run them (managed mode).
+    fn needs_lease(&self) -> bool {
+        false
+    }
 }
 
 /// Unmanaged mode: the application's own id.
@@ -101,6 +107,12 @@ pub(crate) struct Shared {
     /// The lease the election last read or wrote, and its last sample of the
     /// stamping clock: what [`Member::leader`](crate::Member::leader) reports.
     observed: Mutex<Option<(Lease, Option<ClockSample>)>>,
+    /// Managed mode with progress per task: the worker's requests that the
+    /// election publish now (a count of requests), and the last request that a
+    /// renewal has published.
+    progress_wanted: AtomicU64,
+    progress_asked: tokio::sync::Notify,
+    progress_published: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -138,7 +150,46 @@ impl Shared {
             state_since: AtomicU64::new(0),
             metrics,
             observed: Mutex::new(None),
+            progress_wanted: AtomicU64::new(0),
+            progress_asked: tokio::sync::Notify::new(),
+            progress_published: watch::channel(0).0,
         }
+    }
+
+    /// Asks the election to publish the queue's progress now, with a renewal;
+    /// returns the request's number for [`Shared::progress_published`].
+    pub fn want_progress(&self) -> u64 {
+        let request = self.progress_wanted.fetch_add(1, Ordering::SeqCst) + 1;
+        self.progress_asked.notify_one();
+        request
+    }
+
+    /// The election: the newest request for progress, read before a renewal is
+    /// sent (what the renewal publishes includes everything finished before it).
+    pub fn progress_request(&self) -> u64 {
+        self.progress_wanted.load(Ordering::SeqCst)
+    }
+
+    /// The election: resolves when the worker asks to publish progress.
+    pub async fn progress_asked(&self) {
+        self.progress_asked.notified().await
+    }
+
+    /// The election: a renewal published every request up to `request`.
+    pub fn published_progress(&self, request: u64) {
+        self.progress_published.send_if_modified(|p| {
+            let newer = request > *p;
+            if newer {
+                *p = request;
+            }
+            newer
+        });
+    }
+
+    /// Resolves when a renewal has published progress request `request`.
+    pub async fn progress_published(&self, request: u64) {
+        let mut published = self.progress_published.subscribe();
+        let _ = published.wait_for(|p| *p >= request).await;
     }
 
     /// Whether the lease is held and still valid *now*, by the lease clock

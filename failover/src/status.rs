@@ -41,15 +41,22 @@ pub enum LeaseState {
     Expired,
     /// Its holder handed it over; a standby takes it at its next check.
     Released,
+    /// Nobody holds it: it was found missing (or was repaired) and written anew
+    /// unheld; a standby takes it over once it runs out (see
+    /// [`crate::lease`]: a lease deleted under a master must not make a second
+    /// one).
+    Vacant,
 }
 
 impl LeaseState {
-    /// `held`, `expired` or `released`.
+    /// `held`, `expired`, `released` or `vacant`.
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             LeaseState::Held => "held",
             LeaseState::Expired => "expired",
             LeaseState::Released => "released",
+            LeaseState::Vacant => "vacant",
         }
     }
 }
@@ -73,11 +80,12 @@ pub struct LeaderInfo {
     /// The subsystem's name.
     pub name: String,
     /// The member id of the holder (or of the last holder, when the lease is
-    /// expired or released); `None` for a repaired lease.
+    /// expired or released); `None` for a vacancy (a lease written anew after it
+    /// was found missing, or repaired).
     pub holder: Option<String>,
     /// The lease's epoch, the fencing token of its holder.
     pub epoch: u64,
-    /// Held, expired or released.
+    /// Held, expired, released or vacant.
     pub state: LeaseState,
     /// When the holder last wrote the lease, by the stamping clock.
     pub renewed_at: bson::DateTime,
@@ -119,6 +127,8 @@ impl LeaderInfo {
             LeaseState::Released
         } else if expires_in_ms <= 0 {
             LeaseState::Expired
+        } else if lease.token.is_none() {
+            LeaseState::Vacant
         } else {
             LeaseState::Held
         };
@@ -463,7 +473,7 @@ async fn step_down_on<S: LeaseStore>(
     name: &str,
     claim: &Claim,
 ) -> Result<Option<LeaderInfo>> {
-    let Some(lease) = store.request_step_down(name).await? else {
+    let Some(lease) = store.request_step_down(name, None).await? else {
         return Ok(None);
     };
     let clock = sample(store, name, claim).await?;

@@ -380,3 +380,59 @@ async fn a_task_without_its_key_field_is_refused() {
     assert_eq!(a.stats().queued, 0);
     a.shutdown().await.unwrap();
 }
+
+/// Runs tasks 0..40 on `a`, aborts it (a crash) in the middle of the run, and
+/// returns how many tasks `b` ran that `a` had finished.
+async fn repeats_after_a_crash(progress: failover::Progress) -> usize {
+    let store = MemoryStore::new();
+    // One log each: the task that the crash drops never leaves a's.
+    let (log_a, log_b) = (Log::default(), Log::default());
+    let options = || Options::new().progress(progress);
+    let a = start(&store, "a", &log_a, options(), never).await;
+    a.member().wait_for_master().await.unwrap();
+    let b = start(&store, "b", &log_b, options(), never).await;
+    b.member().wait_for_state(State::Slave).await.unwrap();
+    for t in 0..40 {
+        a.submit_work(t).await.unwrap();
+        b.submit_work(t).await.unwrap();
+    }
+    // 1 ms a task: a crash after about 20 of them, long before a's next renewal.
+    while a.stats().finished < 20 {
+        sleep(ms(1)).await;
+    }
+    a.abort();
+    b.member().wait_for_master().await.unwrap();
+    drained(&b).await;
+    let by_a: Vec<u32> = log_a.runs.lock().unwrap().iter().map(|r| r.2).collect();
+    let by_b: Vec<u32> = log_b.runs.lock().unwrap().iter().map(|r| r.2).collect();
+    // Nothing lost, in order.
+    let last_of_a = *by_a.last().unwrap();
+    assert_eq!(
+        by_b.last(),
+        Some(&39),
+        "b ran {by_b:?} after a ran {by_a:?}"
+    );
+    assert!(
+        by_b[0] <= last_of_a + 1 && by_b.windows(2).all(|w| w[0] + 1 == w[1]),
+        "b skipped tasks: {by_b:?} after {by_a:?}"
+    );
+    b.shutdown().await.unwrap();
+    by_b.iter().filter(|t| by_a.contains(t)).count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn progress_after_every_task_repeats_at_most_the_task_in_flight() {
+    // The master renews (publishing its run) after every task.
+    let repeats = repeats_after_a_crash(failover::Progress::EveryTask).await;
+    assert!(repeats <= 1, "{repeats} tasks ran again after the crash");
+}
+
+#[tokio::test(start_paused = true)]
+async fn progress_with_the_renewals_repeats_what_finished_since_the_last_one() {
+    // The default, the original's way, for contrast: the check above can fail.
+    let repeats = repeats_after_a_crash(failover::Progress::WithRenewal).await;
+    assert!(
+        repeats > 1,
+        "only {repeats} tasks ran again after the crash"
+    );
+}

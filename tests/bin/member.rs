@@ -14,6 +14,15 @@
 //! `submitted - <first>-<last>` after each batch returned (stored) and `exit`, and
 //! exits with status 0.
 //!
+//! With `--feed-rate R` (tasks a second) it feeds itself the tasks `0..N` as a
+//! live feed publishes them, not all at once: task `n` is published at
+//! `--feed-t0-ns T0` (`CLOCK_MONOTONIC`, ns) plus `n / R` seconds, and this member
+//! receives it `--feed-lag-ms L` later (a lagging consumer); with
+//! `--feed-from-now` it starts at the feed's current point when it starts (a
+//! consumer that joins late and never sees the earlier tasks). It logs
+//! `fed - - <first>-<last>` after each batch it was given (`submit_work`
+//! returned).
+//!
 //! With `--durable` it works the subsystem's durable queue in MongoDB
 //! (`Managed::start_durable`, default `DurableQueue` settings) and feeds itself
 //! nothing: a producer submits the tasks (`failover::Queue`), each an `i64`.
@@ -43,6 +52,7 @@
 //! | event | epoch | key | detail |
 //! |---|---|---|---|
 //! | `start` | - | - | `pid=<pid> wall_ms=<wall clock, ms since 1970> tasks=<N>` |
+//! | `fed` | - | - | `<first>-<last>`: tasks given to this member (`--feed-rate`) |
 //! | `master`, `slave` | the lease's | - | - |
 //! | `statechange` | the event's, if any | - | `<old>-><new>` |
 //! | `synchronize` | the master's | the id | - |
@@ -141,11 +151,17 @@ struct Args {
     produce: Option<i64>,
     batch: usize,
     batch_ms: u64,
+    /// `--feed-rate`: a live feed of this many tasks a second (0: all at once).
+    feed_rate: u64,
+    feed_t0_ns: u64,
+    feed_lag_ms: u64,
+    feed_from_now: bool,
 }
 
 const USAGE: &str = "usage: failover-member --name NAME --id ID --collection COLL --log FILE \
 [--master-ms MS] [--slave-ms MS] [--lease-ms MS] [--ticking-ms MS] [--error-ms MS] \
 [--tasks N] [--task-ms MS] [--fence] [--blocking] [--sequenced] [--durable] \
+[--feed-rate R --feed-t0-ns T0 [--feed-lag-ms L] [--feed-from-now]] \
 [--produce N [--batch B] [--batch-ms MS]]   (MONGODB_URI must be set)";
 
 fn parse_args() -> Result<Args, String> {
@@ -169,6 +185,10 @@ fn parse_args() -> Result<Args, String> {
         produce: None,
         batch: 100,
         batch_ms: 0,
+        feed_rate: 0,
+        feed_t0_ns: 0,
+        feed_lag_ms: 0,
+        feed_from_now: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -186,6 +206,10 @@ fn parse_args() -> Result<Args, String> {
         }
         if flag == "--durable" {
             a.durable = true;
+            continue;
+        }
+        if flag == "--feed-from-now" {
+            a.feed_from_now = true;
             continue;
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -210,6 +234,9 @@ fn parse_args() -> Result<Args, String> {
             }
             "--batch" => a.batch = number(&value)?.max(1) as usize,
             "--batch-ms" => a.batch_ms = number(&value)?,
+            "--feed-rate" => a.feed_rate = number(&value)?,
+            "--feed-t0-ns" => a.feed_t0_ns = number(&value)?,
+            "--feed-lag-ms" => a.feed_lag_ms = number(&value)?,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -354,14 +381,51 @@ async fn run(args: Args) -> Result<(), String> {
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     // With `--durable` a producer submits the tasks.
     let fed = if args.durable { 0 } else { args.tasks };
-    for n in 0..fed {
-        managed.submit_work(n).await.map_err(|e| e.to_string())?;
-    }
+    let managed = Arc::new(managed);
+    let feeder = if args.feed_rate > 0 && fed > 0 {
+        let feed = Feed {
+            tasks: fed,
+            rate: args.feed_rate,
+            t0_ns: args.feed_t0_ns,
+            lag_ns: args.feed_lag_ms * 1_000_000,
+        };
+        let (managed, log) = (managed.clone(), log.clone());
+        let mut next = if args.feed_from_now {
+            feed.published(mono_ns())
+        } else {
+            0
+        };
+        Some(tokio::spawn(async move {
+            while next < feed.tasks {
+                let upto = feed.published(mono_ns());
+                if upto > next {
+                    for n in next..upto {
+                        if let Err(e) = managed.submit_work(n).await {
+                            log.line("error", None, None, &format!("feeding task {n}: {e}"));
+                        }
+                    }
+                    log.line("fed", None, None, &format!("{next}-{}", upto - 1));
+                    next = upto;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }))
+    } else {
+        for n in 0..fed {
+            managed.submit_work(n).await.map_err(|e| e.to_string())?;
+        }
+        None
+    };
 
     let signal = tokio::select! {
         _ = term.recv() => "TERM",
         _ = int.recv() => "INT",
     };
+    if let Some(feeder) = feeder {
+        // Nothing more is given to a member that is stopping.
+        feeder.abort();
+        let _ = feeder.await;
+    }
     let at_signal = managed.state();
     let epoch = managed.epoch();
     managed.shutdown().await.unwrap();
@@ -377,6 +441,26 @@ async fn run(args: Args) -> Result<(), String> {
         ),
     );
     Ok(())
+}
+
+/// A live feed of the tasks `0..tasks`: task `n` is published at `t0_ns + n /
+/// rate` seconds and reaches this member `lag_ns` later.
+struct Feed {
+    tasks: i64,
+    rate: u64,
+    t0_ns: u64,
+    lag_ns: u64,
+}
+
+impl Feed {
+    /// How many tasks (`0..returned`) have reached this member at `now_ns`.
+    fn published(&self, now_ns: u64) -> i64 {
+        let Some(since) = now_ns.checked_sub(self.t0_ns + self.lag_ns) else {
+            return 0;
+        };
+        let n = u128::from(since) * u128::from(self.rate) / 1_000_000_000 + 1;
+        n.min(self.tasks as u128) as i64
+    }
 }
 
 /// The producer: submits `0..n` to the durable queue in batches, logging each.

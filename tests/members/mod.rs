@@ -118,8 +118,15 @@ pub struct Spec {
 impl Spec {
     /// Starts the member against `uri`; its stderr goes to `<log>.stderr`.
     pub fn spawn(&self, uri: &str) -> Proc {
+        self.spawn_with(uri, &[])
+    }
+
+    /// Starts the member against `uri` with `extra` arguments (such as a live
+    /// feed's `--feed-rate`); its stderr goes to `<log>.stderr`.
+    pub fn spawn_with(&self, uri: &str, extra: &[String]) -> Proc {
         let t = self.timings;
         let mut cmd = Command::new(MEMBER_BIN);
+        cmd.args(extra);
         cmd.env("MONGODB_URI", uri)
             .args(["--name", &self.name, "--id", &self.id])
             .args(["--collection", &self.collection])

@@ -88,7 +88,11 @@
 //! when it steps down or hands over. Submissions follow a fixed schedule per member (a
 //! late joiner's starts later and further down the feed); a key is submitted to
 //! a member only while no task with that key is in its queue (the documented
-//! contract of keys).
+//! contract of keys); a member with a capacity refuses a task submitted while
+//! its queue is full. The hand-over to a standby that holds tasks no run covers
+//! is abstract: its request lands in the lease document at once, the master
+//! reads it with its next renewal, starts no task, and releases the lease once
+//! its running task ended; the standby takes it at its next check.
 
 use std::fmt::Write as _;
 
@@ -172,6 +176,9 @@ pub struct MemberCfg {
     pub join: u16,
     /// When each task of the feed is submitted to it.
     pub feed: Vec<Option<u16>>,
+    /// `Options::queue_capacity` with `QueueFull::Reject`: a task submitted
+    /// while this many wait or run is refused (a gap in the member's feed).
+    pub capacity: Option<u8>,
 }
 
 /// The faults a configuration may inject, within its budget.
@@ -235,6 +242,12 @@ pub enum Mutation {
     /// The durable queue's progress write requires only `epoch <= mine`, not
     /// that the number grows within an epoch.
     ProgressMayGoBack,
+    /// A new master forgets the run it inherited and could not apply yet.
+    ForgetInheritedRun,
+    /// A task refused by a full queue leaves no trace in the rule.
+    UnrecordedRefusals,
+    /// A standby holding tasks that no run covers never asks for the lease.
+    NoOrphanHandOver,
 }
 
 /// A configuration of the model.
@@ -290,10 +303,11 @@ pub struct Config {
 
 impl Config {
     fn rule(&self) -> Rule {
-        if self.mutation == Some(Mutation::PendingKeyPrune) {
-            Rule::PendingKey
-        } else {
-            Rule::Library
+        match self.mutation {
+            Some(Mutation::PendingKeyPrune) => Rule::PendingKey,
+            Some(Mutation::ForgetInheritedRun) => Rule::ForgetInherited,
+            Some(Mutation::UnrecordedRefusals) => Rule::UnrecordedRefusals,
+            _ => Rule::Library,
         }
     }
 
@@ -345,6 +359,41 @@ impl Config {
         let rtt = u64::from(self.delays) + 1;
         self.slave.max(self.ticking) + self.error + 3 * rtt + 1
     }
+
+    /// The last tick at which a task is fed to a member (or a member joins).
+    pub fn last_feed(&self) -> u16 {
+        self.members
+            .iter()
+            .flat_map(|m| m.feed.iter().flatten().copied().chain([m.join]))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Every task a live member holds is done within this many ticks of fair
+    /// scheduling after the last feed, fault and release: a master is in place
+    /// (after a fault, within the take-over bound) and runs what it holds (a
+    /// start, a write's round trip and an end per task); it publishes its run
+    /// at its next renewal; a standby left holding tasks that no run covers
+    /// learns it at its next check and asks; the master reads the request at
+    /// its next renewal and releases once its running task ended (a round
+    /// trip); the standby takes the released lease at its next check (a read
+    /// and a take-over) and runs its tasks.
+    pub fn run_bound(&self, faults: bool) -> u64 {
+        let rtt = u64::from(self.delays) + 1;
+        let master = if faults { self.takeover_bound(true) } else { 0 };
+        let task = rtt + 2;
+        let tasks = self.keys.len() as u64 * task;
+        master
+            + tasks
+            + self.master
+            + self.slave
+            + self.master
+            + task
+            + rtt
+            + self.slave
+            + 2 * rtt
+            + tasks
+    }
 }
 
 /// One version of the lease: the document `_id: {lease, v: version}`.
@@ -362,8 +411,12 @@ pub struct Doc {
     pub renewed_at: i64,
     /// Handed over.
     pub released: bool,
-    /// An operator asked the holder to hand over.
+    /// An operator asked the holder to hand over (or a standby did, naming
+    /// itself as `successor`).
     pub step_down: bool,
+    /// The standby that asked for the hand-over (it holds tasks that no run
+    /// covers): a released lease goes to it first.
+    pub successor: Option<u8>,
     /// What the master published (`sync` and `run`).
     pub publ: Option<Pub>,
 }
@@ -468,8 +521,10 @@ pub struct Held {
     pub valid_until: u64,
     /// The version its next write follows.
     pub version: u32,
-    /// The lease it holds carries an operator's step-down request.
+    /// The lease it holds carries a step-down request.
     pub step_down: bool,
+    /// The successor that the step-down request names, if any.
+    pub successor: Option<u8>,
 }
 
 /// A request to the database.
@@ -602,7 +657,9 @@ pub struct Member {
     pub fallback: Option<(Seen, u64)>,
     /// `Election::deferred`: the write judged, and end of the head start.
     pub deferred: Option<(Seen, u64)>,
-    /// Asked to step down: hands the lease over once its work stopped.
+    /// Asked to step down (by an operator, or by a standby that holds tasks no
+    /// run covers): starts no task, hands the lease over once its work
+    /// stopped, and stays a standby.
     pub handing_over: bool,
     /// After a step-down: takes no lease before this (own clock).
     pub yield_until: Option<u64>,
@@ -640,6 +697,8 @@ pub struct Member {
     pub dw: Option<super::durable::Worker>,
     /// Its durable worker's requests lost on the way: they land at any time.
     pub stuck: Vec<Req>,
+    /// Occurrences it finished in its current epoch (what its run publishes).
+    pub term_done: u16,
 }
 
 /// Violations seen in a transition (bit flags).
@@ -655,6 +714,8 @@ pub const ACT_BACK: u8 = 8;
 pub const PROGRESS_BACK: u8 = 16;
 /// A dead letter stored by a master whose progress write was then refused.
 pub const DEAD_REFUSED: u8 = 32;
+/// A task that a landed release published as run was started again.
+pub const HANDED_REPEAT: u8 = 64;
 
 /// The state of the whole system.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -708,6 +769,13 @@ pub struct State {
     pub done: u16,
     /// Violations seen in transitions.
     pub broken: u8,
+    /// A standby's request that the master hand the lease over to it (written
+    /// to the lease document; abstract: it lands at once and stays until a
+    /// member takes the lease).
+    pub asked: Option<u8>,
+    /// Occurrences that a master finished in an epoch whose release, with the
+    /// run published, landed: a graceful hand-over must not repeat them.
+    pub handed: u16,
 }
 
 /// What happens next.
@@ -1166,10 +1234,18 @@ impl Protocol {
                 return;
             }
         }
+        let expiry = self.expiry(s, m, &lease);
+        let successor_first = lease.released && lease.successor.is_some_and(|a| a != m as u8);
+        if successor_first && now < expiry {
+            // Handed over to the standby that asked for it: it goes first, and
+            // the others wait as for a lease that runs out.
+            self.follow(s, m, &lease);
+            s.members[m].wake = expiry.min(now + self.cfg.slave);
+            return;
+        }
         if lease.released || own {
             return self.take_over(s, m, Some(lease));
         }
-        let expiry = self.expiry(s, m, &lease);
         if now >= expiry {
             if let Some(until) = self.head_start(s, m, &lease, now) {
                 self.follow(s, m, &lease);
@@ -1179,6 +1255,7 @@ impl Protocol {
             return self.take_over(s, m, Some(lease));
         }
         self.follow(s, m, &lease);
+        self.ask_for_lease(s, m, &lease);
         s.members[m].wake = expiry.min(now + self.cfg.slave);
     }
 
@@ -1202,6 +1279,7 @@ impl Protocol {
             renewed_at: 0,
             released: false,
             step_down: false,
+            successor: None,
             publ: None,
         };
         let deadline = now + self.cfg.ticking;
@@ -1285,6 +1363,7 @@ impl Protocol {
                     renewed_at: 0,
                     released: false,
                     step_down: false,
+                    successor: None,
                     publ: l.publ,
                 },
                 Some(l.epoch),
@@ -1297,6 +1376,7 @@ impl Protocol {
                     renewed_at: 0,
                     released: false,
                     step_down: false,
+                    successor: None,
                     publ: None,
                 },
                 None,
@@ -1394,6 +1474,7 @@ impl Protocol {
                 held.valid_until = self.cfg.deadline(sent);
                 held.version = lease.version;
                 held.step_down |= lease.step_down;
+                held.successor = held.successor.or(lease.successor);
                 let until = held.valid_until;
                 mem.published = lease.publ;
                 if let Some(child) = mem.child.as_mut() {
@@ -1426,6 +1507,7 @@ impl Protocol {
                 let held = mem.held.as_mut().expect("renewing");
                 held.version = copy.version;
                 held.step_down = true;
+                held.successor = copy.successor;
                 if !stopping {
                     mem.handing_over = true;
                 }
@@ -1474,9 +1556,14 @@ impl Protocol {
             valid_until: self.cfg.deadline(sent),
             version: lease.version,
             step_down: lease.step_down,
+            successor: lease.successor,
         };
         mem.queue
             .became_master(rule, held.epoch, lease.publ.as_ref());
+        mem.term_done = 0;
+        mem.handing_over = false;
+        s.asked = None;
+        let mem = &mut s.members[m];
         mem.published = lease.publ;
         mem.fallback = None;
         mem.deferred = None;
@@ -1514,6 +1601,7 @@ impl Protocol {
             renewed_at: 0,
             released: false,
             step_down: held.step_down,
+            successor: held.successor,
             publ: publish.or(mem.published),
         };
         self.put(
@@ -1550,6 +1638,7 @@ impl Protocol {
                     renewed_at: 0,
                     released: true,
                     step_down: held.step_down,
+                    successor: held.successor,
                     publ: publish.or(mem.published),
                 };
                 let deadline = now + self.cfg.ticking;
@@ -1813,6 +1902,9 @@ impl Protocol {
                 s.versions.insert(i, doc.clone());
                 if doc.released {
                     s.first_release.get_or_insert(s.now);
+                    if self.newest(s) == Some(&doc) {
+                        self.note_hand_over(s, m);
+                    }
                 }
                 if let Some(b) = before.filter(|b| b.released && b.epoch != doc.epoch) {
                     if self.newest(s) == Some(&doc) {
@@ -1840,20 +1932,27 @@ impl Protocol {
         }
     }
 
-    /// The operator's step-down request: a copy of the newest version with
-    /// `step_down` set, in the next slot (same holder, epoch and stamp).
-    fn request_step_down(&self, s: &mut State) {
-        s.step_downs += 1;
+    /// `LeaseStore::request_step_down`: a copy of the newest version with
+    /// `step_down` set, in the next slot (same holder, epoch and stamp), naming
+    /// `successor` when a standby asks (`None`: an operator). Whether it landed
+    /// (nothing when nobody holds the lease or it was asked already).
+    fn request_step_down(&self, s: &mut State, successor: Option<u8>) -> bool {
         let Some(mut copy) = self.newest(s).cloned() else {
-            return;
+            return false;
         };
+        if copy.holder.is_none() || copy.released || copy.step_down {
+            return false;
+        }
         copy.version += 1;
         copy.step_down = true;
-        if s.versions.iter().all(|d| d.version != copy.version) {
+        copy.successor = successor;
+        let landed = s.versions.iter().all(|d| d.version != copy.version);
+        if landed {
             s.versions.push(copy);
             s.versions.sort_by_key(|d| d.version);
         }
         self.note_versions(s);
+        landed
     }
 
     /// The holder's garbage collection (run at any instant): the versions more
@@ -1903,6 +2002,10 @@ impl Protocol {
             _ => acting.expect("checked"),
         };
         let entry = mem.queue.take().expect("checked");
+        if s.handed & (1 << entry.occ) != 0 {
+            s.broken |= HANDED_REPEAT;
+        }
+        let mem = &mut s.members[m];
         mem.task = Some(Task {
             entry,
             epoch,
@@ -1922,6 +2025,9 @@ impl Protocol {
         };
         if landed {
             mem.queue.finish(self.cfg.rule(), task.epoch, task.entry);
+            if mem.held.is_some_and(|h| h.epoch == task.epoch) {
+                mem.term_done |= 1 << task.entry.occ;
+            }
         } else {
             // Refused (a newer epoch wrote): the work asks for a retry.
             mem.queue.restore(self.cfg.rule(), task.entry);
@@ -1949,13 +2055,85 @@ impl Protocol {
                         break; // keys unique in one queue at one time, at least
                     }
                     let seq = self.cfg.sequenced.then_some(i as u64 + 1);
-                    mem.queue.push(rule, Entry::new(i as u8, key, seq));
-                    mem.fed_mask |= 1 << i;
+                    let entry = Entry::new(i as u8, key, seq);
                     mem.fed += 1;
+                    let full = self.cfg.members[m]
+                        .capacity
+                        .is_some_and(|c| mem.queue.len() >= usize::from(c));
+                    if full {
+                        // `QueueFull::Reject`: the member never holds it.
+                        mem.queue.refused(rule, entry);
+                        continue;
+                    }
+                    mem.queue.push(rule, entry);
+                    mem.fed_mask |= 1 << i;
                 }
                 Some(_) => break,
             }
         }
+    }
+
+    // ----- the hand-over to a standby that holds tasks no run covers ---------
+    //
+    // One mechanism with the operator's step-down: the standby's request is a
+    // step-down request naming it as successor (abstract: it lands at once); the
+    // master reads it with its next renewal, starts no task, releases the lease
+    // (with its run) once its work stopped and yields for a lease; the released
+    // lease goes to the successor first, the others wait as for a lease that
+    // runs out.
+
+    /// `Election::ask_for_lease`: a standby that followed `lease` (held, not
+    /// asked to step down) and holds tasks that no published run covers
+    /// (`SyncPort::needs_lease`) asks the master to hand the lease over.
+    fn ask_for_lease(&self, s: &mut State, m: usize, lease: &Doc) {
+        if self.cfg.mutation == Some(Mutation::NoOrphanHandOver)
+            || s.asked.is_some()
+            || lease.released
+            || lease.step_down
+            || lease.holder.is_none_or(|h| h == m as u8)
+        {
+            return;
+        }
+        let mem = &s.members[m];
+        if mem.held.is_none()
+            && mem.queue.needs_lease(self.cfg.rule())
+            && self.request_step_down(s, Some(m as u8))
+        {
+            s.asked = Some(m as u8);
+        }
+    }
+
+    /// A release of member `m` landed, with its run: the tasks it finished in the
+    /// epoch must not run again. The documented limits: not after a fault (an
+    /// unclean end before, whose master ran tasks it never published, may have
+    /// left a member that holds neither the released run's origin nor its last
+    /// key; key mode cannot place that run then), and not when the releasing
+    /// queue refused a task (its run restarts after the gap, and a standby that
+    /// missed the publications before the gap runs what came before it again).
+    /// Both repeat, never lose.
+    fn note_hand_over(&self, s: &mut State, m: usize) {
+        let refused = (0..self.cfg.keys.len()).any(|i| self.refused(s, m, i));
+        if s.faults == 0 && !refused {
+            s.handed |= s.members[m].term_done;
+        }
+    }
+
+    /// Whether member `m` was fed occurrence `i` and its full queue refused it.
+    fn refused(&self, s: &State, m: usize, i: usize) -> bool {
+        let mem = &s.members[m];
+        i < mem.fed as usize
+            && self.cfg.members[m].feed[i].is_some()
+            && mem.fed_mask & (1 << i) == 0
+    }
+
+    /// The tick from which the run-at-last bound counts: the last feed, fault
+    /// or release.
+    fn quiet_since(&self, s: &State) -> u64 {
+        u64::from(
+            s.unfair
+                .max(self.cfg.last_feed())
+                .max(s.first_release.unwrap_or(0)),
+        )
     }
 
     fn tick(&self, s: &mut State) {
@@ -2025,9 +2203,19 @@ impl Protocol {
             if let Some(p) = &l.publ {
                 let _ = write!(out, " sync {}", p.id);
                 if let Some(r) = p.run {
-                    let _ = write!(out, " run(e{} {}x{})", r.epoch % 1000, r.first, r.count);
+                    let _ = write!(out, " run(e{} {}x{}", r.epoch % 1000, r.first, r.count);
+                    if let Some((from, upto)) = r.covers {
+                        let _ = write!(out, " covers {from}..={upto}");
+                    }
+                    out.push(')');
                 }
             }
+            if let Some(a) = l.successor {
+                let _ = write!(out, " successor m{a}");
+            }
+        }
+        if let Some(a) = s.asked {
+            let _ = write!(out, " | asked by m{a}");
         }
         if let Some(db) = &s.dq {
             let _ = write!(
@@ -2084,6 +2272,7 @@ impl Model for Protocol {
                 child: None,
                 dw: None,
                 stuck: Vec::new(),
+                term_done: 0,
             })
             .collect();
         // A vacancy that expired long ago (or nothing).
@@ -2094,6 +2283,7 @@ impl Model for Protocol {
             renewed_at: NODE_BASE - 100,
             released: false,
             step_down: false,
+            successor: None,
             publ: None,
         };
         let versions = if self.cfg.empty {
@@ -2128,6 +2318,8 @@ impl Model for Protocol {
             taken: Vec::new(),
             done: 0,
             broken: 0,
+            asked: None,
+            handed: 0,
         };
         // Members that start at tick 0.
         s.now = 0;
@@ -2324,7 +2516,8 @@ impl Model for Protocol {
                 // nobody else alive, nobody leads for that long (not a fault,
                 // but the bounds count from it as from one).
                 s.unfair = s.now;
-                self.request_step_down(&mut s);
+                s.step_downs += 1;
+                self.request_step_down(&mut s, None);
             }
             Action::Shutdown(m) => {
                 s.shutdowns += 1;
@@ -2413,6 +2606,24 @@ impl Model for Protocol {
                 },
             ),
             Property::always(
+                "a graceful hand-over repeats nothing",
+                |_: &Protocol, s: &State| s.broken & HANDED_REPEAT == 0,
+            ),
+            Property::always(
+                "every task a live member holds is run at last",
+                |p: &Protocol, s: &State| {
+                    if !p.cfg.managed()
+                        || u64::from(s.now) < p.quiet_since(s) + p.cfg.run_bound(s.faults > 0)
+                    {
+                        return true;
+                    }
+                    s.members
+                        .iter()
+                        .filter(|m| m.up == Up::Running && !m.stopping)
+                        .all(|m| m.fed_mask & !s.done == 0)
+                },
+            ),
+            Property::always(
                 "a lease is released only after its work stopped",
                 |p: &Protocol, s: &State| {
                     let Some(l) = p.newest(s).filter(|l| l.released) else {
@@ -2495,6 +2706,30 @@ impl Model for Protocol {
                 },
             ),
             Property::sometimes("a task done", |_: &Protocol, s: &State| s.done != 0),
+            Property::sometimes(
+                "the run-at-last bound checked",
+                |p: &Protocol, s: &State| {
+                    p.cfg.managed()
+                        && u64::from(s.now) >= p.quiet_since(s) + p.cfg.run_bound(s.faults > 0)
+                        && s.members
+                            .iter()
+                            .any(|m| m.up == Up::Running && m.fed_mask != 0)
+                },
+            ),
+            Property::sometimes(
+                "a standby asked for the lease",
+                |_: &Protocol, s: &State| s.asked.is_some(),
+            ),
+            Property::sometimes("an asked hand-over done", |p: &Protocol, s: &State| {
+                p.newest(s)
+                    .is_some_and(|n| n.released && n.successor.is_some())
+            }),
+            Property::sometimes(
+                "a task refused by a full queue",
+                |p: &Protocol, s: &State| {
+                    (0..s.members.len()).any(|m| (0..p.cfg.keys.len()).any(|i| p.refused(s, m, i)))
+                },
+            ),
             Property::sometimes("a stale fenced write refused", |_: &Protocol, s: &State| {
                 s.members.iter().any(|m| {
                     matches!(

@@ -44,8 +44,8 @@ impl QueueItem for Entry {
     fn orphan(&self) -> bool {
         self.orphan
     }
-    fn set_orphan(&mut self) {
-        self.orphan = true;
+    fn set_orphan(&mut self, orphan: bool) {
+        self.orphan = orphan;
     }
 }
 
@@ -61,6 +61,13 @@ pub enum Rule {
     /// published key; a key it has not seen yet is remembered and fires when a
     /// task with that key arrives.
     PendingKey,
+    /// MUTATION: the library's rule, but a new master forgets the run it
+    /// inherited and has not applied yet (it cleared it before), so that a
+    /// standby whose feed lags runs its predecessor's tasks again.
+    ForgetInherited,
+    /// MUTATION: the library's rule, but a task refused by a full queue leaves
+    /// no trace (as before), so that the member's run spans the gap.
+    UnrecordedRefusals,
 }
 
 /// One member's queue.
@@ -91,6 +98,23 @@ impl Queue {
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
         self.core.tasks().len() == 0 && self.old.is_empty()
+    }
+
+    /// How many tasks wait or run (what a capacity bounds).
+    pub fn len(&self) -> usize {
+        self.core.len() + self.old.len()
+    }
+
+    /// `Queue::try_push` refusing a task (`QueueFull::Reject`).
+    pub fn refused(&mut self, rule: Rule, entry: Entry) {
+        if matches!(rule, Rule::Library | Rule::ForgetInherited) {
+            self.core.refused(&entry.key, entry.seq);
+        }
+    }
+
+    /// `SyncPort::needs_lease`.
+    pub fn needs_lease(&self, rule: Rule) -> bool {
+        rule != Rule::PendingKey && self.core.needs_lease()
     }
 
     /// The waiting tasks, for traces.
@@ -191,10 +215,13 @@ impl Queue {
             return;
         }
         self.core.became_master(epoch, inherited);
+        if rule == Rule::ForgetInherited {
+            self.core.forget_pending();
+        }
     }
 
     /// `SyncPort::should_defer`.
     pub fn should_defer(&self, rule: Rule, published: Option<&Pub>) -> bool {
-        rule == Rule::Library && !self.core.knows(published)
+        rule != Rule::PendingKey && !self.core.knows(published)
     }
 }

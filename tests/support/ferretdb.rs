@@ -1,6 +1,39 @@
 //! FerretDB as a second test server, and the choice of servers for the wire-level
 //! suites (declared from `tests/support/mod.rs`, which re-exports the public items).
 //!
+//! # What runs where
+//! [`server_tests!`](crate::support::server_tests) turns each test body into one test
+//! per server kind: `NAME::mock` (the bundled `tests/support/mongo_server.py`),
+//! `NAME::ferretdb` (FerretDB 1.24 on SQLite, see below) and `NAME::uri` (the
+//! deployment in `MONGODB_URI`). Which of them run is decided when the tests are
+//! *built*, by the root package's build script (`build.rs`, rules in
+//! `tests/support/selection.rs`):
+//!
+//! | `FAILOVER_TEST_SERVER` | `mock` | `ferretdb` | `uri` |
+//! |---|---|---|---|
+//! | unset or empty (the default) | runs | runs if `go` is on `PATH`, else ignored: "Go not found" | ignored: "runs when FAILOVER_TEST_SERVER names uri" |
+//! | a comma-separated list of `mock`, `ferretdb`, `uri` | runs if listed | runs if listed | runs if listed |
+//!
+//! A kind that does not run is `#[ignore]`d with its reason, so that libtest's
+//! summary counts it as ignored (`test NAME::ferretdb ... ignored, Go not found
+//! ...`); no test passes without running. A kind that runs and whose server cannot
+//! be built or started (no Go, no Python, no `MONGODB_URI`, a failed build) fails
+//! its tests with the reason: selecting a server is asking for it.
+//! `cargo test -- --include-ignored` runs the ignored kinds too, with the same
+//! failure when their server is missing.
+//!
+//! The build script reruns, and the tests are rebuilt, when `FAILOVER_TEST_SERVER`
+//! or `PATH` changes; so `FAILOVER_TEST_SERVER=mock cargo test` after a default run
+//! recompiles the test binaries before it runs them (setting it when running an
+//! already built test binary by hand changes nothing). A value that names an
+//! unknown kind fails the build. `MONGODB_URI` is read only when a `uri` test runs,
+//! never by the build: cargo would keep its value, password included, in its
+//! fingerprints under `target/`; that is why `uri` is never in the default.
+//!
+//! Tests outside `server_tests!` that need one kind (such as `chaos_ferretdb`) carry
+//! the same `#[cfg_attr(failover_skip_ferretdb = ..., ignore = ...)]` attributes;
+//! [`servers`] lists the selected kinds for code that loops over them.
+//!
 //! # FerretDB
 //! [`ferretdb_uri`] builds `tests/support/ferretdb/` (a small Go program that embeds
 //! FerretDB 1.24 with its SQLite handler, pinned in its `go.mod`/`go.sum`) into the
@@ -11,28 +44,8 @@
 //! the first one fetches the pinned modules through Go's module proxy into the
 //! default module cache, later ones download nothing. Set
 //! `FAILOVER_FERRETDB_LOG=<file>` to have the server log every message to that file.
-//!
-//! # Choosing servers
-//! `FAILOVER_TEST_SERVER` is a comma-separated list of `mock` (the bundled
-//! `mongo_server.py`), `ferretdb` and `uri` (the deployment in `MONGODB_URI`). When it
-//! is unset or empty: `mock,ferretdb`, or `uri` alone when `MONGODB_URI` is set.
-//! [`server_tests!`](crate::support::server_tests) turns each test body into one test
-//! per server kind, `NAME::mock`, `NAME::ferretdb` and `NAME::uri`:
-//! - a selected kind runs the body against that server, and the test fails if the
-//!   server cannot be built or started (it never passes without running);
-//! - the kind outside the default selection, `uri`, is `#[ignore]`d at compile time
-//!   with the reason, so that the usual run reports it as ignored: to run it, set
-//!   `MONGODB_URI` and run `cargo test -- --include-ignored`; a run that selects it
-//!   without `--include-ignored`/`--ignored` fails with that advice instead of
-//!   running nothing;
-//! - the stable test harness cannot ignore a test at run time, so a test of a kind
-//!   that the selection leaves out, when it runs (a `mock` test in a `uri` run, or a
-//!   `ferretdb` test under `--include-ignored` without `ferretdb` selected), returns
-//!   at once and says so on the process's stderr (`... ignored at run time: ...`);
-//!   the summary counts it as passed.
 
 use std::env;
-use std::fmt;
 use std::fs;
 use std::future::Future;
 use std::io::Write;
@@ -43,6 +56,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::{target_dir, TEST_DB};
+
+#[allow(unused_imports)]
+pub use super::selection::{parse_servers, select, Server, Skip};
 
 /// Where the Go program lives, relative to the package root.
 const GO_DIR: &str = "tests/support/ferretdb";
@@ -56,91 +72,11 @@ const GO_TAGS: &str = "ferretdb_no_postgresql";
 /// How long the server may take to print its `PORT` line once built.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A kind of server the wire-level suites can run against.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Server {
-    /// The bundled wire-compatible emulation, `tests/support/mongo_server.py`.
-    Mock,
-    /// FerretDB 1.24 on SQLite, built from `tests/support/ferretdb/`.
-    FerretDb,
-    /// The deployment in the `MONGODB_URI` environment variable.
-    Uri,
-}
-
-impl Server {
-    /// Every kind, in the order the tests are generated.
-    pub const ALL: [Server; 3] = [Server::Mock, Server::FerretDb, Server::Uri];
-
-    /// The kind's name in `FAILOVER_TEST_SERVER` and in test names.
-    pub fn name(self) -> &'static str {
-        match self {
-            Server::Mock => "mock",
-            Server::FerretDb => "ferretdb",
-            Server::Uri => "uri",
-        }
-    }
-}
-
-impl Server {
-    /// True for the kinds whose generated tests are `#[ignore]`d at compile time:
-    /// those outside the default selection (see the module docs).
-    pub fn ignored_by_default(self) -> bool {
-        self == Server::Uri
-    }
-}
-
-impl fmt::Display for Server {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// True when `MONGODB_URI` is set and non-empty.
-fn uri_is_set() -> bool {
-    env::var("MONGODB_URI").is_ok_and(|uri| !uri.is_empty())
-}
-
-/// Parses a `FAILOVER_TEST_SERVER` value: a comma-separated list of kinds.
-///
-/// # Errors
-/// A message naming the unknown entry and the accepted ones.
-pub fn parse_servers(list: &str) -> Result<Vec<Server>, String> {
-    let mut servers = Vec::new();
-    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let Some(kind) = Server::ALL
-            .into_iter()
-            .find(|k| k.name().eq_ignore_ascii_case(entry))
-        else {
-            return Err(format!(
-                "FAILOVER_TEST_SERVER={list:?}: unknown server kind {entry:?}; \
-                 write a comma-separated list of mock, ferretdb and uri"
-            ));
-        };
-        if !servers.contains(&kind) {
-            servers.push(kind);
-        }
-    }
-    Ok(servers)
-}
-
-/// The server kinds selected by `FAILOVER_TEST_SERVER` (see the module docs).
-///
-/// # Panics
-/// If `FAILOVER_TEST_SERVER` names an unknown kind.
+/// The server kinds whose tests run in this build (decided by `build.rs`, see the
+/// module docs), in [`Server::ALL`] order.
 pub fn servers() -> Vec<Server> {
-    let list = env::var("FAILOVER_TEST_SERVER").unwrap_or_default();
-    let servers = parse_servers(&list).unwrap_or_else(|e| panic!("{e}"));
-    if !servers.is_empty() {
-        servers
-    } else if uri_is_set() {
-        vec![Server::Uri]
-    } else {
-        // FerretDB 1.24 on SQLite does not apply conditional updates atomically
-        // (tests/race.rs shows it); until the protocol has a path that is correct
-        // there, it runs only when FAILOVER_TEST_SERVER names it. Keep this default in
-        // step with `Server::ignored_by_default` and the `#[ignore]`s of `server_tests!`.
-        vec![Server::Mock]
-    }
+    parse_servers(env!("FAILOVER_TEST_SERVERS"))
+        .expect("build.rs writes FAILOVER_TEST_SERVERS from parsed kinds")
 }
 
 /// The connection string of a server of kind `kind`, starting it first (once per
@@ -181,82 +117,35 @@ fn say(line: &str) {
     let _ = writeln!(err, "{line}");
 }
 
-/// True when the test binary was asked to run `#[ignore]`d tests too.
-fn runs_ignored_tests() -> bool {
-    env::args().any(|a| a == "--ignored" || a == "--include-ignored")
-}
-
-/// The connection string for a generated test of kind `kind`, or `None` (after
-/// saying so on stderr) when `FAILOVER_TEST_SERVER` deselects that kind.
+/// Runs one generated async test: `body` against a server of kind `kind`. Used by
+/// [`server_tests!`](crate::support::server_tests), whose attributes decide whether
+/// the test runs at all.
 ///
 /// # Panics
-/// If the server cannot be started, or if the selection holds a kind whose tests
-/// are `#[ignore]`d by default while the run leaves ignored tests out.
-fn selected_uri(test: &str, kind: Server) -> Option<String> {
-    let selected = servers();
-    let ignored: Vec<Server> = selected
-        .iter()
-        .copied()
-        .filter(|k| k.ignored_by_default())
-        .collect();
-    assert!(
-        ignored.is_empty() || runs_ignored_tests(),
-        "{test}::{kind}: the server selection ({}) holds {}, whose tests are #[ignore]d \
-         by default; run `cargo test -- --include-ignored` so that they run",
-        names(&selected),
-        names(&ignored)
-    );
-    if !selected.contains(&kind) {
-        say(&format!(
-            "{test}::{kind} ignored at run time: the selected servers are {} \
-             (FAILOVER_TEST_SERVER, or its default) (counted as passed)",
-            names(&selected)
-        ));
-        return None;
-    }
-    Some(uri_of(kind))
-}
-
-/// Runs one generated async test: `body` against a server of kind `kind`, if
-/// selected. Used by [`server_tests!`](crate::support::server_tests).
-///
-/// # Panics
-/// As `selected_uri`, or if the body panics.
-pub async fn run_on<F, Fut>(test: &str, kind: Server, body: F)
+/// If the server cannot be built or started (as [`uri_of`]), or if the body panics.
+pub async fn run_on<F, Fut>(kind: Server, body: F)
 where
     F: FnOnce(String) -> Fut,
     Fut: Future<Output = ()>,
 {
-    if let Some(uri) = selected_uri(test, kind) {
-        body(uri).await;
-    }
+    body(uri_of(kind)).await;
 }
 
-/// Runs one generated blocking test: `body` against a server of kind `kind`, if
-/// selected. Used by [`server_tests!`](crate::support::server_tests).
+/// Runs one generated blocking test: `body` against a server of kind `kind`. Used
+/// by [`server_tests!`](crate::support::server_tests), and by tests of one kind.
 ///
 /// # Panics
-/// As `selected_uri`, or if the body panics.
-pub fn run_blocking_on(test: &str, kind: Server, body: impl FnOnce(String)) {
-    if let Some(uri) = selected_uri(test, kind) {
-        body(uri);
-    }
-}
-
-fn names(servers: &[Server]) -> String {
-    servers
-        .iter()
-        .map(|s| s.name())
-        .collect::<Vec<_>>()
-        .join(",")
+/// If the server cannot be built or started (as [`uri_of`]), or if the body panics.
+pub fn run_blocking_on(kind: Server, body: impl FnOnce(String)) {
+    body(uri_of(kind));
 }
 
 /// Expands each `async fn NAME(uri: String) { ... }` (or plain `fn`) into a module
-/// `NAME` with one test per server kind: `NAME::mock`, `NAME::ferretdb`, `NAME::uri`
-/// (see the docs of `tests/support/ferretdb.rs` for selection). Each `async fn` must
-/// carry a `#[tokio::test]` attribute (with any arguments), each `fn` a `#[test]`
-/// attribute, which every generated test gets; doc comments may precede it and
-/// further attributes follow it.
+/// `NAME` with one test per server kind: `NAME::mock`, `NAME::ferretdb`, `NAME::uri`,
+/// each `#[ignore]`d with its reason when the build leaves its kind out (see the
+/// module docs). Each `async fn` must carry a `#[tokio::test]` attribute (with any
+/// arguments), each `fn` a `#[test]` attribute, which every generated test gets;
+/// doc comments may precede it and further attributes follow it.
 ///
 /// ```ignore
 /// support::server_tests! {
@@ -285,28 +174,26 @@ macro_rules! server_tests {
             async fn server_test_body($uri: String) $body
 
             #[tokio::test $( ( $($targs)* ) )?]
+            #[cfg_attr(failover_skip_mock = "deselected", ignore = "FAILOVER_TEST_SERVER leaves out mock")]
             $(#[$attr])*
             async fn mock() {
-                $crate::support::run_on(
-                    stringify!($name), $crate::support::Server::Mock, server_test_body,
-                ).await;
+                $crate::support::run_on($crate::support::Server::Mock, server_test_body).await;
             }
 
             #[tokio::test $( ( $($targs)* ) )?]
+            #[cfg_attr(failover_skip_ferretdb = "deselected", ignore = "FAILOVER_TEST_SERVER leaves out ferretdb")]
+            #[cfg_attr(failover_skip_ferretdb = "go_not_found", ignore = "Go not found (no `go` on PATH when the tests were built)")]
             $(#[$attr])*
             async fn ferretdb() {
-                $crate::support::run_on(
-                    stringify!($name), $crate::support::Server::FerretDb, server_test_body,
-                ).await;
+                $crate::support::run_on($crate::support::Server::FerretDb, server_test_body).await;
             }
 
             #[tokio::test $( ( $($targs)* ) )?]
-            #[ignore = "runs against MONGODB_URI: set it and run with --include-ignored"]
+            #[cfg_attr(failover_skip_uri = "deselected", ignore = "FAILOVER_TEST_SERVER leaves out uri")]
+            #[cfg_attr(failover_skip_uri = "uri_not_named", ignore = "runs when FAILOVER_TEST_SERVER names uri (against MONGODB_URI)")]
             $(#[$attr])*
             async fn uri() {
-                $crate::support::run_on(
-                    stringify!($name), $crate::support::Server::Uri, server_test_body,
-                ).await;
+                $crate::support::run_on($crate::support::Server::Uri, server_test_body).await;
             }
         }
         $crate::support::server_tests! { $($rest)* }
@@ -326,28 +213,26 @@ macro_rules! server_tests {
             fn server_test_body($uri: String) $body
 
             #[test]
+            #[cfg_attr(failover_skip_mock = "deselected", ignore = "FAILOVER_TEST_SERVER leaves out mock")]
             $(#[$attr])*
             fn mock() {
-                $crate::support::run_blocking_on(
-                    stringify!($name), $crate::support::Server::Mock, server_test_body,
-                );
+                $crate::support::run_blocking_on($crate::support::Server::Mock, server_test_body);
             }
 
             #[test]
+            #[cfg_attr(failover_skip_ferretdb = "deselected", ignore = "FAILOVER_TEST_SERVER leaves out ferretdb")]
+            #[cfg_attr(failover_skip_ferretdb = "go_not_found", ignore = "Go not found (no `go` on PATH when the tests were built)")]
             $(#[$attr])*
             fn ferretdb() {
-                $crate::support::run_blocking_on(
-                    stringify!($name), $crate::support::Server::FerretDb, server_test_body,
-                );
+                $crate::support::run_blocking_on($crate::support::Server::FerretDb, server_test_body);
             }
 
             #[test]
-            #[ignore = "runs against MONGODB_URI: set it and run with --include-ignored"]
+            #[cfg_attr(failover_skip_uri = "deselected", ignore = "FAILOVER_TEST_SERVER leaves out uri")]
+            #[cfg_attr(failover_skip_uri = "uri_not_named", ignore = "runs when FAILOVER_TEST_SERVER names uri (against MONGODB_URI)")]
             $(#[$attr])*
             fn uri() {
-                $crate::support::run_blocking_on(
-                    stringify!($name), $crate::support::Server::Uri, server_test_body,
-                );
+                $crate::support::run_blocking_on($crate::support::Server::Uri, server_test_body);
             }
         }
         $crate::support::server_tests! { $($rest)* }

@@ -1,6 +1,10 @@
 //! Shared support for the integration tests in `tests/` (use it with `mod support;`).
 //!
-//! Tests get their MongoDB deployment from [`mongodb_uri`]: the `MONGODB_URI`
+//! The wire-level suites run each test once per server kind through
+//! [`server_tests!`] (the bundled test server, FerretDB, `MONGODB_URI`); which kinds
+//! run is decided when the tests are built: see `tests/support/ferretdb.rs`.
+//!
+//! The other tests get their MongoDB deployment from [`mongodb_uri`]: the `MONGODB_URI`
 //! environment variable when it is set (a real `mongod`; start it with
 //! `--setParameter enableTestCommands=1` for the fail point helpers), otherwise
 //! a MongoDB wire-compatible test server (`tests/support/mongo_server.py`, built
@@ -515,7 +519,10 @@ pub(crate) fn await_ports(child: &mut Child) -> Result<Vec<u16>, String> {
     }
 }
 
-// --- Server selection (mock, FerretDB, MONGODB_URI) and network faults (issue 12) ---
+// --- Server selection (mock, FerretDB, MONGODB_URI) and network faults ---
+
+#[path = "selection.rs"]
+mod selection;
 
 #[path = "ferretdb.rs"]
 mod ferretdb;
@@ -523,8 +530,8 @@ mod ferretdb;
 pub(crate) use ferretdb::server_tests;
 #[allow(unused_imports)]
 pub use ferretdb::{
-    ferretdb_binary, ferretdb_uri, kind_of, parse_servers, run_blocking_on, run_on, servers,
-    uri_of, Server,
+    ferretdb_binary, ferretdb_uri, kind_of, parse_servers, run_blocking_on, run_on, select,
+    servers, uri_of, Server, Skip,
 };
 
 #[path = "proxy.rs"]

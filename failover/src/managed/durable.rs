@@ -30,10 +30,12 @@
 //! * one document per task: `{_id: {q: <subsystem>, seq: <i64>}, key, task,
 //!   attempts, submitted_at, nonce}`;
 //! * one progress document per subsystem: `{_id: {q, progress: true}, seq: <last
-//!   finished>, epoch}`.
+//!   finished>, epoch}`, and `dead: <a dead letter>` while the dead letter of the
+//!   last record is not known to be stored.
 //!
 //! Dead letters go to `<tasks collection>_dead`, `{_id: {q, seq}, key, task, error,
-//! attempts, epoch, failed_at}`.
+//! attempts, epoch, failed_at}`; a re-queued one is replaced by a marker `{_id,
+//! requeued_as, requeued_at}` that keeps its `_id` taken.
 //!
 //! # Sequence numbers: the insert is the counter
 //!
@@ -55,16 +57,37 @@
 //! filter `epoch <= mine` and `$set: {epoch: mine}` (upserting it the first time),
 //! and reads the last finished number from it: that one atomic write both fences
 //! out every older master and tells the new one where to resume. Each later record
-//! is `update_one({_id, epoch: {$lte: mine}}, {$set: {seq, epoch: mine}})`; when
-//! it matches nothing a newer master has taken over: the write is refused and this
-//! member stops working the epoch. Finished tasks (numbers up to the recorded one)
-//! are deleted after a record (every 64 tasks, and whenever the queue runs empty
-//! or the member stops), or marked `done_at` and left to a TTL index with
-//! [`DurableQueue::keep_finished`]. A dead letter is inserted in the dead-letter
-//! collection before the progress passes it (an insert repeated after a crash finds
-//! the same `_id` and is counted as done). The atomicity of the fenced write is the
-//! server's (MongoDB's single-document atomicity); FerretDB 1.x does not apply
-//! conditional updates atomically (see [`crate::fence`]).
+//! is `update_one({_id, epoch: {$lte: mine}, seq: {$lte: new}}, {$set: {seq: new,
+//! epoch: mine}})`: fenced by the epoch, and the position only grows (a delayed or
+//! repeated record of a lower position changes nothing). When it matches nothing
+//! and the stored position is not this epoch's, a newer master has taken over: the
+//! write is refused and this member stops working the epoch. Finished tasks
+//! (numbers up to the recorded one) are deleted after a record (every 64 tasks, and
+//! whenever the queue runs empty or the member stops), or marked `done_at` and left
+//! to a TTL index with [`DurableQueue::keep_finished`].
+//!
+//! # Dead letters: the fenced record decides
+//!
+//! A task given up on is recorded first: the record that passes it carries its
+//! dead letter in the progress document (`dead`), at once whatever the
+//! [`Progress`] cadence. Only once that fenced write is accepted is the letter
+//! inserted in the dead-letter collection, under the task's own `_id` (a repeat
+//! finds it there and is done); the next record removes it from the progress
+//! document. So a stale master's verdict is refused with its record and never
+//! stored (the newer master runs the task; a stored letter would let
+//! [`Queue::requeue`] run a finished task again), and a crash between the record
+//! and the insert loses nothing: the next master finds the letter in the progress
+//! document it takes over and inserts it before its first record. A re-queued
+//! letter leaves a marker with its `_id`, so a late insert of the same letter (by
+//! a master that read it before the re-queue) meets a duplicate key and cannot
+//! bring it back. Only inserts with unique `_id`s and replacements by `_id` are
+//! used beside the fenced record.
+//!
+//! The atomicity of the fenced write is the server's (MongoDB's single-document
+//! atomicity); FerretDB 1.x does not apply conditional updates atomically (see
+//! [`crate::fence`]): there a stale master's record that races a take-over can
+//! still land, and the fence, with the dead letter it carries, is only as good as
+//! that.
 //!
 //! # Noticing new work
 //!
@@ -84,8 +107,10 @@
 //! * Attempts are counted by the master that runs the task; a crash forgets the
 //!   count of the task in flight (a task that kills its process is retried by
 //!   every master).
-//! * [`Queue::requeue`] inserts the task again, then deletes the dead letter: a
-//!   crash between the two leaves both (nothing is lost).
+//! * [`Queue::requeue`] inserts the task again, then replaces the dead letter by
+//!   its marker: a crash between the two leaves both (nothing is lost, and a
+//!   second `requeue` of the same letter submits it once more); two `requeue`s of
+//!   one letter at the same instant may both submit it.
 //! * The capacity bound is checked before each insert: concurrent producers can
 //!   overshoot it by one batch each.
 //! * A document written by something else with a non-integer `_id.seq` stops the
@@ -530,28 +555,57 @@ impl TaskStore {
             .return_document(ReturnDocument::After)
             .await;
         match written {
-            Ok(Some(d)) => Ok(Some(int(&d, "seq").unwrap_or(0))),
+            Ok(Some(d)) => {
+                // A dead letter whose progress the last master recorded, stored
+                // before it moves on (it may have died in between): stored now,
+                // before anything of this epoch unsets it.
+                if let Ok(letter) = d.get_document("dead") {
+                    self.store_letter(letter.clone()).await?;
+                }
+                Ok(Some(int(&d, "seq").unwrap_or(0)))
+            }
             Ok(None) => Ok(None),
             Err(err) if error_code(&err) == Some(DUPLICATE_KEY) => Ok(None),
             Err(err) => Err(self.err("take over the queue's progress", &err)),
         }
     }
 
-    /// Records `seq` as the last finished task under `epoch`; `false` when the
-    /// write was refused (a newer master). Then, with `clean`, removes the
-    /// finished tasks.
-    pub async fn record(&self, epoch: u64, seq: i64, clean: bool) -> Result<bool> {
+    /// Records `seq` as the last finished task under `epoch`, with `letter` the
+    /// dead letter of a task up to `seq` not yet stored in the dead-letter
+    /// collection (`None` removes a letter carried before); `false` when the write
+    /// was refused (a newer master). A record of a lower position than the stored
+    /// one changes nothing and counts as recorded when the stored position is this
+    /// epoch's. Then, with `clean`, removes the finished tasks.
+    pub async fn record(
+        &self,
+        epoch: u64,
+        seq: i64,
+        clean: bool,
+        letter: Option<&Document>,
+    ) -> Result<bool> {
         let e = epoch.min(i64::MAX as u64) as i64;
+        let update = match letter {
+            Some(letter) => doc! { "$set": { "seq": seq, "epoch": e, "dead": letter.clone() } },
+            None => doc! { "$set": { "seq": seq, "epoch": e }, "$unset": { "dead": "" } },
+        };
+        // Fenced by the epoch, and the position only grows: a delayed or repeated
+        // record of a lower position must not make finished tasks run again.
         let updated = self
             .tasks
             .update_one(
-                doc! { "_id": progress_id(&self.q), "epoch": { "$lte": e } },
-                doc! { "$set": { "seq": seq, "epoch": e } },
+                doc! {
+                    "_id": progress_id(&self.q),
+                    "epoch": { "$lte": e },
+                    "seq": { "$lte": seq },
+                },
+                update,
             )
             .await
             .map_err(|err| self.err("record the queue's progress", &err))?;
         if updated.matched_count == 0 {
-            return Ok(false);
+            // Refused: a newer epoch, or a position already past `seq`.
+            let (stored, by) = self.progress().await?;
+            return Ok(by == e as u64 && stored >= seq);
         }
         if !clean {
             return Ok(true);
@@ -603,23 +657,26 @@ impl TaskStore {
         Ok(docs)
     }
 
-    /// Puts a task in the dead-letter collection (a repeat after a crash finds it
-    /// there already and is fine).
-    pub async fn bury(&self, letter: &DeadLetter) -> Result<()> {
+    /// The stored form of a dead letter.
+    pub fn letter_doc(&self, letter: &DeadLetter) -> Document {
         let seq = letter.seq.min(i64::MAX as u64) as i64;
-        let inserted = self
-            .dead
-            .insert_one(doc! {
-                "_id": task_id(&self.q, seq),
-                "key": letter.key.clone(),
-                "task": letter.task.clone(),
-                "error": &letter.error,
-                "attempts": i64::from(letter.attempts),
-                "epoch": letter.epoch.min(i64::MAX as u64) as i64,
-                "failed_at": bson::DateTime::now(),
-            })
-            .await;
-        match inserted {
+        doc! {
+            "_id": task_id(&self.q, seq),
+            "key": letter.key.clone(),
+            "task": letter.task.clone(),
+            "error": &letter.error,
+            "attempts": i64::from(letter.attempts),
+            "epoch": letter.epoch.min(i64::MAX as u64) as i64,
+            "failed_at": bson::DateTime::now(),
+        }
+    }
+
+    /// Puts a dead letter (as [`TaskStore::letter_doc`] makes it) in the
+    /// dead-letter collection. Its `_id` is the task's: a repeat (after a crash,
+    /// or by the next master) finds it there already and is fine, and so does an
+    /// insert after it was re-queued, which leaves a marker in its place.
+    pub async fn store_letter(&self, letter: Document) -> Result<()> {
+        match self.dead.insert_one(letter).await {
             Ok(_) => Ok(()),
             Err(e) if error_code(&e) == Some(DUPLICATE_KEY) => Ok(()),
             Err(e) => Err(self.err("store a dead letter", &e)),
@@ -630,7 +687,7 @@ impl TaskStore {
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
         let mut cursor = self
             .dead
-            .find(doc! { "_id.q": &self.q })
+            .find(doc! { "_id.q": &self.q, "requeued_as": { "$exists": false } })
             .sort(doc! { "_id.seq": 1 })
             .await
             .map_err(|e| self.err("read dead letters", &e))?;
@@ -655,24 +712,34 @@ impl TaskStore {
         Ok(out)
     }
 
-    /// Submits dead letter `seq` again (at the end of the queue) and removes it
-    /// from the dead letters; its new number, or `None` if there is no such letter.
+    /// Submits dead letter `seq` again (at the end of the queue) and replaces it
+    /// by a marker `{_id, requeued_as, requeued_at}`; its new number, or `None` if
+    /// there is no such letter. The marker keeps the `_id`: a master that read the
+    /// letter before (from the progress document) and stores it late meets the
+    /// duplicate key and cannot bring it back.
     pub async fn requeue(&self, seq: u64) -> Result<Option<u64>> {
         let id = task_id(&self.q, seq.min(i64::MAX as u64) as i64);
         let found = self
             .dead
-            .find_one(doc! { "_id": id.clone() })
+            .find_one(doc! { "_id": id.clone(), "requeued_as": { "$exists": false } })
             .await
             .map_err(|e| self.err("read a dead letter", &e))?;
         let Some(d) = found else { return Ok(None) };
         let key = d.get("key").cloned().unwrap_or(Bson::Null);
         let task = d.get("task").cloned().unwrap_or(Bson::Null);
         let new = self.insert(vec![(key, task)]).await?;
+        let new = new.first().copied();
         self.dead
-            .delete_one(doc! { "_id": id })
+            .replace_one(
+                doc! { "_id": id },
+                doc! {
+                    "requeued_as": new.unwrap_or(0).min(i64::MAX as u64) as i64,
+                    "requeued_at": bson::DateTime::now(),
+                },
+            )
             .await
-            .map_err(|e| self.err("remove a re-queued dead letter", &e))?;
-        Ok(new.first().copied())
+            .map_err(|e| self.err("mark a re-queued dead letter", &e))?;
+        Ok(new)
     }
 }
 
@@ -793,7 +860,7 @@ impl Queue {
     #[doc(hidden)]
     pub async fn record_progress(&self, epoch: u64, seq: u64) -> Result<bool> {
         self.store
-            .record(epoch, seq.min(i64::MAX as u64) as i64, true)
+            .record(epoch, seq.min(i64::MAX as u64) as i64, true, None)
             .await
     }
 
@@ -836,6 +903,9 @@ struct State<W: Work> {
     stats: QueueStats,
     last_done: Option<W::Key>,
     dead: Vec<(W::Key, W::Task)>,
+    /// A dead letter recorded in the progress document and not yet stored in the
+    /// dead-letter collection: every record carries it until it is stored.
+    letter: Option<Document>,
 }
 
 /// Finished tasks are removed once this many have been recorded since the last
@@ -896,6 +966,7 @@ impl<W: Work> Durable<W> {
                 stats: QueueStats::default(),
                 last_done: None,
                 dead: Vec::new(),
+                letter: None,
             }),
         }
     }
@@ -946,21 +1017,38 @@ impl<W: Work> Durable<W> {
         }
     }
 
-    /// Buries a dead letter, retrying database errors while the lease holds;
-    /// `false` if the lease was lost first.
-    async fn bury(&self, epoch: u64, letter: DeadLetter) -> bool {
+    /// Buries the dead letter of task `seq`, which ends the task: first the
+    /// progress passing `seq` is recorded with the letter in it (fenced: a stale
+    /// master's verdict is refused and never stored, as the newer master runs the
+    /// task), then the letter is stored in the dead-letter collection. A crash in
+    /// between leaves the letter in the progress document, and the next master
+    /// stores it when it takes over. Database errors are retried while the lease
+    /// holds; `false` when the record was refused or the lease lost first.
+    async fn bury(&self, epoch: u64, seq: i64, letter: DeadLetter) -> bool {
+        let stored = self.store.letter_doc(&letter);
+        lock(&self.state).letter = Some(stored.clone());
+        if !self.advance(epoch, Some(seq), true, true).await {
+            // Not recorded (refused, or the lease lost first): the next master runs
+            // the task again, or stores the letter if a record landed after all.
+            // The letter stays in the state: a record of this epoch at the stop
+            // still carries it, never drops it.
+            return false;
+        }
         loop {
-            match self.store.bury(&letter).await {
+            match self.store.store_letter(stored.clone()).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(target: "failover::managed", error = %e, seq = letter.seq, "cannot store a dead letter; retrying");
                     if !self.shared.holds(epoch) || self.shared.is_stopping() {
+                        // Still in the progress document (no record of this epoch
+                        // runs from now on): the next master stores it.
                         return false;
                     }
                     tokio::time::sleep(self.error_pause).await;
                 }
             }
         }
+        lock(&self.state).letter = None;
         tracing::warn!(target: "failover::managed", key = %letter.key, attempts = letter.attempts, reason = %letter.error, "dead letter");
         self.events.emit(Event::DeadLetter {
             key: letter.key,
@@ -972,8 +1060,10 @@ impl<W: Work> Durable<W> {
     }
 
     /// Notes `seq` finished and records the progress if the cadence says so (or
-    /// `force`); `false` when the record was refused (a newer master).
-    async fn advance(&self, epoch: u64, seq: Option<i64>, force: bool) -> bool {
+    /// `force`); `false` when the record was refused (a newer master). With
+    /// `must`, a record that fails is retried while the lease holds, whatever the
+    /// cadence. Every record carries the dead letter not yet stored, if any.
+    async fn advance(&self, epoch: u64, seq: Option<i64>, force: bool, must: bool) -> bool {
         let due = {
             let mut s = lock(&self.state);
             if let Some(seq) = seq {
@@ -989,13 +1079,21 @@ impl<W: Work> Durable<W> {
         if !due {
             return true;
         }
-        let (target, clean) = {
+        let (target, clean, letter) = {
             let s = lock(&self.state);
-            (s.done_to, force || s.done_to - s.cleaned >= CLEAN_EVERY)
+            (
+                s.done_to,
+                force || s.done_to - s.cleaned >= CLEAN_EVERY,
+                s.letter.clone(),
+            )
         };
         let mut pause = Duration::from_millis(5);
         loop {
-            match self.store.record(epoch, target, clean).await {
+            match self
+                .store
+                .record(epoch, target, clean, letter.as_ref())
+                .await
+            {
                 Ok(true) => {
                     let mut s = lock(&self.state);
                     s.recorded = s.recorded.max(target);
@@ -1014,7 +1112,7 @@ impl<W: Work> Durable<W> {
                 Err(e) => {
                     tracing::warn!(target: "failover::managed", error = %e, "cannot record progress yet");
                     self.events.emit(Event::Error(e));
-                    if self.cadence.0 != 1 {
+                    if self.cadence.0 != 1 && !must {
                         // Kept: the next record carries it.
                         return true;
                     }
@@ -1094,6 +1192,9 @@ impl<W: Work> Source<W> for Durable<W> {
                     s.unrecorded = 0;
                     s.recorded_at = Instant::now();
                     s.idle = 0;
+                    // A letter of an earlier epoch is in the database or not at all
+                    // (the take-over stored the one it found).
+                    s.letter = None;
                     tracing::info!(target: "failover::managed", member = %self.shared.member_id, epoch, resume_after = done, "took over the durable queue");
                     return true;
                 }
@@ -1128,13 +1229,10 @@ impl<W: Work> Source<W> for Durable<W> {
                         attempts: 0,
                         epoch,
                     };
-                    if !self.bury(epoch, letter).await {
+                    if !self.bury(epoch, seq, letter).await {
                         return Next::Stop;
                     }
                     lock(&self.state).stats.dead_letters += 1;
-                    if !self.advance(epoch, Some(seq), false).await {
-                        return Next::Stop;
-                    }
                     // Each item goes through the lease check again.
                     if !self.shared.holds(epoch) || self.shared.is_stopping() {
                         return Next::Stop;
@@ -1225,23 +1323,26 @@ impl<W: Work> Source<W> for Durable<W> {
                     attempts: entry.attempts,
                     epoch,
                 };
-                if !self.bury(epoch, letter).await {
-                    // Not buried: the task stays in the queue for the next master.
+                if !self.bury(epoch, seq, letter).await {
+                    // Not buried: the task stays in the queue for the next master
+                    // (or its letter in the progress document, if recorded).
                     return false;
                 }
                 let mut s = lock(&self.state);
                 s.stats.dead_letters += 1;
                 s.dead.push((entry.key, entry.task));
+                // Recorded with the letter.
+                return true;
             }
         }
-        self.advance(epoch, Some(seq), false).await
+        self.advance(epoch, Some(seq), false, false).await
     }
 
     async fn flush(&self, epoch: u64) -> bool {
         if lock(&self.state).epoch != epoch {
             return true;
         }
-        self.advance(epoch, None, true).await
+        self.advance(epoch, None, true, false).await
     }
 
     fn stats(&self) -> QueueStats {

@@ -15,14 +15,26 @@
 //!   with the next renewal (no database write per task). Standbys drop the tasks
 //!   the run covers, and keep everything else (see below).
 //! * Nothing is lost while one member that holds a task is alive: a standby fed
-//!   from another point than the master (joined late, restarted) keeps what the
-//!   master's run does not cover and runs it if it leads. This holds for any keys
-//!   when tasks carry a feed sequence number ([`Work::sequence`]); without one, the
-//!   key is a task's identity and must not repeat (see below).
+//!   from another point than the master (joined late, restarted, or its full
+//!   queue refused a task) keeps what the master's run does not cover. This holds
+//!   for any keys when tasks carry a feed sequence number ([`Work::sequence`]);
+//!   without one, the key is a task's identity and must not repeat (see below).
+//! * Kept is run: a standby that holds tasks the master will never run (they
+//!   stand before the master's run: its feed started later, or refused them)
+//!   asks the master to hand the lease over; the master does so after its
+//!   running task, as on a step-down, and the standby runs them.
 //! * After a crash, the tasks finished after the last published run repeat on the
 //!   new master. A graceful [`Managed::shutdown`] finishes the running task (for at
 //!   most [`Options::shutdown_timeout`]) and publishes the run in the release, so a
-//!   hand-over repeats nothing.
+//!   hand-over repeats nothing, also to a standby whose feed lags behind the run:
+//!   the new master keeps the run and drops its tasks as its feed brings them.
+//!   Limits (a repeat, never a loss): without sequence numbers, a new master
+//!   that holds neither the run's first task nor its last one cannot place the
+//!   run until its last key arrives (this needs an unclean end before, or a
+//!   member fed from a point inside the run whose feed lags); and after a
+//!   releasing member's full queue refused a task, its run restarts after the
+//!   gap, so a standby that missed its publications from before the gap runs
+//!   those tasks again.
 //! * Dead letters (a task that failed `max_attempts` times) go to the application
 //!   on the master that gave up on them ([`Event::DeadLetter`](crate::Event::DeadLetter),
 //!   [`Managed::take_dead_letters`]) and leave every queue with the run. If that
@@ -36,28 +48,37 @@
 //!
 //! * **Feed sequence numbers** (recommended when the feed has them: a message
 //!   log's offset, an auto-increment id). The master publishes the interval of
-//!   sequence numbers of which every task was run: its own feed from its first
-//!   task up to the task before its queue's head, joined with the intervals its
-//!   predecessors published where they touch. A standby drops exactly the tasks in
-//!   a published interval, also those that arrive later (a lagging feed), and
-//!   nothing else. Keys may repeat freely; members may be fed from any point, as
-//!   long as each member is fed the feed's tasks in order from its first one on,
-//!   without gaps (a task refused with an error was not queued). A member whose
+//!   sequence numbers of which every task was run: the stretch of its own feed
+//!   without a gap (below) that ends with the task before its queue's head,
+//!   joined with the intervals its predecessors published where they touch. A
+//!   standby drops exactly the tasks in a published interval, also those that
+//!   arrive later (a lagging feed), and nothing else. Keys may repeat freely;
+//!   members may be fed from any point, as long as each member is fed the feed's
+//!   tasks in order from its first one on (a task refused as out of order was
+//!   fed before; one refused by a full queue is a gap, below). A member whose
 //!   feed starts after the published interval's end cannot know what lies between.
-//! * **Keys** (no sequence numbers). The master publishes its run of the epoch: the
-//!   first key, the number of tasks, the last key, and whether it is *chained* (the
-//!   master resumed right after the last task its predecessor published). A
-//!   standby drops, for a chained run, everything up to and including the last key
-//!   (the original's rule); for a run that is not chained (its master was fed from
-//!   another point and did not know where its predecessor stopped), only the run
-//!   itself, keeping the tasks before it as *orphans* that only a run naming them
-//!   drops and that their holder runs first when it leads. A last key that a
-//!   standby has not been fed yet is applied when it arrives. Here a key names one
-//!   task for good: a key that repeats can be taken for the earlier task with that
-//!   key by a standby that joined late or was fed from another point, which then
-//!   drops a task nobody ran (the model check shows it:
-//!   `key_mode_needs_keys_that_do_not_repeat_*`). Never reuse a key, or number the
-//!   tasks.
+//! * **Keys** (no sequence numbers). The master publishes its run: its last key
+//!   and its *origin*, the key from which every task up to the last one was run
+//!   (by it, and by the masters before it whose runs it continued: a master
+//!   continues its predecessor's origin when its queue holds where that one
+//!   stopped). A standby drops from the origin through the last key, keeping the
+//!   tasks before the origin as *orphans* that only a run naming them drops and
+//!   that their holder runs first when it leads. A last key that a standby has
+//!   not been fed yet: if it holds the origin, it drops from there at once and
+//!   drops what arrives up to the last key; if not, it applies the run when the
+//!   last key arrives. Here a key names one task for good: a key that repeats can
+//!   be taken for the earlier task with that key by a standby that joined late
+//!   or was fed from another point, which then drops a task nobody ran (the
+//!   model check shows it: `key_mode_needs_keys_that_do_not_repeat_*`). Never
+//!   reuse a key, or number the tasks.
+//!
+//! A task offered to a member and not queued (a full queue with
+//! [`QueueFull::Reject`](crate::QueueFull::Reject), or a submission with
+//! [`QueueFull::Wait`](crate::QueueFull::Wait) dropped before there was room) is
+//! a gap in that member's feed: its runs never span it (the interval restarts
+//! after it; the origin restarts at the task after it), so a standby that holds
+//! the refused task keeps it, and then asks for the lease to run it. Offering
+//! the same task again closes the gap.
 //!
 //! Either way, a member that cannot place the last published run gives
 //! better-fed members one lease of head start before taking an expired lease, and
@@ -65,6 +86,7 @@
 //! leads anyway.
 
 pub(crate) mod durable;
+mod publish;
 mod queue;
 pub(crate) mod rule;
 mod work;
@@ -86,6 +108,7 @@ use crate::member::Member;
 use crate::options::Options;
 use crate::state::State;
 use durable::Durable;
+use publish::LeaseProgress;
 use queue::Queue as MemoryQueue;
 use worker::{Source, Worker};
 
@@ -208,6 +231,10 @@ impl<W: Work> Managed<W> {
         let backoff = options.retry;
         let max_attempts = options.max_attempts;
         let hook_wait = options.effective_lease();
+        let progress = Some(LeaseProgress::new(
+            options.progress,
+            options.intervals.master,
+        ));
         let member = Member::launch(name, options, hooks, queue.clone(), events).await?;
         let shared = member.shared().clone();
         let depth = Arc::downgrade(&queue);
@@ -221,6 +248,7 @@ impl<W: Work> Managed<W> {
             backoff,
             max_attempts,
             hook_wait,
+            progress,
         };
         Self::spawn_worker(name, member, work, queue, None, worker)
     }
@@ -331,6 +359,8 @@ impl<W: Work> Managed<W> {
             backoff,
             max_attempts,
             hook_wait,
+            // The durable queue records its progress itself.
+            progress: None,
         };
         Self::spawn_worker(name, member, work, queue, Some(durable), worker)
     }

@@ -39,8 +39,23 @@ impl<W: Work> Item for Entry<W> {
     fn orphan(&self) -> bool {
         self.orphan
     }
-    fn set_orphan(&mut self) {
-        self.orphan = true;
+    fn set_orphan(&mut self, orphan: bool) {
+        self.orphan = orphan;
+    }
+}
+
+/// Records a gap in the feed if a waiting submission is dropped before its task
+/// was queued.
+struct Gap<'a, W: Work> {
+    queue: &'a Queue<W>,
+    offered: Option<(Bson, Option<u64>)>,
+}
+
+impl<W: Work> Drop for Gap<'_, W> {
+    fn drop(&mut self) {
+        if let Some((bkey, seq)) = self.offered.take() {
+            self.queue.refused(&bkey, seq);
+        }
     }
 }
 
@@ -118,16 +133,37 @@ impl<W: Work> Queue<W> {
             // Unbounded: never waits.
             return self.try_push(entry).map(|_| ());
         }
+        // A submitter that gives up waiting for room leaves a gap in this
+        // member's feed, as a refusal does.
+        let mut gap = Gap {
+            queue: self,
+            offered: Some((entry.bkey.clone(), entry.seq)),
+        };
         loop {
             // Register for a wake-up before looking, so that none is missed.
             let space = self.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
-            match self.try_push(entry)? {
-                None => return Ok(()),
-                Some(full) => entry = full,
+            match self.try_push(entry) {
+                Ok(Some(full)) => entry = full,
+                done => {
+                    // Queued, or refused (a refusal records its gap itself).
+                    gap.offered = None;
+                    return done.map(|_| ());
+                }
             }
             space.await;
+        }
+    }
+
+    /// Records that a fed task was not queued: this member's feed has a gap.
+    fn refused(&self, bkey: &Bson, seq: Option<u64>) {
+        let mut inner = lock(&self.inner);
+        let dropped = inner.core.refused(bkey, seq);
+        inner.stats.pruned += dropped;
+        drop(inner);
+        if dropped > 0 {
+            self.space.notify_waiters();
         }
     }
 
@@ -138,7 +174,12 @@ impl<W: Work> Queue<W> {
         if let Some((capacity, when_full)) = self.capacity {
             if inner.core.len() >= capacity {
                 return match when_full {
-                    QueueFull::Reject => Err(Error::QueueFull { capacity }),
+                    QueueFull::Reject => {
+                        // A gap in this member's feed: its runs must not span it.
+                        let dropped = inner.core.refused(&entry.bkey, entry.seq);
+                        inner.stats.pruned += dropped;
+                        Err(Error::QueueFull { capacity })
+                    }
                     QueueFull::Wait => Ok(Some(entry)),
                 };
             }
@@ -314,6 +355,10 @@ impl<W: Work> SyncPort for Queue<W> {
     fn should_defer(&self, published: Option<&Published>) -> bool {
         !lock(&self.inner).core.knows(published)
     }
+
+    fn needs_lease(&self) -> bool {
+        lock(&self.inner).core.needs_lease()
+    }
 }
 
 #[cfg(test)]
@@ -487,18 +532,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_last_key_not_yet_fed_is_applied_when_it_arrives() {
+    async fn a_last_key_not_yet_fed_is_applied_as_the_feed_catches_up() {
+        // The master is ahead of our feed, and its run starts at a task we hold:
+        // everything from there on is covered, now and as it arrives.
         let q = queue(None);
         fill(&q, 1..=3).await;
-        q.incoming(1, &run(1, 1, 5, 5)); // the master is ahead of our feed
-        assert_eq!(
-            q.keys(),
-            [1, 2, 3],
-            "nothing is dropped before the key is known"
-        );
+        q.incoming(1, &run(1, 1, 5, 5));
+        assert!(q.keys().is_empty());
+        assert!(!q.should_defer(Some(&run(1, 1, 5, 5))));
         fill(&q, [4, 5, 6]).await;
         assert_eq!(q.keys(), [6]);
-        assert!(!q.should_defer(Some(&run(1, 1, 5, 5))));
+        assert_eq!(q.stats().pruned, 5);
+        // A run we cannot place (its origin is not ours) waits for its last key.
+        let q = queue(None);
+        fill(&q, 3..=4).await;
+        q.incoming(1, &run(1, 1, 6, 6));
+        assert_eq!(
+            q.keys(),
+            [3, 4],
+            "nothing is dropped before the key is known"
+        );
+        assert!(q.should_defer(Some(&run(1, 1, 6, 6))));
+        fill(&q, [5, 6, 7]).await;
+        assert_eq!(q.keys(), [7]);
+        assert!(!q.should_defer(Some(&run(1, 1, 6, 6))));
     }
 
     #[tokio::test]
@@ -567,5 +624,173 @@ mod tests {
         q.finish(1, e, None);
         waiting.await.unwrap().unwrap();
         assert_eq!(q.keys(), [2]);
+    }
+
+    /// Runs the next `n` tasks as master of `epoch`.
+    fn work_off(q: &Queue<Numbers>, epoch: u64, n: usize) {
+        for _ in 0..n {
+            let e = q.take().unwrap();
+            q.finish(epoch, e, None);
+        }
+    }
+
+    #[tokio::test]
+    async fn with_sequences_a_refused_task_is_never_vouched_for() {
+        let c = queue(Some((1, QueueFull::Reject)));
+        c.became_master(1, None);
+        feed(&c, [(1, 1)]).await;
+        let err = c.submit(2, Bson::Int64(2), Some(2), 2).await.unwrap_err();
+        assert_eq!(err, Error::QueueFull { capacity: 1 });
+        work_off(&c, 1, 1);
+        feed(&c, [(3, 3)]).await;
+        // 3 waits: C vouches for its feed up to the gap.
+        assert_eq!(c.outgoing().unwrap().run.unwrap().covers, Some((1, 1)));
+        work_off(&c, 1, 1);
+        // Past the gap: only what follows it, never 2.
+        assert_eq!(c.outgoing().unwrap().run.unwrap().covers, Some((3, 3)));
+        // B holds 2: it keeps it, and must lead to run it.
+        let b = queue(None);
+        feed(&b, [(1, 1), (2, 2), (3, 3)]).await;
+        b.incoming(1, &covers(1, 1, 1, 1));
+        b.incoming(1, &c.outgoing().unwrap());
+        assert_eq!(seqs(&b), [2]);
+        assert!(b.needs_lease());
+        // A refused task offered again closes its own gap.
+        let d = queue(Some((1, QueueFull::Reject)));
+        d.became_master(1, None);
+        feed(&d, [(1, 1)]).await;
+        assert!(d.submit(2, Bson::Int64(2), Some(2), 2).await.is_err());
+        work_off(&d, 1, 1);
+        feed(&d, [(2, 2)]).await;
+        work_off(&d, 1, 1);
+        assert_eq!(d.outgoing().unwrap().run.unwrap().covers, Some((1, 2)));
+    }
+
+    #[tokio::test]
+    async fn with_sequences_each_gap_restarts_the_interval() {
+        let c = queue(Some((2, QueueFull::Reject)));
+        c.became_master(1, None);
+        feed(&c, [(1, 1), (2, 2)]).await;
+        assert!(c.submit(3, Bson::Int64(3), Some(3), 3).await.is_err());
+        work_off(&c, 1, 1);
+        feed(&c, [(4, 4)]).await;
+        assert!(c.submit(5, Bson::Int64(5), Some(5), 5).await.is_err());
+        let mut published = Vec::new();
+        for _ in 0..2 {
+            work_off(&c, 1, 1);
+            published.push(c.outgoing().unwrap().run.unwrap().covers);
+        }
+        feed(&c, [(6, 6), (7, 7)]).await;
+        for _ in 0..2 {
+            work_off(&c, 1, 1);
+            published.push(c.outgoing().unwrap().run.unwrap().covers);
+        }
+        assert_eq!(
+            published,
+            [Some((1, 2)), Some((4, 4)), Some((6, 6)), Some((6, 7))],
+            "never across 3 or 5"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_submission_that_stops_waiting_for_room_leaves_a_gap() {
+        let c = Arc::new(queue(Some((1, QueueFull::Wait))));
+        c.became_master(1, None);
+        feed(&c, [(1, 1)]).await;
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_millis(10),
+            c.submit(2, Bson::Int64(2), Some(2), 2),
+        )
+        .await;
+        assert!(waiting.is_err(), "the queue is full: the submission waits");
+        work_off(&c, 1, 1);
+        feed(&c, [(3, 3)]).await;
+        work_off(&c, 1, 1);
+        assert_eq!(c.outgoing().unwrap().run.unwrap().covers, Some((3, 3)));
+    }
+
+    #[tokio::test]
+    async fn without_sequences_a_run_restarts_its_origin_after_a_refused_task() {
+        let c = queue(Some((1, QueueFull::Reject)));
+        c.became_master(1, None);
+        fill(&c, [1]).await;
+        assert!(c.submit(2, Bson::Int64(2), None, 2).await.is_err());
+        work_off(&c, 1, 1);
+        let first = c.outgoing().unwrap();
+        fill(&c, [3]).await;
+        work_off(&c, 1, 1);
+        let second = c.outgoing().unwrap();
+        assert_eq!(second.run.as_ref().unwrap().first, Bson::Int64(3));
+        // B holds 1, 2, 3: it keeps 2, and must lead to run it.
+        let b = queue(None);
+        fill(&b, 1..=3).await;
+        b.incoming(1, &first);
+        assert!(!b.needs_lease());
+        b.incoming(1, &second);
+        assert_eq!(b.keys(), [2]);
+        assert!(b.needs_lease());
+        // The refused task offered again closes its own gap.
+        let d = queue(Some((1, QueueFull::Reject)));
+        d.became_master(1, None);
+        fill(&d, [1]).await;
+        assert!(d.submit(2, Bson::Int64(2), None, 2).await.is_err());
+        work_off(&d, 1, 1);
+        fill(&d, [2]).await;
+        work_off(&d, 1, 1);
+        assert_eq!(d.outgoing().unwrap().run.unwrap().first, Bson::Int64(1));
+    }
+
+    #[tokio::test]
+    async fn a_standby_holding_what_no_run_covers_needs_the_lease() {
+        // Key mode: the master's run starts at 6; 3, 4, 5 stand before it.
+        let b = queue(None);
+        fill(&b, 3..=7).await;
+        assert!(!b.needs_lease());
+        b.incoming(2, &run(2, 6, 2, 7));
+        assert_eq!(b.keys(), [3, 4, 5]);
+        assert!(b.needs_lease());
+        // A later run that starts at 3 takes them over: nothing left behind.
+        fill(&b, [8]).await;
+        b.incoming(3, &run(3, 3, 1, 3));
+        assert_eq!(b.keys(), [4, 5, 8]);
+        assert!(!b.needs_lease(), "the master runs 4 and 5 next");
+        // Sequence mode: the master vouches for 6 and 7 only.
+        let b = queue(None);
+        feed(&b, (3..=7).map(|s| (s, s as u32))).await;
+        b.incoming(2, &covers(2, 7, 6, 7));
+        assert_eq!(seqs(&b), [3, 4, 5]);
+        assert!(b.needs_lease());
+        // The master's interval reaches back to them: it runs them next.
+        b.incoming(3, &covers(3, 2, 1, 2));
+        assert!(!b.needs_lease());
+        // As master, never.
+        b.incoming(2, &covers(2, 7, 6, 7));
+        assert!(b.needs_lease());
+        b.became_master(4, Some(&covers(2, 7, 6, 7)));
+        assert!(!b.needs_lease());
+    }
+
+    #[tokio::test]
+    async fn a_new_master_keeps_the_run_it_inherited_until_its_feed_catches_up() {
+        // A ran 1, 2 and 3 and released; B was fed only 1.
+        let b = queue(None);
+        fill(&b, [1]).await;
+        let released = run(1, 1, 3, 3);
+        b.became_master(2, Some(&released));
+        assert!(b.take().is_none(), "1 was run by A");
+        fill(&b, [2, 3, 4]).await;
+        assert_eq!(b.keys(), [4]);
+        work_off(&b, 2, 1);
+        let r = b.outgoing().unwrap().run.unwrap();
+        assert_eq!(r.first, Bson::Int64(1), "B continues A's run");
+        // C was fed from 2 on: it cannot place the run, which waits for its last
+        // key; a full queue refuses that key: the run ends right after the tail.
+        let c = queue(Some((1, QueueFull::Reject)));
+        fill(&c, [2]).await;
+        c.became_master(2, Some(&released));
+        assert!(c.submit(3, Bson::Int64(3), None, 3).await.is_err());
+        assert!(c.keys().is_empty(), "2 was run by A");
+        fill(&c, [4]).await;
+        assert_eq!(c.keys(), [4]);
     }
 }

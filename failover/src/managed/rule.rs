@@ -31,10 +31,34 @@
 //!   in its queue (it ran or dropped it before, or was never fed it), everything
 //!   up to the last key. What stands before the origin is kept as *orphans*: only
 //!   a run whose interval names them drops them, and their holder runs them first
-//!   when it leads. A last key not fed yet is applied when it arrives. Here the key
-//!   is the task's identity: keys must not repeat while a member may still hold or
-//!   be fed the earlier task (in practice: never reuse a key), or a standby can
-//!   take the new task for the old one. Give tasks a sequence when keys repeat.
+//!   when it leads. A last key not fed yet: when the origin is in the queue (and
+//!   no orphan, so nothing after it left the queue), the run is placed at once:
+//!   everything from the origin on is dropped now, and what arrives is dropped up
+//!   to and including the last key (a standby whose feed lags, and a new master
+//!   that inherited the run from a graceful hand-over, repeat nothing); else the
+//!   run waits, and is applied when its last key arrives (also on a new master:
+//!   it is never forgotten). Here the key is the task's identity: keys must not
+//!   repeat while a member may still hold or be fed the earlier task (in
+//!   practice: never reuse a key), or a standby can take the new task for the
+//!   old one. Give tasks a sequence when keys repeat.
+//!
+//! # Gaps
+//!
+//! A task offered and not queued (a full queue refused it, or its submitter
+//! stopped waiting for room) leaves a gap in its member's feed, which no run of
+//! that member spans: in sequence mode the interval it vouches for is the
+//! stretch of its feed without a gap that ends with its last finished task; in
+//! key mode its run restarts its origin at the first task after the gap. (The
+//! same task offered again closes its gap.) A standby that holds the refused
+//! task keeps it.
+//!
+//! # Tasks nobody else will run
+//!
+//! A standby that holds tasks standing before the master's run (sequence mode:
+//! below the interval the master published last, which no interval covers; key
+//! mode: orphans) holds tasks the master will never run: its feed started later,
+//! or has a gap there. [`QueueCore::needs_lease`] says so; the election then asks
+//! the master to hand the lease over, and the standby runs them.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt::Debug;
@@ -43,6 +67,10 @@ use std::fmt::Debug;
 /// forgotten: a task of a forgotten interval that arrives late runs again, it is
 /// never dropped).
 const MAX_INTERVALS: usize = 64;
+
+/// Most refused tasks remembered while no later task was queued; beyond that the
+/// next queued task is taken to follow a gap anyway (which is always safe).
+const MAX_REFUSED: usize = 64;
 
 /// What the rule needs to know of a queued task.
 pub trait Item {
@@ -54,8 +82,8 @@ pub trait Item {
     fn seq(&self) -> Option<u64>;
     /// Whether it is kept as an orphan (key mode).
     fn orphan(&self) -> bool;
-    /// Marks it an orphan.
-    fn set_orphan(&mut self);
+    /// Marks it an orphan, or no longer one.
+    fn set_orphan(&mut self, orphan: bool);
 }
 
 /// A master's run in its epoch, as published.
@@ -105,7 +133,8 @@ pub enum Pushed {
     Queued,
     /// Queued, and it completed a pending run (key mode): `n` tasks were dropped.
     Completed(u64),
-    /// Not queued: a master already published that it ran it (sequence mode).
+    /// Not queued: a master already published that it ran it (sequence mode, or
+    /// key mode while the feed catches up with a run placed by its origin).
     AlreadyRun,
 }
 
@@ -131,6 +160,23 @@ pub struct QueueCore<E: Item> {
     highest_fed: Option<u64>,
     /// Sequence mode: intervals known to have been run, sorted and disjoint.
     covered: Vec<(u64, u64)>,
+    /// Sequence mode: the gaps in this member's feed, as (the last number fed
+    /// before it, the first one fed after it): a task between them was offered
+    /// and refused (a full queue). This member never vouches across one.
+    breaks: Vec<(u64, u64)>,
+    /// Sequence mode: numbers of refused tasks above the highest one fed (a
+    /// later task queued above one of them opens a gap; the task itself,
+    /// offered again, closes it).
+    refused_seqs: BTreeSet<u64>,
+    /// Key mode: keys of tasks refused since the last task queued.
+    refused_keys: Vec<E::Key>,
+    /// Key mode: queued tasks that follow a gap (a refused task before them):
+    /// a run never spans the gap, so it restarts its origin there.
+    gap_keys: Vec<E::Key>,
+    /// Sequence mode, as standby: the start of the interval the master published
+    /// last. A task held below it, which no interval covers, is one the master
+    /// will never run: this member must lead to run it.
+    latest_from: Option<u64>,
     /// As master: this epoch's run.
     run: Option<OwnRun<E::Key>>,
     /// As master (key mode): the predecessor's origin, when this member continues
@@ -138,10 +184,13 @@ pub struct QueueCore<E: Item> {
     origin: Option<E::Key>,
     /// Epochs this member led.
     own_epochs: BTreeSet<u64>,
-    /// Key mode, as standby: the run applied last (epoch, count); a run whose
-    /// last key is not in the queue yet waits in `pending`.
+    /// Key mode: the run applied last (epoch, count); a run whose last key is not
+    /// in the queue yet and cannot be placed waits in `pending`.
     applied: Option<(u64, u64)>,
     pending: Option<Published<E::Key>>,
+    /// Key mode: a run was placed by its origin before its last key was fed:
+    /// tasks that arrive are dropped up to and including this key.
+    drop_until: Option<E::Key>,
 }
 
 impl<E: Item> Default for QueueCore<E> {
@@ -153,11 +202,17 @@ impl<E: Item> Default for QueueCore<E> {
             feed_start: None,
             highest_fed: None,
             covered: Vec::new(),
+            breaks: Vec::new(),
+            refused_seqs: BTreeSet::new(),
+            refused_keys: Vec::new(),
+            gap_keys: Vec::new(),
+            latest_from: None,
             run: None,
             origin: None,
             own_epochs: BTreeSet::new(),
             applied: None,
             pending: None,
+            drop_until: None,
         }
     }
 }
@@ -191,6 +246,15 @@ impl<E: Item> QueueCore<E> {
             if let Some(last) = self.highest_fed.filter(|&last| seq <= last) {
                 return Err(Refused::OutOfOrder { seq, last });
             }
+            if !self.refused_seqs.is_empty() {
+                // A refused task below this one that was not offered again: a gap.
+                let gap = self.refused_seqs.range(..seq).next().is_some();
+                self.refused_seqs = self.refused_seqs.split_off(&seq);
+                self.refused_seqs.remove(&seq);
+                if let Some(last) = self.highest_fed.filter(|_| gap) {
+                    self.breaks.push((last, seq));
+                }
+            }
             self.highest_fed = Some(seq);
             self.feed_start.get_or_insert(seq);
             if self.is_covered(seq) {
@@ -198,6 +262,23 @@ impl<E: Item> QueueCore<E> {
             }
             self.tasks.push_back(entry);
             return Ok(Pushed::Queued);
+        }
+        if !self.refused_keys.is_empty() {
+            if let Some(i) = self.refused_keys.iter().position(|k| k == entry.key()) {
+                // The refused task, offered again: it fills its own gap.
+                self.refused_keys.swap_remove(i);
+            } else {
+                self.refused_keys.clear();
+                self.gap_keys.push(entry.key().clone());
+            }
+        }
+        if let Some(until) = &self.drop_until {
+            // A run placed by its origin covers everything up to its last key.
+            if until == entry.key() {
+                self.drop_until = None;
+            }
+            self.forget_gap(entry.key());
+            return Ok(Pushed::AlreadyRun);
         }
         let completes = self.pending.as_ref().is_some_and(|p| &p.id == entry.key());
         self.tasks.push_back(entry);
@@ -209,6 +290,40 @@ impl<E: Item> QueueCore<E> {
             }
         }
         Ok(Pushed::Queued)
+    }
+
+    /// A fed task was not queued (a full queue refused it, or the submitter gave
+    /// up waiting for room): this member's feed has a gap, which its runs must not
+    /// span. Returns how many tasks a run waiting for exactly this task dropped.
+    pub fn refused(&mut self, key: &E::Key, seq: Option<u64>) -> u64 {
+        if let Some(seq) = seq {
+            let above = self.highest_fed.is_none_or(|last| seq > last);
+            if above && !self.is_covered(seq) {
+                if self.refused_seqs.len() >= MAX_REFUSED {
+                    // Too many to track: the lowest stands for them all (the
+                    // next task queued above it opens a gap).
+                    self.refused_seqs.pop_last();
+                }
+                self.refused_seqs.insert(seq);
+            }
+            return 0;
+        }
+        if self.refused_keys.len() >= MAX_REFUSED {
+            self.refused_keys.remove(0);
+        }
+        self.refused_keys.push(key.clone());
+        if self.drop_until.as_ref() == Some(key) {
+            // The last key of a placed run will not arrive: nothing more to drop.
+            self.drop_until = None;
+        }
+        let completes = self.pending.as_ref().is_some_and(|p| &p.id == key);
+        if completes {
+            if let Some(Published { run: Some(run), .. }) = self.pending.take() {
+                // The run ends at the refused task, right after our tail.
+                return self.apply_through(&run, None);
+            }
+        }
+        0
     }
 
     /// Moves the next task to the worker.
@@ -239,23 +354,31 @@ impl<E: Item> QueueCore<E> {
     /// epoch's run.
     pub fn finish(&mut self, epoch: u64, entry: &E) {
         self.untake(entry);
+        let key = entry.key().clone();
+        // A task after a gap in our feed: the run restarts there, so that it never
+        // claims the refused task.
+        let after_gap = self.forget_gap(&key);
         match &mut self.run {
             Some(run) if run.epoch == epoch => {
                 run.count += 1;
-                run.last = entry.key().clone();
+                run.last = key.clone();
+                if after_gap {
+                    run.first = key;
+                }
             }
             _ => {
                 // An orphan first: the run did not resume where the predecessor
                 // stopped, its origin is its own first task.
-                let origin = self.origin.take().filter(|_| !entry.orphan());
+                let origin = self.origin.take().filter(|_| !entry.orphan() && !after_gap);
                 self.run = Some(OwnRun {
                     epoch,
-                    first: origin.unwrap_or_else(|| entry.key().clone()),
+                    first: origin.unwrap_or_else(|| key.clone()),
                     count: 1,
-                    last: entry.key().clone(),
+                    last: key,
                 });
             }
         }
+        self.prune_breaks();
     }
 
     /// What this member publishes as master.
@@ -276,7 +399,12 @@ impl<E: Item> QueueCore<E> {
     pub fn incoming(&mut self, published: &Published<E::Key>) -> u64 {
         let Some(run) = &published.run else { return 0 };
         match (self.sequenced, run.covers) {
-            (Some(true) | None, Some((from, upto))) => self.cover(from, upto),
+            (Some(true) | None, Some((from, upto))) => {
+                if !self.own_epochs.contains(&run.epoch) {
+                    self.latest_from = Some(from);
+                }
+                self.cover(from, upto)
+            }
             (Some(true), None) => 0, // a run we cannot place by sequence
             (Some(false) | None, None) | (Some(false), Some(_)) => {
                 self.apply_run(run, &published.id)
@@ -285,7 +413,9 @@ impl<E: Item> QueueCore<E> {
     }
 
     /// This member takes over in `epoch` from the master that published
-    /// `inherited`; returns whether it knew where that master stopped.
+    /// `inherited`; returns whether it knew where that master stopped. A run it
+    /// cannot place yet stays pending: the tasks it covers are dropped as the
+    /// feed brings its last key.
     pub fn became_master(&mut self, epoch: u64, inherited: Option<&Published<E::Key>>) -> bool {
         if let Some(p) = inherited {
             self.incoming(p);
@@ -296,7 +426,7 @@ impl<E: Item> QueueCore<E> {
             .and_then(|p| p.run.as_ref())
             .filter(|_| known)
             .map(|run| run.first.clone());
-        self.pending = None;
+        self.latest_from = None;
         self.own_epochs.insert(epoch);
         known
     }
@@ -311,16 +441,47 @@ impl<E: Item> QueueCore<E> {
             return true;
         }
         match (self.sequenced, run.covers) {
-            // Our feed reaches back to the published interval's end: we hold every
-            // task after it that anyone holds.
+            // Our feed reaches back to the published interval's end, without a
+            // gap after it: we hold every task after it that anyone holds.
             (Some(true) | None, Some((_, upto))) => {
-                self.feed_start.is_some_and(|s| s <= upto.saturating_add(1))
+                let next = upto.saturating_add(1);
+                self.feed_start.is_some_and(|s| s <= next)
+                    && self.breaks.iter().all(|&(_, after)| after <= next)
             }
             (Some(true), None) => false,
             (Some(false) | None, _) => self
                 .applied
                 .is_some_and(|(e, c)| e == run.epoch && c >= run.count),
         }
+    }
+
+    /// Whether this member, as a standby, holds tasks that no published run
+    /// covers and that the master will never run (they stand before its run:
+    /// it was fed from a later point, or its feed has a gap there). Nobody runs
+    /// them unless this member leads.
+    pub fn needs_lease(&self) -> bool {
+        match self.sequenced {
+            // Tasks are in feed order: the head is the lowest. Held tasks are never
+            // inside a known interval.
+            Some(true) => self
+                .tasks
+                .front()
+                .and_then(Item::seq)
+                .zip(self.latest_from)
+                .is_some_and(|(head, from)| head < from),
+            // Orphans stand at the head: before the origin of the run that
+            // marked them.
+            Some(false) => self.tasks.front().is_some_and(Item::orphan),
+            None => false,
+        }
+    }
+
+    /// MUTATION, for the model check only: forgets the runs not applied yet (the
+    /// rule before a new master kept its inherited run).
+    #[doc(hidden)]
+    pub fn forget_pending(&mut self) {
+        self.pending = None;
+        self.drop_until = None;
     }
 
     // ---- sequence mode ----
@@ -354,36 +515,61 @@ impl<E: Item> QueueCore<E> {
         let before = self.tasks.len();
         self.tasks
             .retain(|e| !e.seq().is_some_and(|s| from <= s && s <= upto));
+        self.refused_seqs.retain(|&s| !(from <= s && s <= upto));
+        self.prune_breaks();
         (before - self.tasks.len()) as u64
     }
 
-    /// The interval this member can vouch for: its feed from its first task up to
-    /// the task before the first one it still holds, joined with the intervals it
-    /// knows were run where they touch. No task it holds is ever inside it.
+    /// The first sequence number this member still holds (waiting or taken).
+    /// Waiting tasks are in feed order (a restored task was the head), so the
+    /// first one is the lowest.
+    fn head(&self) -> Option<u64> {
+        self.tasks
+            .front()
+            .and_then(Item::seq)
+            .into_iter()
+            .chain(self.in_flight.iter().flatten().copied())
+            .min()
+    }
+
+    /// The interval this member can vouch for: the stretch of its feed without a
+    /// gap that ends with the last task it finished (the task before the first
+    /// one it still holds), joined with the intervals it knows were run where
+    /// they touch. No task it holds, and no task it was never fed, is ever inside
+    /// it.
     fn own_cover(&self) -> Option<(u64, u64)> {
         if self.sequenced != Some(true) {
             return None;
         }
         let start = self.feed_start?;
-        let head = self
-            .tasks
-            .iter()
-            .filter_map(Item::seq)
-            .chain(self.in_flight.iter().flatten().copied())
-            .min();
-        let mut cover = match head {
+        let head = self.head();
+        let end = match head {
+            Some(h) => h.checked_sub(1),
+            None => self.highest_fed,
+        };
+        let Some(end) = end.filter(|&e| e >= start) else {
             // Nothing of our own feed finished yet: vouch for what we know was
             // run right before our head, if anything.
-            Some(h) if h <= start => {
-                return self
-                    .covered
-                    .iter()
-                    .copied()
-                    .find(|&(_, y)| y.saturating_add(1) == h)
-            }
-            Some(h) => (start, h - 1),
-            None => (start, self.highest_fed?),
+            let h = head?;
+            return self
+                .covered
+                .iter()
+                .copied()
+                .find(|&(_, y)| y.saturating_add(1) == h);
         };
+        // The stretch of the feed that `end` lies in, or the one that ends right
+        // before the gap `end` lies in.
+        let mut cover = (start, end);
+        for &(before, after) in &self.breaks {
+            if after <= end {
+                cover.0 = after;
+            } else {
+                if before < end {
+                    cover.1 = before;
+                }
+                break;
+            }
+        }
         // Held tasks are never inside a known interval, so a merge never passes
         // the head.
         for &(x, y) in &self.covered {
@@ -394,51 +580,105 @@ impl<E: Item> QueueCore<E> {
         Some(cover)
     }
 
+    /// Forgets the gaps before the stretch of the feed that the head lies in:
+    /// no interval this member vouches for reaches back past them any more.
+    fn prune_breaks(&mut self) {
+        let next = self.highest_fed.map(|h| h.saturating_add(1));
+        let Some(head) = self.head().or(next) else {
+            return;
+        };
+        if let Some(last) = self.breaks.iter().rposition(|&(_, after)| after < head) {
+            self.breaks.drain(..last);
+        }
+    }
+
     // ---- key mode ----
 
+    /// Forgets that `key` follows a gap; returns whether it did.
+    fn forget_gap(&mut self, key: &E::Key) -> bool {
+        match self.gap_keys.iter().position(|k| k == key) {
+            Some(i) => {
+                self.gap_keys.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Applies a master's run (see the module docs); returns how many tasks it
-    /// dropped. A last key not in the queue yet waits in `pending`.
+    /// dropped. A run whose last key is not in the queue yet is placed by its
+    /// origin if it can be (then the tasks it covers are dropped now, and those
+    /// that arrive up to its last key on arrival), and else waits in `pending`.
     fn apply_run(&mut self, run: &Run<E::Key>, last: &E::Key) -> u64 {
         if self.own_epochs.contains(&run.epoch) {
             return 0; // our own run: its tasks left our queue as we ran them
         }
         if self
             .applied
-            .is_some_and(|(e, c)| e == run.epoch && c >= run.count)
+            .is_some_and(|applied| (run.epoch, run.count) <= applied)
         {
-            return 0; // seen already
+            return 0; // seen already, or older than one we applied
         }
-        let Some(j) = self.tasks.iter().position(|e| e.key() == last) else {
-            // Not fed yet (or already gone): apply it when it arrives.
+        if let Some(j) = self.tasks.iter().position(|e| e.key() == last) {
+            self.pending = None;
+            return self.apply_through(run, Some(j));
+        }
+        // Not fed yet (or already gone). Placed by its origin when that is in our
+        // queue and no orphan: then nothing after it left the queue, so the last
+        // key is still to come and everything from the origin to the tail comes
+        // before it. (Nothing else tells a key not yet fed from one gone.)
+        let placed = self
+            .tasks
+            .iter()
+            .any(|e| e.key() == &run.first && !e.orphan());
+        if placed && self.drop_until.as_ref() != Some(last) {
+            self.pending = None;
+            self.drop_until = Some(last.clone());
+            return self.apply_through(run, None);
+        }
+        if !placed {
+            // Apply it when its last key arrives.
             self.pending = Some(Published {
                 id: last.clone(),
                 run: Some(run.clone()),
             });
-            return 0;
-        };
-        self.pending = None;
+        }
+        0
+    }
+
+    /// Drops what `run` covers, through position `end` of the queue (`None`: the
+    /// last key stands after the tail).
+    fn apply_through(&mut self, run: &Run<E::Key>, end: Option<usize>) -> u64 {
         self.applied = Some((run.epoch, run.count));
+        let j = end.unwrap_or(self.tasks.len());
         // The run covers its origin through its last key; what stands before the
         // origin is kept as orphans. An origin not in the queue lies before it.
         let first_at = self
             .tasks
             .iter()
-            .take(j + 1)
+            .take(j.saturating_add(1))
             .position(|e| e.key() == &run.first);
-        if let Some(i) = first_at {
-            for e in self.tasks.iter_mut().take(i) {
-                e.set_orphan();
-            }
-        }
         let mut dropped = 0;
         let mut kept = VecDeque::with_capacity(self.tasks.len());
-        for (i, e) in std::mem::take(&mut self.tasks).into_iter().enumerate() {
+        for (i, mut e) in std::mem::take(&mut self.tasks).into_iter().enumerate() {
             let in_run = match first_at {
-                Some(start) => i >= start && i <= j,
+                Some(start) => {
+                    if i < start {
+                        e.set_orphan(true);
+                    } else if i > j {
+                        // After the run: its master holds it too, and runs it
+                        // next; whatever an older run left it marked.
+                        e.set_orphan(false);
+                    }
+                    i >= start && i <= j
+                }
                 None => i <= j && !e.orphan(),
             };
             if in_run {
                 dropped += 1;
+                if let Some(g) = self.gap_keys.iter().position(|k| k == e.key()) {
+                    self.gap_keys.swap_remove(g);
+                }
             } else {
                 kept.push_back(e);
             }
@@ -465,6 +705,12 @@ where
             && self.own_epochs == other.own_epochs
             && self.applied == other.applied
             && self.pending == other.pending
+            && self.breaks == other.breaks
+            && self.refused_seqs == other.refused_seqs
+            && self.refused_keys == other.refused_keys
+            && self.gap_keys == other.gap_keys
+            && self.latest_from == other.latest_from
+            && self.drop_until == other.drop_until
     }
 }
 
@@ -492,5 +738,11 @@ where
         self.own_epochs.hash(state);
         self.applied.hash(state);
         self.pending.hash(state);
+        self.breaks.hash(state);
+        self.refused_seqs.hash(state);
+        self.refused_keys.hash(state);
+        self.gap_keys.hash(state);
+        self.latest_from.hash(state);
+        self.drop_until.hash(state);
     }
 }

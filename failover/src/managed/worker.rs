@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
+use super::publish::LeaseProgress;
 use super::queue::{Entry, Queue, QueueStats};
 use super::work::{Outcome, Work, WorkContext};
 use crate::event::{panic_message, Event};
@@ -95,6 +96,9 @@ pub(crate) struct Worker<W: Work, S: Source<W> = Queue<W>> {
     pub max_attempts: Option<u32>,
     /// How long the first task of an epoch waits for the `on_master` hook.
     pub hook_wait: Duration,
+    /// The in-memory queue: when to publish progress with a renewal (the
+    /// durable queue records its own).
+    pub progress: Option<LeaseProgress>,
 }
 
 impl<W: Work, S: Source<W>> Worker<W, S> {
@@ -156,6 +160,7 @@ impl<W: Work, S: Source<W>> Worker<W, S> {
             shared: self.shared.clone(),
             token: token.clone(),
         };
+        let mut progress = self.progress.clone();
         // Held while the worker is busy (between the check before a task and the
         // end of the task, across a run of tasks): a stop waits for it.
         let mut guard = None;
@@ -179,6 +184,9 @@ impl<W: Work, S: Source<W>> Worker<W, S> {
                 Next::Empty => {
                     if !self.queue.flush(epoch).await {
                         return;
+                    }
+                    if let Some(progress) = progress.as_mut() {
+                        progress.idle(&self.shared, &token).await;
                     }
                     guard = None;
                     let until = self.shared.clock.timer(self.shared.valid_until());
@@ -233,6 +241,9 @@ impl<W: Work, S: Source<W>> Worker<W, S> {
                         return;
                     }
                     self.shared.metrics.queue_depth();
+                    if let Some(progress) = progress.as_mut() {
+                        progress.finished(&self.shared, &token).await;
+                    }
                 }
                 Outcome::Retry(reason)
                     if self.max_attempts.is_none_or(|max| entry.attempts < max) =>
@@ -260,6 +271,9 @@ impl<W: Work, S: Source<W>> Worker<W, S> {
                         return;
                     }
                     self.shared.metrics.queue_depth();
+                    if let Some(progress) = progress.as_mut() {
+                        progress.finished(&self.shared, &token).await;
+                    }
                 }
             }
         }

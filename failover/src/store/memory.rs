@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Claim, LeaseStore, Renewal};
+use super::{take_over_epoch, Claim, Created, LeaseStore, Renewal};
 use crate::error::{Error, Result};
 use crate::event::lock;
-use crate::lease::{rules, Lease, Published};
+use crate::lease::{Lease, Published};
 
 /// Leases kept in this process: the original's `nodb`, but with the real election
 /// among all members given the same store (clones share it).
@@ -155,32 +155,66 @@ impl LeaseStore for MemoryConn {
     async fn acquire(
         &self,
         name: &str,
-        seen: Option<u64>,
+        seen: &Lease,
         claim: &Claim,
         lease_ms: u64,
-        _fresh_epoch: u64,
     ) -> Result<Option<Lease>> {
-        // Its leases live as long as the process and cannot be deleted, so epochs
-        // simply start at 1.
+        let (seen_version, seen_epoch) = (seen.version, seen.epoch);
         self.run("take lease", |leases, now| {
-            let current = leases.get(name);
-            if current.map(|l| l.version) != seen {
+            let Some(current) = leases.get(name) else {
+                return Ok(None);
+            };
+            if (current.version, current.epoch) != (seen_version, seen_epoch) {
                 return Ok(None);
             }
             let lease = Lease {
                 holder: Some(claim.member_id.clone()),
                 token: Some(claim.token),
-                epoch: current.map_or(1, |l| rules::next_epoch(l.epoch)),
-                version: current.map_or(0, |l| l.version) + 1,
+                epoch: take_over_epoch(name, current.epoch)?,
+                version: current.version + 1,
                 lease_ms,
                 renewed_at_ms: now,
                 released: false,
-                sync: current.and_then(|l| l.sync.clone()),
-                run: current.and_then(|l| l.run.clone()),
+                sync: current.sync.clone(),
+                run: current.run.clone(),
                 step_down: false,
+                successor: None,
             };
             leases.insert(name.to_owned(), lease.clone());
             Ok(Some(lease))
+        })
+        .await
+    }
+
+    async fn create(
+        &self,
+        name: &str,
+        claim: &Claim,
+        lease_ms: u64,
+        _fresh_epoch: u64,
+        published: Option<Published>,
+    ) -> Result<Created> {
+        // Its leases live as long as the process and cannot be deleted, so a
+        // missing lease was never held: it is taken at once, with epoch 1.
+        self.run("take lease", |leases, now| {
+            if leases.contains_key(name) {
+                return Ok(Created::Raced);
+            }
+            let lease = Lease {
+                holder: Some(claim.member_id.clone()),
+                token: Some(claim.token),
+                epoch: 1,
+                version: 1,
+                lease_ms,
+                renewed_at_ms: now,
+                released: false,
+                sync: published.as_ref().map(|p| p.id.clone()),
+                run: published.and_then(|p| p.run),
+                step_down: false,
+                successor: None,
+            };
+            leases.insert(name.to_owned(), lease.clone());
+            Ok(Created::Held(lease))
         })
         .await
     }
@@ -247,13 +281,19 @@ impl LeaseStore for MemoryConn {
         .await
     }
 
-    async fn request_step_down(&self, name: &str) -> Result<Option<Lease>> {
+    async fn request_step_down(
+        &self,
+        name: &str,
+        successor: Option<&Claim>,
+    ) -> Result<Option<Lease>> {
+        let successor = successor.map(|c| c.token);
         self.run("request a step-down", |leases, _| {
             Ok(leases.get_mut(name).filter(|l| !l.released).map(|lease| {
                 if !lease.step_down {
                     // The next version, a copy: the stamp stays, nothing is extended.
                     lease.version += 1;
                     lease.step_down = true;
+                    lease.successor = successor;
                 }
                 lease.clone()
             }))

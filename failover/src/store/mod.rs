@@ -15,7 +15,7 @@ pub(crate) use mongo::{
 };
 
 use crate::error::Result;
-use crate::lease::{Lease, Published};
+use crate::lease::{rules, Lease, Published};
 
 /// Who is writing: the member id (for people) and the random token of this member
 /// instance (what renewals are conditional on).
@@ -34,17 +34,33 @@ pub(crate) trait LeaseStore: Send + Sync + 'static {
     /// Reads the lease of subsystem `name`, if there is one.
     fn read(&self, name: &str) -> impl Future<Output = Result<Option<Lease>>> + Send;
 
-    /// Takes the lease: creates it with epoch `fresh_epoch` when `seen` is `None`,
-    /// else replaces the lease whose version is `seen` (its epoch plus one).
-    /// `Ok(None)` when another member won the race.
+    /// Takes the lease over: writes the version after `seen`, the newest lease
+    /// this member read and judged free, with the next epoch. `Ok(None)` when
+    /// another member won the race (or the lease changed since it was read).
+    ///
+    /// # Errors
+    /// [`Error::MalformedLease`](crate::Error::MalformedLease) when `seen`'s epoch
+    /// has no successor, besides the database's errors.
     fn acquire(
         &self,
         name: &str,
-        seen: Option<u64>,
+        seen: &Lease,
+        claim: &Claim,
+        lease_ms: u64,
+    ) -> impl Future<Output = Result<Option<Lease>>> + Send;
+
+    /// Creates the lease of subsystem `name`, which this member found missing,
+    /// with epoch `fresh_epoch` (see [`Created`]), carrying `published`, the last
+    /// progress this member saw a master publish (what a deletion erased, as far
+    /// as this member knows it).
+    fn create(
+        &self,
+        name: &str,
         claim: &Claim,
         lease_ms: u64,
         fresh_epoch: u64,
-    ) -> impl Future<Output = Result<Option<Lease>>> + Send;
+        published: Option<Published>,
+    ) -> impl Future<Output = Result<Created>> + Send;
 
     /// Renews `held`, the lease as this member last wrote it, publishing
     /// `published` when given.
@@ -70,12 +86,51 @@ pub(crate) trait LeaseStore: Send + Sync + 'static {
     /// The names of every subsystem with a lease in the store, sorted.
     fn names(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
 
-    /// An operator's step-down request: writes the next version of the lease of
-    /// `name` as a copy of the newest one with `step_down` set (same holder,
-    /// token, epoch and `renewed_at`: it extends nothing and breaks nothing). The
-    /// lease asked to step down (already asked: as it is); `Ok(None)` when
-    /// nobody holds it (no lease, or released).
-    fn request_step_down(&self, name: &str) -> impl Future<Output = Result<Option<Lease>>> + Send;
+    /// A step-down request: writes the next version of the lease of `name` as a
+    /// copy of the newest one with `step_down` set (same holder, token, epoch and
+    /// `renewed_at`: it extends nothing and breaks nothing), and `successor` set
+    /// when a standby asks for the lease to run tasks only it holds (`None`: an
+    /// operator's request). The lease asked to step down (already asked: as it
+    /// is); `Ok(None)` when nobody holds it (no lease, released, or a vacancy).
+    fn request_step_down(
+        &self,
+        name: &str,
+        successor: Option<&Claim>,
+    ) -> impl Future<Output = Result<Option<Lease>>> + Send;
+}
+
+/// What became of the creation of a missing lease.
+#[derive(Debug, Clone)]
+pub(crate) enum Created {
+    /// This member holds the new lease (a store whose leases cannot be deleted:
+    /// a missing lease was never held).
+    Held(Lease),
+    /// The store wrote a vacancy, an unheld lease that is taken over like any
+    /// other once it expires (a lease found missing may have been deleted under
+    /// a master that still acts): the lease that leads now.
+    Vacancy(Lease),
+    /// Another member wrote first; read again.
+    Raced,
+}
+
+/// The epoch that a take-over of a lease of epoch `epoch` writes.
+///
+/// # Errors
+/// [`Error::MalformedLease`](crate::Error::MalformedLease) when `epoch` has no
+/// successor that the database can store (only a hand-edited document gets there):
+/// never the same epoch twice.
+pub(crate) fn take_over_epoch(name: &str, epoch: u64) -> Result<u64> {
+    match rules::next_epoch(epoch) {
+        next if next <= rules::MAX_EPOCH => Ok(next),
+        _ => Err(crate::error::Error::MalformedLease {
+            name: name.to_owned(),
+            reason: format!(
+                "field `epoch` is {epoch}, the largest epoch a lease can store, so no member can take \
+                 it over with a higher one; a hand-edited document got there: reset the epochs of the \
+                 lease and of every collection fenced with them together"
+            ),
+        }),
+    }
 }
 
 /// What became of a renewal.

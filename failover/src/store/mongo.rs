@@ -29,9 +29,9 @@ use mongodb::options::{
 };
 use mongodb::{Client, Collection, Database};
 
-use super::{Claim, LeaseStore, Renewal};
+use super::{take_over_epoch, Claim, Created, LeaseStore, Renewal};
 use crate::error::{Error, Result};
-use crate::lease::{rules, Lease, Published};
+use crate::lease::{rules::MAX_EPOCH, Lease, Published};
 use crate::options::{
     client_options_secrets, redact_uri, scrub, scrub_secrets, uri_secrets, Backend, Options,
 };
@@ -41,6 +41,25 @@ pub(crate) const DUPLICATE_KEY: i32 = 11000;
 
 /// How many versions of a lease are kept behind the current one.
 pub(crate) const KEEP_VERSIONS: u64 = 16;
+
+/// How long a clock document may go unstamped before the holder's garbage
+/// collection deletes it: an hour (standbys stamp theirs every minute).
+pub(crate) const CLOCK_KEEP_MS: i64 = 60 * 60 * 1000;
+
+/// The order that puts a lease's newest version first (see [`crate::lease`]).
+fn newest_first() -> Document {
+    doc! { "epoch": -1, "_id.v": -1 }
+}
+
+/// The epoch of a stored version, if it has a readable one.
+fn epoch_of(doc: &Document) -> Option<u64> {
+    match doc.get("epoch") {
+        Some(Bson::Int64(n)) => u64::try_from(*n).ok(),
+        Some(Bson::Int32(n)) => u64::try_from(*n).ok(),
+        Some(Bson::Double(d)) if *d >= 0.0 && d.fract() == 0.0 && *d < 9.0e18 => Some(*d as u64),
+        _ => None,
+    }
+}
 
 /// The `_id` of version `v` of lease `name`.
 fn slot(name: &str, v: u64) -> Document {
@@ -127,7 +146,7 @@ impl MongoStore {
     /// it everything still works, by a scan of the small lease collection.
     async fn ensure_index(&self) {
         let index = mongodb::IndexModel::builder()
-            .keys(doc! { "_id.lease": 1, "_id.v": -1 })
+            .keys(doc! { "_id.lease": 1, "epoch": -1, "_id.v": -1 })
             .build();
         if let Err(e) = self.leases.create_index(index).await {
             let e = scrubbed_driver_error("create the lease index", &e, &self.secrets);
@@ -135,13 +154,97 @@ impl MongoStore {
         }
     }
 
-    /// The newest version of lease `name`, unparsed.
+    /// The newest version of lease `name`, unparsed: the highest epoch, and of
+    /// that epoch the highest version. A version of a lower epoch written after a
+    /// newer epoch's (a deposed master's late renewal, a stale take-over) never
+    /// leads, whatever its version number.
     pub async fn raw(&self, name: &str) -> Result<Option<Document>> {
         self.leases
             .find_one(doc! { "_id.lease": name })
-            .sort(doc! { "_id.v": -1 })
+            .sort(newest_first())
             .await
             .map_err(|e| scrubbed_driver_error("read lease", &e, &self.secrets))
+    }
+
+    /// The two newest versions of lease `name`, unparsed, newest first.
+    async fn newest_two(&self, name: &str) -> Result<Vec<Document>> {
+        let mut cursor = self
+            .leases
+            .find(doc! { "_id.lease": name })
+            .sort(newest_first())
+            .limit(2)
+            .await
+            .map_err(|e| scrubbed_driver_error("read lease", &e, &self.secrets))?;
+        let mut docs = Vec::with_capacity(2);
+        while cursor
+            .advance()
+            .await
+            .map_err(|e| scrubbed_driver_error("read lease", &e, &self.secrets))?
+        {
+            let doc = cursor
+                .deserialize_current()
+                .map_err(|e| scrubbed_driver_error("read lease", &e, &self.secrets))?;
+            docs.push(doc);
+        }
+        Ok(docs)
+    }
+
+    /// The document at version `v` of lease `name`, unparsed.
+    async fn at(&self, name: &str, v: u64) -> Result<Option<Document>> {
+        self.leases
+            .find_one(doc! { "_id": slot(name, v) })
+            .await
+            .map_err(|e| scrubbed_driver_error("read lease", &e, &self.secrets))
+    }
+
+    /// Inserts version `v` of lease `name` (`update` applied to the new document),
+    /// unless another writer has that version. A version taken by a document of an
+    /// epoch below `based_on`, the epoch of the lease this write follows, is a stale
+    /// writer's late insert (after the lease was deleted, or into a slot freed by
+    /// garbage collection): it is deleted, and the slot tried again. `Ok(None)` when
+    /// the slot is another writer's.
+    async fn insert_version(
+        &self,
+        operation: &'static str,
+        name: &str,
+        v: u64,
+        update: Document,
+        based_on: u64,
+    ) -> Result<Option<Document>> {
+        for _ in 0..2 {
+            let written = self
+                .leases
+                .find_one_and_update(
+                    doc! { "_id": slot(name, v), "version": { "$exists": false } },
+                    update.clone(),
+                )
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .await;
+            match written {
+                Ok(Some(doc)) => return Ok(Some(doc)),
+                Ok(None) => return Ok(None),
+                Err(e) if error_code(&e) == Some(DUPLICATE_KEY) => {}
+                Err(e) => return Err(scrubbed_driver_error(operation, &e, &self.secrets)),
+            }
+            let occupant = self.at(name, v).await?;
+            let stale = occupant
+                .as_ref()
+                .and_then(epoch_of)
+                .filter(|&epoch| epoch < based_on);
+            let Some(stale) = stale else {
+                return Ok(None);
+            };
+            // Documents are never changed in place, so the filter on the epoch
+            // names exactly the stale document, on any server.
+            self.leases
+                .delete_one(doc! { "_id": slot(name, v), "epoch": stale as i64 })
+                .await
+                .map_err(|e| scrubbed_driver_error(operation, &e, &self.secrets))?;
+            tracing::debug!(target: "failover", name, v, stale, based_on,
+                "deleted a stale lease version of a lower epoch");
+        }
+        Ok(None)
     }
 
     /// Inserts version `v` of lease `name` with `fields` (and `renewed_at` stamped
@@ -152,26 +255,17 @@ impl MongoStore {
         name: &str,
         v: u64,
         mut fields: Document,
+        based_on: u64,
     ) -> Result<Written> {
         let fields_token = match fields.get("token") {
             Some(Bson::Int64(t)) => Some(*t),
             _ => None,
         };
         fields.insert("version", v.min(i64::MAX as u64) as i64);
-        let written = self
-            .leases
-            .find_one_and_update(
-                doc! { "_id": slot(name, v), "version": { "$exists": false } },
-                doc! { "$set": fields, "$currentDate": { "renewed_at": true } },
-            )
-            .upsert(true)
-            .return_document(ReturnDocument::After)
-            .await;
-        let doc = match written {
-            Ok(doc) => doc,
-            Err(e) if error_code(&e) == Some(DUPLICATE_KEY) => None,
-            Err(e) => return Err(scrubbed_driver_error(operation, &e, &self.secrets)),
-        };
+        let update = doc! { "$set": fields, "$currentDate": { "renewed_at": true } };
+        let doc = self
+            .insert_version(operation, name, v, update, based_on)
+            .await?;
         let newest = self.raw(name).await?;
         // An operator's step-down request is a copy of this member instance's
         // newest version with `step_down` set: the lease is still ours, not lost.
@@ -220,14 +314,34 @@ impl MongoStore {
                 })
             }
         }
-        if v % KEEP_VERSIONS == 0 && v > KEEP_VERSIONS {
-            let old = doc! { "_id.lease": name, "_id.v": { "$lt": (v - KEEP_VERSIONS) as i64 } };
-            if let Err(e) = self.leases.delete_many(old).await {
-                let e = scrubbed_driver_error("delete old lease versions", &e, &self.secrets);
-                tracing::debug!(target: "failover", error = %e, "old lease versions stay");
-            }
-        }
         Ok(Written::Won(Box::new(lease)))
+    }
+
+    /// Deletes what the newest version `v` of lease `name`, `lease`, makes
+    /// history: versions more than [`KEEP_VERSIONS`] behind it, versions of lower
+    /// epochs (late inserts of deposed writers), and clock documents of this
+    /// subsystem that no member stamped for [`CLOCK_KEEP_MS`] (members that are
+    /// gone; a live one stamps its document again when it next needs it). A
+    /// failure only leaves them for the next time.
+    async fn collect_garbage(&self, name: &str, v: u64, lease: &Lease) {
+        let epoch = lease.epoch.min(i64::MAX as u64) as i64;
+        // Never above its own epoch: a collection that lands late, after the
+        // lease was deleted and written anew, must not touch the newer versions.
+        let old = doc! { "_id.lease": name, "epoch": { "$lte": epoch }, "$or": [
+            { "_id.v": { "$lt": v.saturating_sub(KEEP_VERSIONS) as i64 } },
+            { "epoch": { "$lt": epoch } },
+        ] };
+        if let Err(e) = self.leases.delete_many(old).await {
+            let e = scrubbed_driver_error("delete old lease versions", &e, &self.secrets);
+            tracing::debug!(target: "failover", error = %e, "old lease versions stay");
+        }
+        let stamped_before =
+            bson::DateTime::from_millis(lease.renewed_at_ms.saturating_sub(CLOCK_KEEP_MS));
+        let idle_clocks = doc! { "_id.clock": name, "now": { "$lt": stamped_before } };
+        if let Err(e) = self.leases.delete_many(idle_clocks).await {
+            let e = scrubbed_driver_error("delete idle clock documents", &e, &self.secrets);
+            tracing::debug!(target: "failover", error = %e, "idle clock documents stay");
+        }
     }
 
     /// Writes the next version of a lease this member holds, stepping over a
@@ -243,8 +357,18 @@ impl MongoStore {
     ) -> Result<Renewal> {
         let mut v = held.version + 1;
         for _ in 0..4 {
-            match self.write(operation, name, v, fields.clone()).await? {
-                Written::Won(lease) => return Ok(Renewal::Renewed(*lease)),
+            match self
+                .write(operation, name, v, fields.clone(), held.epoch)
+                .await?
+            {
+                Written::Won(lease) => {
+                    // Only the holder's own writes collect (a take-over still
+                    // checks its predecessor after its write).
+                    if v % KEEP_VERSIONS == 0 {
+                        self.collect_garbage(name, v, &lease).await;
+                    }
+                    return Ok(Renewal::Renewed(*lease));
+                }
                 Written::Lost => return Ok(Renewal::Lost),
                 Written::AlreadyOurs => v += 1,
                 Written::StepDown(newest) if through_step_down => v = newest.version + 1,
@@ -303,34 +427,91 @@ impl LeaseStore for MongoStore {
     async fn acquire(
         &self,
         name: &str,
-        seen: Option<u64>,
+        seen: &Lease,
+        claim: &Claim,
+        lease_ms: u64,
+    ) -> Result<Option<Lease>> {
+        // The next version after the one seen carries the next epoch.
+        let Some(current) = self.read(name).await? else {
+            return Ok(None);
+        };
+        if current.version != seen.version || current.epoch != seen.epoch {
+            return Ok(None);
+        }
+        let epoch = take_over_epoch(name, current.epoch)?;
+        let mut fields = taken(claim, lease_ms, epoch);
+        if let Some(p) = current.published() {
+            fields.extend(publish(p));
+        }
+        let v = seen.version + 1;
+        let lease = match self
+            .write("take lease", name, v, fields, current.epoch)
+            .await?
+        {
+            Written::Won(lease) => *lease,
+            // An earlier attempt of ours took it (its answer lost): its time is
+            // unknown, so it does not count; the election judges it like
+            // anybody's lease.
+            Written::Lost | Written::AlreadyOurs | Written::StepDown(_) => return Ok(None),
+        };
+        // The version judged free must still be there, right under the one just
+        // written: if the lease was deleted meanwhile, the slot may have been freed by the
+        // deletion of a renewal that the holder made after the version seen, and
+        // that holder may still act. Then this version is withdrawn (the next
+        // reader finds the lease missing and writes a vacancy).
+        let below = self.newest_two(name).await?;
+        let in_order = below.len() == 2
+            && below[0].get_document("_id").ok() == Some(&slot(name, v))
+            && below[1].get_document("_id").ok() == Some(&slot(name, seen.version))
+            && epoch_of(&below[1]) == Some(current.epoch);
+        if !in_order {
+            tracing::info!(target: "failover", name, epoch = lease.epoch,
+                "the lease was deleted during the take-over; withdrawing it");
+            self.leases
+                .delete_one(doc! { "_id": slot(name, v), "token": claim.token })
+                .await
+                .map_err(|e| scrubbed_driver_error("withdraw a take-over", &e, &self.secrets))?;
+            return Ok(None);
+        }
+        Ok(Some(lease))
+    }
+
+    async fn create(
+        &self,
+        name: &str,
         claim: &Claim,
         lease_ms: u64,
         fresh_epoch: u64,
-    ) -> Result<Option<Lease>> {
-        // The next version after the one seen carries the next epoch; the first
-        // version starts at the lease clock's epoch.
-        let (v, fields) = match seen {
-            Some(version) => {
-                let Some(current) = self.read(name).await? else {
-                    return Ok(None);
-                };
-                if current.version != version {
-                    return Ok(None);
-                }
-                let mut fields = taken(claim, lease_ms, rules::next_epoch(current.epoch));
-                if let Some(p) = current.published() {
-                    fields.extend(publish(p));
-                }
-                (version + 1, fields)
-            }
-            None => (1, taken(claim, lease_ms, fresh_epoch)),
+        published: Option<Published>,
+    ) -> Result<Created> {
+        // Nobody may take a lease that is missing at once: it may have been deleted
+        // under a master that still acts. A vacancy, an unheld lease stamped now,
+        // is taken by the ordinary expiry rule, a whole lease after this write,
+        // which comes after the deletion, which came after the old master's last
+        // renewal: its deadline has passed by then. Its epoch, from the clock, is
+        // above every epoch counted before, so the old master's late renewals lose.
+        let mut fields = doc! {
+            "holder": Bson::Null, "token": Bson::Null, "lease_ms": lease_ms.min(i64::MAX as u64) as i64,
+            "epoch": fresh_epoch.min(MAX_EPOCH) as i64, "released": false, "step_down": false,
+            "vacated_by": &claim.member_id,
         };
-        Ok(match self.write("take lease", name, v, fields).await? {
-            Written::Won(lease) => Some(*lease),
-            // An earlier attempt of ours took it (its answer lost): its time is
-            // unknown, so it does not count; the next check re-takes it.
-            Written::Lost | Written::AlreadyOurs | Written::StepDown(_) => None,
+        fields.insert("version", 1_i64);
+        if let Some(p) = published {
+            fields.extend(publish(p));
+        }
+        let update = doc! { "$set": fields, "$currentDate": { "renewed_at": true } };
+        // A vacancy is based on no epoch: it replaces nothing.
+        if self
+            .insert_version("create lease", name, 1, update, 0)
+            .await?
+            .is_none()
+        {
+            return Ok(Created::Raced);
+        }
+        // Whatever leads now (the vacancy, or a lease written meanwhile) is followed.
+        Ok(match self.read(name).await? {
+            Some(lease) => Created::Vacancy(lease),
+            None => Created::Raced,
         })
     }
 
@@ -344,6 +525,9 @@ impl LeaseStore for MongoStore {
         let mut fields = taken(claim, held.lease_ms, held.epoch);
         // A step-down request this member has seen stays visible until the release.
         fields.insert("step_down", held.step_down);
+        if let Some(successor) = held.successor.filter(|_| held.step_down) {
+            fields.insert("successor", successor);
+        }
         if let Some(p) = published.or_else(|| held.published()) {
             fields.extend(publish(p));
         }
@@ -360,6 +544,10 @@ impl LeaseStore for MongoStore {
     ) -> Result<Option<Lease>> {
         let mut fields = taken(claim, held.lease_ms, held.epoch);
         fields.insert("released", true);
+        // The standby that asked for the hand-over goes first.
+        if let Some(successor) = held.successor.filter(|_| held.step_down) {
+            fields.insert("successor", successor);
+        }
         if let Some(p) = published.or_else(|| held.published()) {
             fields.extend(publish(p));
         }
@@ -393,7 +581,11 @@ impl LeaseStore for MongoStore {
         Ok(names)
     }
 
-    async fn request_step_down(&self, name: &str) -> Result<Option<Lease>> {
+    async fn request_step_down(
+        &self,
+        name: &str,
+        successor: Option<&Claim>,
+    ) -> Result<Option<Lease>> {
         // Renewals race with the copy for the next version: try again on a
         // duplicate key, with the newer version.
         for _ in 0..8 {
@@ -401,7 +593,8 @@ impl LeaseStore for MongoStore {
                 return Ok(None);
             };
             let lease = Lease::from_document(name, &raw)?;
-            if lease.released {
+            if lease.released || lease.token.is_none() {
+                // Released, or a vacancy: nobody holds it.
                 return Ok(None);
             }
             if lease.step_down {
@@ -412,27 +605,21 @@ impl LeaseStore for MongoStore {
             fields.remove("_id");
             fields.insert("version", v.min(i64::MAX as u64) as i64);
             fields.insert("step_down", true);
+            if let Some(successor) = successor {
+                fields.insert("successor", successor.token);
+            }
             // No `$currentDate`: the copy keeps the holder's `renewed_at`.
             let written = self
-                .leases
-                .find_one_and_update(
-                    doc! { "_id": slot(name, v), "version": { "$exists": false } },
+                .insert_version(
+                    "request a step-down",
+                    name,
+                    v,
                     doc! { "$set": fields },
+                    lease.epoch,
                 )
-                .upsert(true)
-                .return_document(ReturnDocument::After)
-                .await;
-            match written {
-                Ok(Some(doc)) => return Lease::from_document(name, &doc).map(Some),
-                Ok(None) => {}
-                Err(e) if error_code(&e) == Some(DUPLICATE_KEY) => {}
-                Err(e) => {
-                    return Err(scrubbed_driver_error(
-                        "request a step-down",
-                        &e,
-                        &self.secrets,
-                    ))
-                }
+                .await?;
+            if let Some(doc) = written {
+                return Lease::from_document(name, &doc).map(Some);
             }
         }
         Err(Error::Database {
@@ -460,13 +647,36 @@ impl MongoStore {
         }
     }
 
-    /// Writes version `v` of lease `name` as given (for the repair); `false` when
-    /// another writer had that version or a newer one.
-    pub async fn repair_write(&self, name: &str, v: u64, fields: Document) -> Result<bool> {
-        Ok(matches!(
-            self.write("repair lease", name, v, fields).await?,
-            Written::Won(_)
-        ))
+    /// Replaces `malformed`, the newest version of lease `name` that `failover`
+    /// cannot read, with `fields` at the next version, following a version of
+    /// epoch `based_on` (what can be read of its epoch); the malformed version is
+    /// then deleted, since a value of another type in `epoch` may sort above every
+    /// number. `false` when another writer changed the lease meanwhile.
+    pub async fn repair(
+        &self,
+        name: &str,
+        malformed: &Document,
+        v: u64,
+        mut fields: Document,
+        based_on: u64,
+    ) -> Result<bool> {
+        fields.insert("version", v.min(i64::MAX as u64) as i64);
+        let update = doc! { "$set": fields, "$currentDate": { "renewed_at": true } };
+        if self
+            .insert_version("repair lease", name, v, update, based_on)
+            .await?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        if let Ok(id) = malformed.get_document("_id") {
+            self.leases
+                .delete_one(doc! { "_id": id.clone() })
+                .await
+                .map_err(|e| scrubbed_driver_error("repair lease", &e, &self.secrets))?;
+        }
+        let newest = self.raw(name).await?;
+        Ok(newest.and_then(|d| d.get_document("_id").ok().cloned()) == Some(slot(name, v)))
     }
 }
 
@@ -482,7 +692,7 @@ fn publish(p: Published) -> Document {
 fn taken(claim: &Claim, lease_ms: u64, epoch: u64) -> Document {
     doc! {
         "holder": &claim.member_id, "token": claim.token, "lease_ms": lease_ms as i64,
-        "epoch": epoch.min(i64::MAX as u64) as i64, "released": false, "step_down": false,
+        "epoch": epoch.min(MAX_EPOCH) as i64, "released": false, "step_down": false,
     }
 }
 

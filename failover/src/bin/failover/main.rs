@@ -2,6 +2,10 @@
 //! leads (`status`, `watch`), hand over on purpose (`step-down`), and run any
 //! program as a singleton under failover (`run`). See `failover --help`.
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod leash;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod log;
 mod run;
 mod status;
 mod step_down;
@@ -154,6 +158,15 @@ Examples:
     },
     /// Run a command only while this process is master of NAME
     Run(run::RunArgs),
+    /// The leash of a `run` command (started by `run` itself): holds the
+    /// deadline DEADLINE (CLOCK_BOOTTIME, nanoseconds) and later ones read from
+    /// stdin, and kills its process group when it passes or stdin closes
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[command(name = "__leash", hide = true)]
+    Leash {
+        /// The first deadline
+        deadline: u64,
+    },
 }
 
 /// Parses `500ms`, `10s`, `2m`, `1h 30m`.
@@ -164,6 +177,11 @@ fn duration(text: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The leash needs no runtime: it waits in poll(2) and must start at once.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Command::Leash { deadline } = cli.command {
+        return ExitCode::from(leash::serve(deadline));
+    }
     // One thread: the election and the supervisor run on the main thread, which
     // lives as long as the process (a child's death signal follows the thread
     // that forked it).
@@ -192,6 +210,8 @@ fn main() -> ExitCode {
                 timeout,
             } => step_down::run(&options, &name, wait, timeout).await,
             Command::Run(args) => run::run(options, args).await,
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Command::Leash { .. } => FAILED,
         }
     });
     ExitCode::from(code)
@@ -201,17 +221,26 @@ fn main() -> ExitCode {
 
 /// Reports an error of the library with a hint at what to fix; returns [`FAILED`].
 fn fail(error: &failover::Error) -> u8 {
-    eprintln!("failover: {error}");
-    match error {
-        failover::Error::Database { .. } | failover::Error::Timeout { .. } => eprintln!(
-            "failover: check --uri (or MONGODB_URI), --database and --collection, and that the database is up"
-        ),
-        failover::Error::MalformedLease { .. } => {
-            eprintln!("failover: repair the lease with failover::repair_lease, or ask its writer")
-        }
-        _ => {}
+    for line in failure_lines(error) {
+        eprintln!("failover: {line}");
     }
     FAILED
+}
+
+/// An error of the library, and a hint at what to fix.
+fn failure_lines(error: &failover::Error) -> Vec<String> {
+    let mut lines = vec![error.to_string()];
+    match error {
+        failover::Error::Database { .. } | failover::Error::Timeout { .. } => lines.push(
+            "check --uri (or MONGODB_URI), --database and --collection, and that the database is up"
+                .to_owned(),
+        ),
+        failover::Error::MalformedLease { .. } => lines.push(
+            "repair the lease with failover::repair_lease, or ask its writer".to_owned(),
+        ),
+        _ => {}
+    }
+    lines
 }
 
 /// A duration for people: `850ms`, `2.1s`, `3m 20s`.
@@ -229,7 +258,7 @@ fn human(d: Duration) -> String {
 fn expiry(info: &LeaderInfo) -> String {
     let ms = Duration::from_millis(info.expires_in_ms.unsigned_abs());
     match info.state {
-        LeaseState::Held => human(ms),
+        LeaseState::Held | LeaseState::Vacant => human(ms),
         LeaseState::Expired => format!("{} ago", human(ms)),
         _ => "-".to_owned(),
     }

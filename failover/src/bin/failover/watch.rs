@@ -15,6 +15,7 @@ fn change(before: Option<&LeaderInfo>, now: &LeaderInfo) -> &'static str {
         Some(b) if b.state != now.state => match now.state {
             LeaseState::Released => "released",
             LeaseState::Expired => "expired",
+            LeaseState::Vacant => "vacant",
             _ => "held",
         },
         Some(_) if now.step_down => "step-down",
@@ -28,6 +29,10 @@ fn describe(change: &str, info: &LeaderInfo) -> String {
     match (change, info.state) {
         (_, LeaseState::Released) => format!("released by {who}"),
         (_, LeaseState::Expired) => format!("expired: {who} stopped renewing"),
+        (_, LeaseState::Vacant) => format!(
+            "vacant (epoch {}): the lease was found missing or repaired; a standby takes it over once it runs out",
+            info.epoch
+        ),
         ("new-holder" | "new-epoch", _) => format!("new master {who}"),
         ("step-down", _) => format!("step-down requested of {who}"),
         (_, _) if info.step_down => format!("held by {who}, step-down requested"),
