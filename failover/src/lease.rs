@@ -127,25 +127,35 @@
 //!
 //! The rules in [`rules`] are pure functions, shared by the election and by the
 //! model of the protocol in `tests/model.rs` (with `stateright`), which `cargo test
-//! --test model` explores exhaustively: 2 members, 1 or 2 database nodes whose
-//! clocks differ by up to a margin (a primary change moves the stamping clock), a
-//! `mongos` whose clock runs ahead, member clocks that drift by one tick every two
-//! leases, messages delayed by a tick, lost (also after the write was applied),
-//! members paused or crashed, a lease of 10 ticks, and in managed mode a few tasks
-//! fed from different points with keys that repeat. It checks that no two members
-//! act for different epochs at one tick, that each epoch has one holder and epochs
-//! grow, that no task a live member holds is lost, that a stale fenced write never
-//! lands after a newer one, and (under fair scheduling) that a crashed or released
-//! lease is taken within a bound. Each of five known-wrong variants (expiry on the
-//! `mongos` clock, no step-down margin, lease checks batched over tasks, a release
-//! before the task stopped, the old pending-prune rule) yields a counterexample.
-//! The model found one real weakness of the key-only queue rule: a standby that
-//! places the master's run by its keys can mistake a task whose key repeats for
-//! the one the master ran, when members were fed from different points. Tasks
-//! with feed sequence numbers (`Work::sequence`) are placed exactly; the model
-//! checks that rule with repeating keys, and keeps the key-only counterexample as
-//! a test (`key_mode_needs_keys_that_do_not_repeat_*`) of the documented contract:
-//! without sequence numbers, keys never repeat.
+//! --test model` explores exhaustively among two or three members, a database of
+//! one or two nodes whose clocks differ by up to a margin, a `mongos` whose clock
+//! runs ahead, member clocks that drift, messages delayed, lost (also after the
+//! write was applied), members paused or crashed. It explores the store as it runs:
+//! versions in unique slots, the newest by (epoch, version), the insert and the
+//! read-back of the two newest as separate steps, a take-over's pre-read and its
+//! check that the version it judged is right below its own, vacancies for a missing
+//! lease, stale lower-epoch occupants replaced, a renewal stepping over its own
+//! earlier version, and step-down copies (an operator's, or a standby's naming
+//! itself as successor). Faults include the deletion of every version and the
+//! holder's garbage collection at any instant. It also covers the managed queue
+//! (the library's own rule, with capacity refusals and tasks only a standby
+//! holds), the durable queue (fenced progress that never goes back, dead letters
+//! only after an accepted progress write, nothing lost, at most one repeat per
+//! unclean end) and `failover run`'s leashed children (never two at once while a
+//! supervisor is paused). It checks that no two members act for different epochs
+//! at one tick, that each epoch has one holder and held epochs only grow, that no
+//! task a live member holds is lost and every one is run at last, that a graceful
+//! hand-over repeats nothing, that a stale fenced write never lands after a newer
+//! one, and (under fair scheduling) that a crashed or released lease is taken
+//! within a bound. Each known-wrong variant yields a counterexample, printed: among
+//! them expiry on the `mongos` clock, no step-down margin, a missing lease taken at
+//! once, the newest judged by version, a take-over without the predecessor check,
+//! an own lease taken at once whatever its epoch, a child killed only by its
+//! supervisor, a dead letter stored before the progress write, progress that may
+//! go back, a new master that forgets the run it inherited, refusals left
+//! unrecorded, and no hand-over to the holder of tasks no run covers. Without
+//! sequence numbers, keys must not repeat (`key_mode_needs_keys_that_do_not_repeat_*`
+//! keeps that counterexample as a test of the documented contract).
 
 use bson::{Bson, Document};
 use tokio::time::Instant;
