@@ -93,7 +93,13 @@ support::server_tests! {
                 )
                 .await
                 .unwrap();
-            repair_lease(&options(&uri, c, "repairer"), NAME).await.unwrap();
+            match repair_lease(&options(&uri, c, "repairer"), NAME).await {
+                Ok(_) => {}
+                // The holder renewed past the spoiled version first: nothing to
+                // repair any more, as the error says.
+                Err(e) if e.to_string().contains("run the repair again") => {}
+                Err(e) => panic!("repair: {e}"),
+            }
             sleep(ms(1500)).await;
         }
         timeout(ms(10_000), async {

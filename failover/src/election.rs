@@ -572,6 +572,10 @@ impl<S: LeaseStore> Election<S> {
     fn step_down(&mut self, to: State, error: Option<Error>) -> Instant {
         self.shared.set_lease(None);
         self.held = None;
+        // A lease that still names this member after it stopped acting (its
+        // write may have been withdrawn, or the lease deleted and written again)
+        // is judged like anybody's from now on.
+        self.last_held = None;
         if let Some(e) = error {
             tracing::warn!(target: "failover", member = %self.claim.member_id, error = %e, "stepping down");
             self.shared.events.emit(Event::Error(e));

@@ -362,6 +362,27 @@ impl MongoStore {
                 .await?
             {
                 Written::Won(lease) => {
+                    // The version right below must be this holder's previous one
+                    // (its own earlier write, or an operator's copy of it): if the
+                    // lease was deleted while this write was in flight, the write
+                    // may have landed on an empty lease after another member took
+                    // over and renewed, and must not count. It is withdrawn.
+                    let below = self.newest_two(name).await?;
+                    let chained = below.len() == 2
+                        && below[0].get_document("_id").ok() == Some(&slot(name, v))
+                        && below[1].get_document("_id").ok() == Some(&slot(name, v - 1))
+                        && epoch_of(&below[1]) == Some(held.epoch);
+                    if !chained {
+                        tracing::info!(target: "failover", name, epoch = held.epoch,
+                            "the lease was deleted under this write; withdrawing it");
+                        self.leases
+                            .delete_one(doc! { "_id": slot(name, v), "token": lease.token })
+                            .await
+                            .map_err(|e| {
+                                scrubbed_driver_error("withdraw a lease write", &e, &self.secrets)
+                            })?;
+                        return Ok(Renewal::Lost);
+                    }
                     // Only the holder's own writes collect (a take-over still
                     // checks its predecessor after its write).
                     if v % KEEP_VERSIONS == 0 {
