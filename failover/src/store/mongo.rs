@@ -51,6 +51,14 @@ fn newest_first() -> Document {
     doc! { "epoch": -1, "_id.v": -1 }
 }
 
+/// Whether `below`, the version right under a write, is version `v` of epoch
+/// `epoch`: the version the write was based on.
+fn follows(below: Option<&Document>, name: &str, v: u64, epoch: u64) -> bool {
+    below.is_some_and(|d| {
+        d.get_document("_id").ok() == Some(&slot(name, v)) && epoch_of(d) == Some(epoch)
+    })
+}
+
 /// The epoch of a stored version, if it has a readable one.
 fn epoch_of(doc: &Document) -> Option<u64> {
     match doc.get("epoch") {
@@ -189,6 +197,25 @@ impl MongoStore {
         Ok(docs)
     }
 
+    /// Deletes version `v` of lease `name` that this member instance wrote but
+    /// that must not count (the lease was deleted under the write), so that no
+    /// member takes it for a live lease.
+    async fn withdraw(
+        &self,
+        name: &str,
+        v: u64,
+        token: Option<i64>,
+        operation: &'static str,
+    ) -> Result<()> {
+        tracing::info!(target: "failover", name, v,
+            "the lease was deleted under this write; withdrawing it");
+        self.leases
+            .delete_one(doc! { "_id": slot(name, v), "token": token })
+            .await
+            .map(drop)
+            .map_err(|e| scrubbed_driver_error(operation, &e, &self.secrets))
+    }
+
     /// The document at version `v` of lease `name`, unparsed.
     async fn at(&self, name: &str, v: u64) -> Result<Option<Document>> {
         self.leases
@@ -266,7 +293,11 @@ impl MongoStore {
         let doc = self
             .insert_version(operation, name, v, update, based_on)
             .await?;
-        let newest = self.raw(name).await?;
+        // The two newest versions, read once: the newest decides whether this
+        // write counts, the one below it whether it follows what it was based on.
+        let mut top = self.newest_two(name).await?.into_iter();
+        let newest = top.next();
+        let below = top.next();
         // An operator's step-down request is a copy of this member instance's
         // newest version with `step_down` set: the lease is still ours, not lost.
         let step_down = newest.as_ref().filter(|d| {
@@ -314,7 +345,7 @@ impl MongoStore {
                 })
             }
         }
-        Ok(Written::Won(Box::new(lease)))
+        Ok(Written::Won(Box::new(lease), below))
     }
 
     /// Deletes what the newest version `v` of lease `name`, `lease`, makes
@@ -361,26 +392,15 @@ impl MongoStore {
                 .write(operation, name, v, fields.clone(), held.epoch)
                 .await?
             {
-                Written::Won(lease) => {
+                Written::Won(lease, below) => {
                     // The version right below must be this holder's previous one
                     // (its own earlier write, or an operator's copy of it): if the
                     // lease was deleted while this write was in flight, the write
                     // may have landed on an empty lease after another member took
                     // over and renewed, and must not count. It is withdrawn.
-                    let below = self.newest_two(name).await?;
-                    let chained = below.len() == 2
-                        && below[0].get_document("_id").ok() == Some(&slot(name, v))
-                        && below[1].get_document("_id").ok() == Some(&slot(name, v - 1))
-                        && epoch_of(&below[1]) == Some(held.epoch);
-                    if !chained {
-                        tracing::info!(target: "failover", name, epoch = held.epoch,
-                            "the lease was deleted under this write; withdrawing it");
-                        self.leases
-                            .delete_one(doc! { "_id": slot(name, v), "token": lease.token })
-                            .await
-                            .map_err(|e| {
-                                scrubbed_driver_error("withdraw a lease write", &e, &self.secrets)
-                            })?;
+                    if !follows(below.as_ref(), name, v - 1, held.epoch) {
+                        self.withdraw(name, v, lease.token, "withdraw a lease write")
+                            .await?;
                         return Ok(Renewal::Lost);
                     }
                     // Only the holder's own writes collect (a take-over still
@@ -402,8 +422,9 @@ impl MongoStore {
 
 /// What became of a version write.
 enum Written {
-    /// This write is the version, and it is the newest.
-    Won(Box<Lease>),
+    /// This write is the version, and it is the newest; the version right
+    /// below it, if any.
+    Won(Box<Lease>, Option<Document>),
     /// Another writer has this version or a newer one.
     Lost,
     /// An earlier write of this member instance has this version, the newest.
@@ -465,11 +486,11 @@ impl LeaseStore for MongoStore {
             fields.extend(publish(p));
         }
         let v = seen.version + 1;
-        let lease = match self
+        let (lease, below) = match self
             .write("take lease", name, v, fields, current.epoch)
             .await?
         {
-            Written::Won(lease) => *lease,
+            Written::Won(lease, below) => (*lease, below),
             // An earlier attempt of ours took it (its answer lost): its time is
             // unknown, so it does not count; the election judges it like
             // anybody's lease.
@@ -480,18 +501,9 @@ impl LeaseStore for MongoStore {
         // deletion of a renewal that the holder made after the version seen, and
         // that holder may still act. Then this version is withdrawn (the next
         // reader finds the lease missing and writes a vacancy).
-        let below = self.newest_two(name).await?;
-        let in_order = below.len() == 2
-            && below[0].get_document("_id").ok() == Some(&slot(name, v))
-            && below[1].get_document("_id").ok() == Some(&slot(name, seen.version))
-            && epoch_of(&below[1]) == Some(current.epoch);
-        if !in_order {
-            tracing::info!(target: "failover", name, epoch = lease.epoch,
-                "the lease was deleted during the take-over; withdrawing it");
-            self.leases
-                .delete_one(doc! { "_id": slot(name, v), "token": claim.token })
-                .await
-                .map_err(|e| scrubbed_driver_error("withdraw a take-over", &e, &self.secrets))?;
+        if !follows(below.as_ref(), name, seen.version, current.epoch) {
+            self.withdraw(name, v, Some(claim.token), "withdraw a take-over")
+                .await?;
             return Ok(None);
         }
         Ok(Some(lease))
